@@ -1,0 +1,124 @@
+"""The Backend object: one array library, one device, one float dtype, and what the Array API standard lacks.
+
+A backend is made once per model (``get_backend``) and handed to every op as ``bk``; ops use ``bk.xp`` (the
+array-api-compat namespace) for everything the standard has, and the methods below for what it does not.
+The base class implements each extra in pure Array API, which is what the ``strict`` backend runs; the numpy,
+torch and cupy subclasses override them with their library's fast native routine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError
+from .erf import erf_array_api
+
+FLOAT_DTYPES = ("float32", "float64", "bfloat16")
+
+# Rows of the one-hot matrix built at a time by the pure Array API scatter-add (bounds its memory).
+_ONE_HOT_CHUNK = 4096
+
+
+class Backend:
+    """One array library on one device with one float dtype.
+
+    Attributes: ``name`` ("numpy" | "torch" | "cupy" | "strict"), ``xp`` (Array API namespace), ``device``
+    (the library's own device object), ``dtype`` (an ``xp`` float dtype), ``dtype_name``, ``is_gpu``,
+    ``index_dtype`` (int64, used for token ids).
+    """
+
+    name: str = "base"
+    supports_bfloat16: bool = False
+
+    def __init__(self, xp: Any, device: Any, dtype_name: str, is_gpu: bool = False) -> None:
+        self.xp = xp
+        self.device = device
+        self.dtype_name = dtype_name
+        self.dtype = getattr(xp, dtype_name)
+        self.index_dtype = xp.int64
+        self.is_gpu = is_gpu
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype_name!r})"
+
+    # ---- arrays in and out -------------------------------------------------------------------------------
+
+    def asarray(self, data: Any, dtype: Any = None) -> Any:
+        """Python numbers/lists or a NumPy array -> an array on this backend's device (floats in ``dtype``)."""
+        return self.from_numpy(np.asarray(data), dtype)
+
+    def from_numpy(self, a: np.ndarray, dtype: Any = None) -> Any:
+        """Copy a NumPy array to this backend. Floats become ``dtype`` (default: the backend's), ints int64."""
+        a = np.asarray(a)
+        if a.dtype == np.bool_:
+            dtype = self.xp.bool
+        elif dtype is None:
+            dtype = self.index_dtype if a.dtype.kind in "iu" else self.dtype
+        return self._from_numpy(a, dtype)
+
+    def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
+        return self.xp.asarray(a, dtype=dtype, device=self.device, copy=True)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """An array of this backend -> a NumPy array on the host (bfloat16 is upcast to float32)."""
+        return np.from_dlpack(x).copy()
+
+    def zeros(self, shape: Sequence[int], dtype: Any = None) -> Any:
+        return self.xp.zeros(tuple(shape), dtype=self.dtype if dtype is None else dtype, device=self.device)
+
+    def item(self, x: Any) -> float:
+        """A 0-d array -> a Python float (on a GPU this waits for the result)."""
+        return float(self.to_numpy(x))
+
+    # ---- what the standard lacks -------------------------------------------------------------------------
+
+    def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
+        """out[idx[n], :] += src[n, :] for every n (repeated ids accumulate). out (V,C), idx (N,), src (N,C).
+
+        Returns the updated array (in place where the library allows). Pure Array API form: for a chunk
+        of rows v0..v1, onehot (v1-v0, N) = (v == idx) and out[v0:v1] += onehot @ src.
+        """
+        xp = self.xp
+        V = out.shape[0]
+        for v0 in range(0, V, _ONE_HOT_CHUNK):
+            v1 = min(V, v0 + _ONE_HOT_CHUNK)
+            rows = xp.arange(v0, v1, dtype=idx.dtype, device=self.device)
+            onehot = xp.astype(rows[:, None] == idx[None, :], src.dtype)  # (v1-v0, N)
+            out[v0:v1, ...] = out[v0:v1, ...] + onehot @ src
+        return out
+
+    def erf(self, x: Any) -> Any:
+        """The error function, elementwise (the standard has none)."""
+        return erf_array_api(self.xp, x)
+
+    def generator(self, *seed: int) -> Any:
+        """A native random generator seeded from a tuple of ints (e.g. (seed, step)), for dropout/sampling."""
+        return np.random.default_rng(np.random.SeedSequence(list(seed)))
+
+    def uniform(self, gen: Any, shape: Sequence[int]) -> Any:
+        """Uniform [0, 1) numbers of the backend dtype, drawn from ``gen`` (made by ``generator``)."""
+        return self.from_numpy(gen.random(tuple(shape)))
+
+    def synchronize(self) -> None:
+        """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
+
+    def memory_allocated(self) -> int | None:
+        """Bytes the library holds on the device now, where it can tell (GPU backends); else None."""
+        return None
+
+
+def check_dtype(backend_name: str, dtype: str, supports_bfloat16: bool, have_bfloat16: Sequence[str]) -> None:
+    """Refuse a dtype the backend cannot compute in, naming where it is available."""
+    if dtype not in FLOAT_DTYPES:
+        raise BackendError(
+            f"unsupported dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)} (bfloat16 only on "
+            f"{', '.join(have_bfloat16)})"
+        )
+    if dtype == "bfloat16" and not supports_bfloat16:
+        raise BackendError(
+            f"the {backend_name} backend has no bfloat16; use dtype='float32', or a backend that has it: "
+            f"{', '.join(have_bfloat16)}"
+        )

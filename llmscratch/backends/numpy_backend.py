@@ -1,0 +1,46 @@
+"""NumPy on the CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+
+    def __init__(self, device: Any, dtype_name: str) -> None:
+        from array_api_compat import numpy as xp
+
+        if device not in (None, "cpu"):
+            raise BackendError(
+                f"the numpy backend runs on the CPU only, not {device!r}; use backend='torch' or 'cupy' for a GPU"
+            )
+        super().__init__(xp, "cpu", dtype_name)
+
+    def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
+        return np.array(a, dtype=dtype, copy=True)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.array(x, copy=True)
+
+    def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
+        """np.add.at on flat indices idx·C + c (NumPy's fast 1-D path; 2-3x faster than row-wise add.at)."""
+        C = out.shape[1]
+        flat = (idx[:, None] * C + np.arange(C)).reshape(-1)
+        np.add.at(out.reshape(-1), flat, src.reshape(-1))
+        return out
+
+    def erf(self, x: Any) -> Any:
+        try:
+            from scipy.special import erf
+        except ImportError:
+            return super().erf(x)
+        return erf(x)
+
+    def uniform(self, gen: Any, shape: Any) -> Any:
+        return gen.random(tuple(shape), dtype=self.dtype)

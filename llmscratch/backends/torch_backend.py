@@ -1,0 +1,74 @@
+"""PyTorch on the CPU or a CUDA GPU.
+
+No tensor the library makes ever has ``requires_grad``, so no autograd graph is built: the backward passes
+are our own. (The one exception is the ``sdpa`` attention kernel, which may ask torch for the gradient of
+that single call; see ``llmscratch/kernels/sdpa.py``.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    supports_bfloat16 = True
+
+    def __init__(self, device: Any, dtype_name: str) -> None:
+        try:
+            import torch
+            from array_api_compat import torch as xp
+        except ImportError as e:
+            raise BackendError("torch is not installed; pip install 'llmscratch[torch]'") from e
+        try:
+            dev = torch.device("cpu" if device is None else device)
+        except (RuntimeError, TypeError) as e:
+            raise BackendError(f"unknown torch device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from e
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise BackendError(
+                    f"torch cannot use device {device!r}: no CUDA GPU is available to this torch build "
+                    f"(torch {torch.__version__}); use device='cpu'"
+                )
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                raise BackendError(
+                    f"device {device!r} does not exist; this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+                )
+        elif dev.type != "cpu":
+            raise BackendError(f"the torch backend supports 'cpu' and 'cuda' devices, not {device!r}")
+        self.torch = torch
+        super().__init__(xp, dev, dtype_name, is_gpu=dev.type == "cuda")
+
+    def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
+        return self.torch.tensor(a, dtype=dtype, device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        x = x.detach()
+        if x.dtype == self.torch.bfloat16:
+            x = x.float()
+        return x.cpu().numpy().copy()
+
+    def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
+        return out.index_add_(0, idx, src)
+
+    def erf(self, x: Any) -> Any:
+        return self.torch.special.erf(x)
+
+    def generator(self, *seed: int) -> Any:
+        state = np.random.SeedSequence(list(seed)).generate_state(1, np.uint64)[0]
+        return self.torch.Generator(device=self.device).manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+
+    def uniform(self, gen: Any, shape: Any) -> Any:
+        return self.torch.rand(tuple(shape), generator=gen, dtype=self.dtype, device=self.device)
+
+    def synchronize(self) -> None:
+        if self.is_gpu:
+            self.torch.cuda.synchronize(self.device)
+
+    def memory_allocated(self) -> int | None:
+        return self.torch.cuda.memory_allocated(self.device) if self.is_gpu else None

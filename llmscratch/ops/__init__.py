@@ -1,0 +1,55 @@
+"""Handwritten forward/backward pairs, each pure Array API.
+
+Every ``*_forward(bk, ...)`` returns ``(out, cache)``; the matching ``*_backward(bk, dout, cache)`` returns
+the gradients of its inputs (and parameters), in the order the forward took them.
+"""
+
+from .activations import (
+    gelu_backward,
+    gelu_forward,
+    relu_backward,
+    relu_forward,
+    swiglu_backward,
+    swiglu_forward,
+)
+from .attention import attention_backward, attention_forward
+from .cross_entropy import cross_entropy_backward, cross_entropy_forward
+from .dropout import dropout_backward, dropout_forward
+from .embedding import embedding_backward, embedding_forward
+from .layernorm import layernorm_backward, layernorm_forward
+from .linear import linear_backward, linear_forward
+from .positions import positions_backward, positions_forward, sinusoidal_table
+from .rmsnorm import rmsnorm_backward, rmsnorm_forward
+from .rope import rope_backward, rope_forward, rope_tables
+from .softmax import softmax_backward, softmax_forward
+
+__all__ = [
+    "attention_backward",
+    "attention_forward",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "dropout_backward",
+    "dropout_forward",
+    "embedding_backward",
+    "embedding_forward",
+    "gelu_backward",
+    "gelu_forward",
+    "layernorm_backward",
+    "layernorm_forward",
+    "linear_backward",
+    "linear_forward",
+    "positions_backward",
+    "positions_forward",
+    "relu_backward",
+    "relu_forward",
+    "rmsnorm_backward",
+    "rmsnorm_forward",
+    "rope_backward",
+    "rope_forward",
+    "rope_tables",
+    "sinusoidal_table",
+    "softmax_backward",
+    "softmax_forward",
+    "swiglu_backward",
+    "swiglu_forward",
+]

@@ -1,0 +1,31 @@
+"""Input checks shared by the ops: one-line errors that name the op, the argument and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Backend
+from ..errors import DataError, ShapeError
+
+
+def expect(ok: bool, op: str, message: str) -> None:
+    """Raise ShapeError('<op>: <message>') unless ``ok``."""
+    if not ok:
+        raise ShapeError(f"{op}: {message}")
+
+
+def check_ids(bk: Backend, ids: Any, size: int, op: str, ignore_index: int | None = None) -> None:
+    """Every id must lie in [0, size) (or equal ``ignore_index``); a bad one raises DataError naming it.
+
+    Costs one small reduction and, on a GPU, one wait: worth it, since an out-of-range index there
+    kills the CUDA context instead of raising.
+    """
+    xp = bk.xp
+    expect(xp.isdtype(ids.dtype, "integral"), op, f"ids must be integers, got dtype {ids.dtype}")
+    if ids.size == 0:  # reductions of an empty array are undefined
+        return
+    kept = ids if ignore_index is None else xp.where(ids == ignore_index, 0, ids)
+    lo, hi = int(xp.min(kept)), int(xp.max(kept))
+    if lo < 0 or hi >= size:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"{op}: id {bad} is out of range for a vocabulary of {size} (valid: 0..{size - 1})")

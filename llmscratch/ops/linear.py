@@ -1,0 +1,38 @@
+"""Linear (fully connected) layer.   Legend: N rows (= B·T), C in channels, OC out channels.
+
+The weight is stored (C, OC), as GPT-2's Conv1D stores it, so the forward is a plain x @ w.
+forward:   out = x @ w + b
+backward:  dx = dout @ wᵀ,   dw = xᵀ @ dout,   db = Σ_n dout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends import Backend
+from .checks import expect
+
+
+def linear_forward(bk: Backend, x: Any, w: Any, b: Any = None) -> tuple[Any, Any]:
+    """x (...,C), w (C,OC), b (OC,) or None -> out (...,OC)"""
+    xp = bk.xp
+    C, OC = w.shape
+    expect(x.shape[-1] == C, "linear_forward", f"x has {x.shape[-1]} features but w is {C}x{OC} (x {tuple(x.shape)})")
+    expect(b is None or tuple(b.shape) == (OC,), "linear_forward",
+           f"b must be ({OC},), got {None if b is None else tuple(b.shape)}")
+    x2 = xp.reshape(x, (-1, C))  # (N,C)
+    out = x2 @ w
+    if b is not None:
+        out = out + b
+    return xp.reshape(out, (*x.shape[:-1], OC)), (x2, w, b is not None, x.shape)
+
+
+def linear_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """dout (...,OC) -> dx (...,C), dw (C,OC), db (OC,) or None"""
+    xp = bk.xp
+    x2, w, has_bias, x_shape = cache
+    d2 = xp.reshape(dout, (-1, w.shape[1]))  # (N,OC)
+    dx = xp.reshape(d2 @ w.T, x_shape)
+    dw = x2.T @ d2
+    db = xp.sum(d2, axis=0) if has_bias else None
+    return dx, dw, db

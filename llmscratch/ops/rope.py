@@ -1,0 +1,42 @@
+"""Rotary position embedding (RoPE), in the rotate-half form Llama and GPT-NeoX use.   Legend: T time, D head dim.
+
+Channel i and i + D/2 of each head form a pair rotated by the angle (offset + t) · θ_i,  θ_i = base^(-2i/D):
+forward:   out = x · cos + rotate_half(x) · sin,       rotate_half([x1 | x2]) = [-x2 | x1]
+backward:  dx  = dout · cos + rotate_halfᵀ(dout · sin),  rotate_halfᵀ([y1 | y2]) = [y2 | -y1]
+The tables are built on the host in float64 and then cast, so every backend rotates by the same angles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend
+from .checks import expect
+
+
+def rope_tables(bk: Backend, T: int, D: int, offset: int = 0, base: float = 10000.0) -> tuple[Any, Any]:
+    """-> cos (T,D), sin (T,D) for positions offset .. offset+T-1"""
+    expect(D % 2 == 0, "rope_tables", f"the head dim must be even for RoPE, got {D}")
+    inv_freq = base ** (-np.arange(0, D, 2, dtype=np.float64) / D)  # (D/2,)
+    angles = np.arange(offset, offset + T, dtype=np.float64)[:, None] * inv_freq[None, :]  # (T, D/2)
+    angles = np.concatenate([angles, angles], axis=-1)  # (T, D)
+    return bk.from_numpy(np.cos(angles)), bk.from_numpy(np.sin(angles))
+
+
+def rope_forward(bk: Backend, x: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
+    """x (B,H,T,D), cos (T,D), sin (T,D) -> out (B,H,T,D)"""
+    xp = bk.xp
+    T, D = x.shape[-2], x.shape[-1]
+    expect(tuple(cos.shape) == (T, D), "rope_forward", f"cos/sin must be (T={T}, D={D}), got {tuple(cos.shape)}")
+    x1, x2 = x[..., : D // 2], x[..., D // 2 :]
+    return x * cos + xp.concat([-x2, x1], axis=-1) * sin, (cos, sin)
+
+
+def rope_backward(bk: Backend, dout: Any, cache: Any) -> Any:
+    """dout (B,H,T,D) -> dx (B,H,T,D)"""
+    cos, sin = cache
+    D = dout.shape[-1]
+    ds = dout * sin
+    return dout * cos + bk.xp.concat([ds[..., D // 2 :], -ds[..., : D // 2]], axis=-1)

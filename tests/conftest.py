@@ -1,0 +1,64 @@
+"""Fixtures shared by the tests: every backend that can run here, in float64 and float32.
+
+Backend ids: numpy, torch, strict (always tried), and the GPU ones, cupy and torch-cuda, which skip
+cleanly when no usable GPU exists (cupy.cuda.is_available(), not just the import).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llmscratch.backends import get_backend
+from llmscratch.errors import BackendError
+
+BACKEND_IDS = ("numpy", "torch", "strict", "cupy", "torch-cuda")
+GPU_IDS = ("cupy", "torch-cuda")
+
+
+def make_backend(backend_id: str, dtype: str = "float64"):
+    """Backend for an id like 'torch-cuda', or pytest.skip with the reason it cannot run here."""
+    name, _, device = backend_id.partition("-")
+    try:
+        return get_backend(name, device=device or None, dtype=dtype)
+    except BackendError as e:
+        pytest.skip(f"{backend_id}: {e}")
+
+
+@pytest.fixture(params=BACKEND_IDS)
+def backend_id(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def bk64(backend_id):
+    return make_backend(backend_id, "float64")
+
+
+@pytest.fixture
+def bk32(backend_id):
+    return make_backend(backend_id, "float32")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def shared_data_dir() -> Path | None:
+    """LLMSCRATCH_DATA_DIR when it holds tinyshakespeare.txt (CI points it at ../shared/data)."""
+    d = os.environ.get("LLMSCRATCH_DATA_DIR")
+    if d and (Path(d) / "tinyshakespeare.txt").is_file():
+        return Path(d)
+    return None
+
+
+def rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| / max|b|: one relative error for a whole tensor (b is the reference)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != reference shape {b.shape}"
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-30)
+    return float(np.max(np.abs(a - b))) / scale if a.size else 0.0
