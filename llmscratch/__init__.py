@@ -1,8 +1,34 @@
-"""llmscratch: a GPT-style language model from scratch, written once against the Python Array API."""
+"""llmscratch: a GPT-style language model from scratch, written once against the Python Array API.
+
+    import llmscratch
+    result = llmscratch.train(backend="numpy", data="shakespeare", preset="shakespeare_char_cpu")
+    print(result.sample("ROMEO:"))
+    ckpt = llmscratch.load("out", backend="torch")
+"""
 
 from .backends import Backend, available_backends, get_backend
+from .checkpoint import Checkpoint, load
+from .config import TrainConfig
 from .errors import LLMScratchError
+from .generate import generate, sample_text
+from .models import GPT, GPTConfig
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
-__all__ = ["Backend", "LLMScratchError", "__version__", "available_backends", "get_backend"]
+__all__ = [
+    "GPT",
+    "Backend",
+    "Checkpoint",
+    "GPTConfig",
+    "LLMScratchError",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+    "available_backends",
+    "generate",
+    "get_backend",
+    "load",
+    "sample_text",
+    "train",
+]

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import BackendError
 from .base import Backend
+from .host_memory import tune_host_allocator
 
 
 class NumpyBackend(Backend):
@@ -21,6 +22,7 @@ class NumpyBackend(Backend):
                 f"the numpy backend runs on the CPU only, not {device!r}; use backend='torch' or 'cupy' for a GPU"
             )
         super().__init__(xp, "cpu", dtype_name)
+        tune_host_allocator()
 
     def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
         return np.array(a, dtype=dtype, copy=True)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import BackendError
 from .base import Backend
+from .host_memory import tune_host_allocator
 
 
 class TorchBackend(Backend):
@@ -43,6 +44,8 @@ class TorchBackend(Backend):
             raise BackendError(f"the torch backend supports 'cpu' and 'cuda' devices, not {device!r}")
         self.torch = torch
         super().__init__(xp, dev, dtype_name, is_gpu=dev.type == "cuda")
+        if not self.is_gpu:
+            tune_host_allocator()
 
     def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
         return self.torch.tensor(a, dtype=dtype, device=self.device)
