@@ -28,7 +28,9 @@ def test_available_backends_from_the_command_line():
     """The Done-when line of the core issue: the one-liner prints a list holding numpy."""
     out = subprocess.run(
         [sys.executable, "-c", "import llmscratch; print(llmscratch.available_backends())"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "'numpy'" in out
 

@@ -42,8 +42,16 @@ def check(hf_model, logits, loss, grads, hf_grads_as_ours, idx, targets, tol):
 def test_gpt2_lm_head_model():
     cfg = GPTConfig(vocab_size=17, block_size=11, n_layer=2, n_head=4, n_embd=16)
     hf_cfg = transformers.GPT2Config(
-        vocab_size=17, n_positions=11, n_embd=16, n_layer=2, n_head=4, activation_function="gelu_new",
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        vocab_size=17,
+        n_positions=11,
+        n_embd=16,
+        n_layer=2,
+        n_head=4,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
     )
     hf = transformers.GPT2LMHeadModel(hf_cfg).to(torch.float64).eval()
     hf.config._attn_implementation = "eager"
@@ -58,12 +66,34 @@ def test_gpt2_lm_head_model():
 
 def test_llama_for_causal_lm():
     C, H, Hkv, F, V, L = 16, 4, 2, 24, 19, 2
-    cfg = GPTConfig(vocab_size=V, block_size=10, n_layer=L, n_head=H, n_kv_head=Hkv, n_embd=C, n_inner=F,
-                    pos="rope", norm="rmsnorm", mlp="swiglu", bias=False, tie_embeddings=False, norm_eps=1e-6)
+    cfg = GPTConfig(
+        vocab_size=V,
+        block_size=10,
+        n_layer=L,
+        n_head=H,
+        n_kv_head=Hkv,
+        n_embd=C,
+        n_inner=F,
+        pos="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        bias=False,
+        tie_embeddings=False,
+        norm_eps=1e-6,
+    )
     hf_cfg = transformers.LlamaConfig(
-        vocab_size=V, hidden_size=C, intermediate_size=F, num_hidden_layers=L, num_attention_heads=H,
-        num_key_value_heads=Hkv, max_position_embeddings=10, rms_norm_eps=1e-6, tie_word_embeddings=False,
-        attention_bias=False, mlp_bias=False, rope_theta=10000.0,
+        vocab_size=V,
+        hidden_size=C,
+        intermediate_size=F,
+        num_hidden_layers=L,
+        num_attention_heads=H,
+        num_key_value_heads=Hkv,
+        max_position_embeddings=10,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        rope_theta=10000.0,
     )
     hf = transformers.LlamaForCausalLM(hf_cfg).to(torch.float64).eval()
     hf.config._attn_implementation = "eager"
@@ -72,8 +102,11 @@ def test_llama_for_causal_lm():
 
     def to_ours(get):
         """HF Llama tensors (via get(name)) -> our names and layouts."""
-        out = {"transformer.wte.weight": get("model.embed_tokens.weight"),
-               "transformer.ln_f.weight": get("model.norm.weight"), "lm_head.weight": get("lm_head.weight")}
+        out = {
+            "transformer.wte.weight": get("model.embed_tokens.weight"),
+            "transformer.ln_f.weight": get("model.norm.weight"),
+            "lm_head.weight": get("lm_head.weight"),
+        }
         for i in range(L):
             hf_l, ours = f"model.layers.{i}", f"transformer.h.{i}"
             a, m = f"{hf_l}.self_attn", f"{hf_l}.mlp"

@@ -164,6 +164,9 @@ class GPT:
         self.kernel = get_attention_kernel(config.attention, self.bk)
         self.params = init_params(config, self.bk, seed) if params is None else params
         self._check_params()
+        # one fixed order (a loaded file's order can vary): sums over all parameters, such as the global
+        # gradient norm, then always add in the same order, which keeps float results reproducible
+        self.params = {name: self.params[name] for name in parameter_specs(config)}
         self.training = True  # dropout is on in training mode only
         self._dropout_rng = self.bk.generator(seed, 0x0D0)
         self._act_forward, self._act_backward = ACTIVATIONS[config.mlp]

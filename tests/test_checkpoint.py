@@ -1,0 +1,129 @@
+"""Checkpoints: round trips, crashes mid-write never replace the last good one, corrupt files are refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import llmscratch
+from llmscratch.errors import CheckpointError, TokenizerError
+
+checkpoint_module = sys.modules["llmscratch.checkpoint"]
+TINY = dict(n_layer=1, n_head=2, n_embd=8, block_size=8, batch_size=2, eval_iters=1, progress=False)
+
+
+@pytest.fixture
+def trained(tmp_path):
+    out = tmp_path / "run"
+    result = llmscratch.train(max_iters=4, eval_interval=2, out_dir=str(out), **TINY)
+    return out, result
+
+
+def test_layout_and_round_trip(trained):
+    out, result = trained
+    ckpt_dirs = list(out.glob("ckpt-*"))
+    assert len(ckpt_dirs) == 1 and (out / "LATEST").read_text().strip() == ckpt_dirs[0].name
+    assert {p.name for p in ckpt_dirs[0].iterdir()} == set(checkpoint_module.FILES)
+    ckpt = llmscratch.load(out)
+    assert ckpt.step == 4 and ckpt.path == ckpt_dirs[0]
+    for name, p in result.model.params.items():
+        np.testing.assert_array_equal(ckpt.model.bk.to_numpy(ckpt.model.params[name]), result.model.bk.to_numpy(p))
+    assert ckpt.tokenizer.to_dict() == result.tokenizer.to_dict()
+    assert llmscratch.load(ckpt_dirs[0]).step == 4  # the checkpoint directory itself works too
+
+
+def test_load_onto_another_backend(trained):
+    pytest.importorskip("torch")
+    out, result = trained
+    ckpt = llmscratch.load(out, backend="torch", dtype="float64")
+    assert ckpt.model.bk.name == "torch"
+    x = np.array([[1, 2, 3]])
+    a = result.model.bk.to_numpy(result.model.forward(x)[0])
+    b = ckpt.model.bk.to_numpy(ckpt.model.forward(x)[0])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ckpt.sample("d", 5, seed=0).startswith("d")
+
+
+def test_bfloat16_checkpoint_round_trip(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "bf16"
+    result = llmscratch.train(max_iters=2, eval_interval=2, out_dir=str(out), backend="torch", dtype="bfloat16", **TINY)
+    ckpt = llmscratch.load(out)
+    assert ckpt.model.bk.dtype_name == "bfloat16"
+    for name, p in result.model.params.items():
+        np.testing.assert_array_equal(ckpt.model.bk.to_numpy(ckpt.model.params[name]), result.model.bk.to_numpy(p))
+
+
+def test_crash_while_writing_keeps_the_last_good_checkpoint(trained, monkeypatch):
+    out, _ = trained
+    good = (out / "LATEST").read_text()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(checkpoint_module, "tensors_to_bytes", crash)  # dies halfway through a save
+    with pytest.raises(OSError, match="simulated"):
+        llmscratch.train(max_iters=8, eval_interval=2, out_dir=str(out), resume=True, **TINY)
+    assert (out / "LATEST").read_text() == good
+    assert llmscratch.load(out).step == 4
+    monkeypatch.undo()
+    llmscratch.train(max_iters=6, eval_interval=2, out_dir=str(out), resume=True, **TINY)
+    assert not list(out.glob(".tmp-*")), "the next save cleans up what the crash left"
+    assert llmscratch.load(out).step == 6
+
+
+def test_crash_before_the_pointer_moves_keeps_the_old_one(trained, monkeypatch):
+    out, _ = trained
+    monkeypatch.setattr(checkpoint_module, "atomic_write", lambda *a: (_ for _ in ()).throw(OSError("power cut")))
+    with pytest.raises(OSError, match="power cut"):
+        llmscratch.train(max_iters=8, eval_interval=2, out_dir=str(out), resume=True, **TINY)
+    assert llmscratch.load(out).step == 4  # the new directory exists but LATEST still names the old one
+
+
+def test_truncated_weights_are_refused(trained):
+    out, _ = trained
+    ckpt = next(out.glob("ckpt-*"))
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt"):
+        llmscratch.load(out)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
+        (lambda d: (d / "state.json").unlink(), "state.json is missing"),
+        (lambda d: (d / "tokenizer.json").write_text('{"type": "sentencepiece"}'), "is not a llmscratch tokenizer"),
+        (
+            lambda d: (d / "tokenizer.json").write_text('{"type": "char", "chars": "ab"}'),
+            "the tokenizer has 2 tokens but the model",
+        ),
+        (
+            lambda d: (d / "config.json").write_text(
+                json.dumps({"train": {}, "model": {"n_layer": 2, "vocab_size": 96}})
+            ),
+            "does not match its config",
+        ),
+        (lambda d: (d / "config.json").write_text(json.dumps({"train": {}, "model": {"n_layers": 2}})), "n_layers"),
+    ],
+)
+def test_damaged_checkpoints_give_one_line_errors(trained, damage, message):
+    out, _ = trained
+    damage(next(out.glob("ckpt-*")))
+    with pytest.raises((CheckpointError, TokenizerError), match=message) as e:
+        llmscratch.load(out)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_and_empty_locations(tmp_path):
+    with pytest.raises(CheckpointError, match="the directory does not exist"):
+        llmscratch.load(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        llmscratch.load(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint in .*drop --resume"):
+        llmscratch.train(out_dir=str(tmp_path / "nowhere"), resume=True, **TINY)
