@@ -86,7 +86,9 @@ class TrainConfig:
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         names = {f.name for f in fields(GPTConfig)} - {"vocab_size", "attention"}
-        attention = default_attention_kernel(self.backend) if self.attention == "auto" else self.attention
+        attention = self.attention
+        if attention == "auto":
+            attention = default_attention_kernel(self.backend, self.block_size)
         return GPTConfig(vocab_size=vocab_size, attention=attention, **{n: getattr(self, n) for n in names})
 
     def to_dict(self) -> dict[str, Any]:

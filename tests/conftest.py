@@ -56,9 +56,12 @@ def shared_data_dir() -> Path | None:
     return None
 
 
-def rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    """max|a - b| / max|b|: one relative error for a whole tensor (b is the reference)."""
+def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 1e-30) -> float:
+    """max|a - b| / max(max|b|, floor): one relative error for a whole tensor (b is the reference).
+
+    ``floor`` keeps an exactly-zero reference (e.g. dq of a single key) from turning rounding into infinity.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert a.shape == b.shape, f"shape {a.shape} != reference shape {b.shape}"
-    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-30)
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, floor)
     return float(np.max(np.abs(a - b))) / scale if a.size else 0.0

@@ -11,11 +11,14 @@ and is tested against it ("naive") on every backend it supports.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..backends import Backend
 from ..errors import ConfigError, did_you_mean
 from ..ops import attention_backward, attention_forward
+from .flash import flash_attention_backward, flash_attention_forward
+from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
 
 
 @dataclass(frozen=True)
@@ -27,26 +30,45 @@ class AttentionKernel:
     description: str
 
 
-def _registry() -> dict[str, AttentionKernel]:
-    return {
+def _build_registry() -> dict[str, AttentionKernel]:
+    kernels = {
         "naive": AttentionKernel(
             "naive", attention_forward, attention_backward, ("numpy", "torch", "cupy", "strict"),
             "reference: materialises the (B,H,T,S) scores",
         ),
+        "flash": AttentionKernel(
+            "flash", flash_attention_forward, flash_attention_backward, ("numpy", "torch", "cupy", "strict"),
+            "FlashAttention-2 tiling in pure Array API: O(T) memory",
+        ),
     }
+    for name in SDPA_VARIANTS:
+        kernels[name] = AttentionKernel(
+            name, partial(sdpa_forward, variant=name), sdpa_backward, ("torch",),
+            "torch scaled_dot_product_attention" + (f" forced to {name[5:]}" if name != "sdpa" else ""),
+        )
+    return kernels
 
 
-ATTENTION_KERNELS = tuple(_registry())
+KERNELS = _build_registry()
+ATTENTION_KERNELS = tuple(KERNELS)
 
 
-def default_attention_kernel(backend_name: str) -> str:
-    """The kernel attention="auto" picks for a backend."""
-    return "naive"
+# Up to this many positions the naive kernel is as fast as flash on the CPU (its (T,T) scores fit in cache);
+# beyond it flash wins (1.4x at T=256, 2.5x at T=4096 on numpy; benchmarks/results/attention_cpu.md).
+NAIVE_MAX_T = 128
+
+
+def default_attention_kernel(backend_name: str, block_size: int) -> str:
+    """The kernel attention="auto" picks, from the measurements in benchmarks/results:
+    torch: SDPA (fused; fastest at every T measured); others: naive for short contexts, flash beyond."""
+    if backend_name == "torch":
+        return "sdpa"
+    return "naive" if block_size <= NAIVE_MAX_T else "flash"
 
 
 def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
     """The kernel called ``name``, checked to run on ``bk``; a one-line error otherwise."""
-    kernels = _registry()
+    kernels = KERNELS
     if name not in kernels:
         raise ConfigError(
             f"unknown attention kernel {name!r}{did_you_mean(name, kernels)}; choose one of {', '.join(kernels)}"

@@ -252,8 +252,8 @@ class GPT:
         dq, dk, dv = self.kernel.backward(self.bk, dy, c_kernel)
         if c_rope is not None:
             dq, dk = ops.rope_backward(self.bk, dq, c_rope), ops.rope_backward(self.bk, dk, c_rope)
-        dqkv = xp.concat([dq, dk, dv], axis=1)  # (B,H+2Hkv,T,D)
-        dqkv = xp.reshape(xp.permute_dims(dqkv, (0, 2, 1, 3)), (B, T, (H + 2 * Hkv) * D))
+        heads_last = [xp.permute_dims(g, (0, 2, 1, 3)) for g in (dq, dk, dv)]  # views, (B,T,·,D)
+        dqkv = xp.reshape(xp.concat(heads_last, axis=2), (B, T, (H + 2 * Hkv) * D))  # one copy
         return self._linear_backward(dqkv, c_attn, f"{name}.c_attn", grads)
 
     def _mlp_forward(self, x: Any, i: int) -> tuple[Any, Any]:
