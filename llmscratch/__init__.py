@@ -1,9 +1,9 @@
 """llmscratch: a GPT-style language model from scratch, written once against the Python Array API.
 
-    import llmscratch
-    result = llmscratch.train(backend="numpy", data="shakespeare", preset="shakespeare_char_cpu")
-    print(result.sample("ROMEO:"))
-    ckpt = llmscratch.load("out", backend="torch")
+import llmscratch
+result = llmscratch.train(backend="numpy", data="shakespeare", preset="shakespeare_char_cpu")
+print(result.sample("ROMEO:"))
+ckpt = llmscratch.load("out", backend="torch")
 """
 
 from .backends import Backend, available_backends, get_backend

@@ -39,8 +39,14 @@ from .tokenizers import Tokenizer, from_json_dict
 FORMAT_VERSION = 1
 POINTER = "LATEST"
 FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.json", "state.json")
-SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-                      "I64": np.int64, "I32": np.int32}
+SAFETENSORS_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+}
 
 
 def tensors_to_bytes(bk: Backend, arrays: dict[str, Any]) -> bytes:
@@ -182,8 +188,9 @@ def load(
     if isinstance(backend, Backend):
         bk = backend
     else:  # a backend named here runs on the device named here; else both come from the checkpoint
-        bk = get_backend(backend or train_cfg.backend, device if backend else (device or train_cfg.device),
-                         dtype or train_cfg.dtype)
+        bk = get_backend(
+            backend or train_cfg.backend, device if backend else (device or train_cfg.device), dtype or train_cfg.dtype
+        )
     try:
         model = GPT(model_cfg, bk, params=_read_tensors(bk, ckpt / "model.safetensors"))
     except LLMScratchError as e:
@@ -199,5 +206,7 @@ def _read_tensors(bk: Backend, path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete") from None
     host = tensors_from_bytes(data, str(path))
-    return {n: bk.from_numpy(a.astype(np.float64) if a.dtype == ml_dtypes.bfloat16 else a, bk.dtype)
-            for n, a in host.items()}
+    return {
+        n: bk.from_numpy(a.astype(np.float64) if a.dtype == ml_dtypes.bfloat16 else a, bk.dtype)
+        for n, a in host.items()
+    }

@@ -38,11 +38,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = _flag_type(hints[name])
         default = None if f.default is MISSING else f.default
         if kind is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"[{default}]")
+            group.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=f"[{default}]"
+            )
         else:
-            group.add_argument(flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(),
-                               help=f"[{default}]")
+            group.add_argument(
+                flag, dest=name, type=kind, default=None, metavar=kind.__name__.upper(), help=f"[{default}]"
+            )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -63,10 +65,158 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
-    text = ckpt.sample(args.prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                       top_p=args.top_p, seed=args.seed)
+    text = ckpt.sample(
+        args.prompt,
+        args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     print(text)
     return 0
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> int:
+    import time
+
+    from .data import load_text
+    from .tokenizers import BPETokenizer
+
+    _, text = load_text(args.data)
+    t0 = time.perf_counter()
+    tok = BPETokenizer.train(text, args.vocab_size, args.pattern, special_tokens=args.special)
+    seconds = time.perf_counter() - t0
+    tok.save(args.out)
+    n = len(tok.encode(text, allowed_special="none"))
+    print(
+        f"trained {tok.vocab_size} tokens ({len(tok.merges)} merges) in {seconds:.1f} s; "
+        f"{len(text.encode()) / n:.2f} bytes/token on the training text; saved {args.out}"
+    )
+    return 0
+
+
+def _read_input(text: str | None) -> str:
+    return sys.stdin.read() if text is None else text
+
+
+def cmd_tokenizer_encode(args: argparse.Namespace) -> int:
+    from .tokenizers import load
+
+    tok = load(args.tokenizer)
+    kwargs = {"allowed_special": "all"} if args.allow_special and tok.kind == "bpe" else {}
+    print(" ".join(str(i) for i in tok.encode(_read_input(args.text), **kwargs)))
+    return 0
+
+
+def cmd_tokenizer_decode(args: argparse.Namespace) -> int:
+    from .errors import TokenizerError
+    from .tokenizers import load
+
+    tok = load(args.tokenizer)
+    words = args.ids or _read_input(None).split()
+    try:
+        ids = [int(w) for w in words]
+    except ValueError:
+        raise TokenizerError(f"token ids must be integers, got {' '.join(words)[:60]!r}") from None
+    sys.stdout.write(tok.decode(ids) + "\n")
+    return 0
+
+
+def _backend_list(text: str | None) -> list[str]:
+    """'numpy,torch:cuda' -> ['numpy', 'torch:cuda']; None -> every backend available here (GPUs included)."""
+    from .backends import available_backends
+
+    if text:
+        return [b.strip() for b in text.split(",") if b.strip()]
+    names = [n for n in available_backends() if n != "strict"]
+    if "torch" in names:
+        from .backends import get_backend
+
+        try:
+            get_backend("torch", "cuda")
+            names.append("torch:cuda")
+        except LLMScratchError:
+            pass
+    return names
+
+
+def cmd_bench_attention(args: argparse.Namespace) -> int:
+    from .backends import get_backend
+    from .bench.attention import bench_attention
+    from .bench.report import attention_markdown, plot_attention, write_report
+
+    backends = [
+        get_backend(*spec.partition(":")[::2], dtype=args.dtype) if ":" in spec else get_backend(spec, dtype=args.dtype)
+        for spec in _backend_list(args.backend)
+    ]
+    Ts = [int(t) for t in args.T.split(",")] if args.T else None
+    kernels = args.kernels.split(",") if args.kernels else None
+    records = bench_attention(backends, kernels, Ts, causal=not args.bidirectional, budget_s=args.budget)
+    table = attention_markdown(records)
+    print(table)
+    paths = write_report(
+        args.out, args.name, {"attention": (records, table)}, plot_attention(records, _mkdir(args.out), args.name)
+    )
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from .bench.report import full_runs_markdown, plot_train, train_markdown, write_report
+    from .bench.train import bench_train, full_runs
+
+    contestants = _backend_list(args.backend)
+    if not args.no_reference:
+        contestants += [
+            f"reference{spec[len('torch') :]}" for spec in list(contestants) if spec.split(":")[0] == "torch"
+        ]
+        if not any(c.startswith("reference") for c in contestants):
+            contestants.append("reference")
+    overrides = {"max_iters": args.max_iters} if args.max_iters else {}
+    records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps)
+    sections = {"throughput": (records, train_markdown(records))}
+    print(sections["throughput"][1])
+    if args.full:
+        runs = full_runs(contestants, args.preset, **overrides)
+        sections["full runs"] = (runs, full_runs_markdown(runs))
+        print(sections["full runs"][1])
+    paths = write_report(args.out, args.name, sections, plot_train(records, _mkdir(args.out), args.name))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
+    from .bench.report import markdown_table, write_report
+    from .bench.tokenizer import bench_tokenizers
+    from .data import load_text
+    from .tokenizers.bpe_textbook import textbook_train
+
+    _, text = load_text(args.data)
+    sizes = tuple(int(v) for v in args.vocab_sizes.split(","))
+    records = bench_tokenizers(text, sizes, args.pattern, textbook_train if args.textbook else None)
+    table = markdown_table(
+        records,
+        [
+            ("tokenizer", "tokenizer", ""),
+            ("vocab", "vocab_size", ""),
+            ("train s", "train_s", ".2f"),
+            ("encode MB/s", "encode_mb_s", ".2f"),
+            ("bytes/token", "bytes_per_token", ".3f"),
+            ("bytes/token ÷ HF", "bytes_per_token_vs_hf", ".4f"),
+        ],
+    )
+    print(table)
+    paths = write_report(args.out, args.name, {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, table)})
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _mkdir(path: str) -> Any:
+    from pathlib import Path
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +243,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None, help="run on another backend than the one it was trained on")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    tokenizer = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer, encode, decode").add_subparsers(
+        dest="action", required=True
+    )
+    p = tokenizer.add_parser("train", help="learn a byte-level BPE vocabulary from a corpus")
+    p.add_argument("--data", default="stdlib", help="stdlib | shakespeare | names | a text file [stdlib]")
+    p.add_argument("--vocab-size", type=int, required=True, help="tokens in all: 256 bytes + merges + special")
+    p.add_argument("--pattern", default="gpt2", help="split pattern: gpt2 | gpt4 | none | a regex [gpt2]")
+    p.add_argument("--special", nargs="*", default=["<|endoftext|>"], help="special tokens [<|endoftext|>]")
+    p.add_argument("--out", required=True, help="the tokenizer JSON to write")
+    p.set_defaults(func=cmd_tokenizer_train)
+    p = tokenizer.add_parser("encode", help="text (--text, or standard input) -> token ids")
+    p.add_argument("--tokenizer", required=True, help="a tokenizer JSON (char or BPE)")
+    p.add_argument("--text")
+    p.add_argument("--allow-special", action="store_true", help="encode special tokens in the text as one id")
+    p.set_defaults(func=cmd_tokenizer_encode)
+    p = tokenizer.add_parser("decode", help="token ids (arguments, or standard input) -> text")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("ids", nargs="*")
+    p.set_defaults(func=cmd_tokenizer_decode)
+
+    bench = sub.add_parser("bench", help="benchmarks: attention kernels, training throughput").add_subparsers(
+        dest="suite", required=True
+    )
+    p = bench.add_parser("attention", help="every attention kernel x backend x T, forward and forward+backward")
+    p.add_argument("--backend", help="comma-separated, e.g. numpy,torch,torch:cuda,cupy [all available]")
+    p.add_argument("--T", help="comma-separated sequence lengths [CPU 256..4096, GPU 256..16384]")
+    p.add_argument("--kernels", help="comma-separated kernel names [all that run on each backend]")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--bidirectional", action="store_true", help="no causal mask")
+    p.add_argument("--budget", type=float, default=2.0, help="seconds of repeats per case [2]")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="attention")
+    p.set_defaults(func=cmd_bench_attention)
+
+    p = bench.add_parser("train", help="training tokens/s and MFU per backend vs the PyTorch autograd reference")
+    p.add_argument("--backend", help="comma-separated, e.g. numpy,torch [all available]")
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of interleaved timing [6]")
+    p.add_argument("--steps", type=int, default=10, help="steps per contestant per round [10]")
+    p.add_argument("--no-reference", action="store_true", help="leave out the PyTorch autograd reference")
+    p.add_argument("--full", action="store_true", help="also train each to the end: val loss, wall time, peak RSS")
+    p.add_argument("--max-iters", type=int, help="for --full: stop earlier than the preset")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="train")
+    p.set_defaults(func=cmd_bench_train)
+
+    p = bench.add_parser("tokenizer", help="BPE training time, encode MB/s, bytes/token vs HF tokenizers")
+    p.add_argument("--data", default="shakespeare")
+    p.add_argument("--vocab-sizes", default="512,1024,4096")
+    p.add_argument("--pattern", default="gpt2")
+    p.add_argument("--textbook", action="store_true", help="also time the textbook trainer (smallest size only)")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--name", default="tokenizer")
+    p.set_defaults(func=cmd_bench_tokenizer)
     return parser
 
 

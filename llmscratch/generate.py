@@ -23,7 +23,10 @@ from .tokenizers import Tokenizer
 
 
 def sample_next(
-    logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+    logits: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
     top_p: float | None = None,
 ) -> np.ndarray:
     """logits (B,V) -> next token ids (B,)"""
@@ -51,8 +54,13 @@ def sample_next(
 
 
 def generate(
-    model: GPT, ids: Any, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-    top_p: float | None = None, seed: int = 0,
+    model: GPT,
+    ids: Any,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
     """ids (B,T0) or (T0,) ints -> (B, T0 + max_new_tokens) NumPy ints: the prompt and its continuation."""
     cfg, bk = model.config, model.bk
@@ -88,8 +96,14 @@ def generate(
 
 
 def sample_text(
-    model: GPT, tokenizer: Tokenizer, prompt: str = "", max_new_tokens: int = 200, temperature: float = 0.8,
-    top_k: int | None = 200, top_p: float | None = None, seed: int = 0,
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str = "",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 200,
+    top_p: float | None = None,
+    seed: int = 0,
 ) -> str:
     """The prompt and its continuation as text. An empty prompt starts from a newline (or token 0)."""
     if prompt:

@@ -205,8 +205,11 @@ class Trainer:
             tps = tokens_per_step * len(pending) / max(elapsed, 1e-9)
             for (it, _, lr), value in zip(pending, values, strict=True):
                 if not math.isfinite(value):
-                    where = (f"the last good checkpoint is {self.checkpoint_dir}" if self.checkpoint_dir
-                             else "no checkpoint was kept")
+                    where = (
+                        f"the last good checkpoint is {self.checkpoint_dir}"
+                        if self.checkpoint_dir
+                        else "no checkpoint was kept"
+                    )
                     raise TrainingDivergedError(
                         f"the loss became {value} at step {it}; {where}. Lower --learning-rate or --grad-clip"
                     )
@@ -221,8 +224,16 @@ class Trainer:
                 if (it % c.eval_interval == 0 or it == c.max_iters) and not (it == self.start and self.history):
                     flush()
                     losses = self.evaluate(it)
-                    self.history.append({"step": it, "train_loss": None, "val_loss": losses["val"], "lr": self.lr(it),
-                                         "tokens_per_s": None, "eval_train_loss": losses["train"]})
+                    self.history.append(
+                        {
+                            "step": it,
+                            "train_loss": None,
+                            "val_loss": losses["val"],
+                            "lr": self.lr(it),
+                            "tokens_per_s": None,
+                            "eval_train_loss": losses["train"],
+                        }
+                    )
                     bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     self.save(it)
                     window_start = time.perf_counter()

@@ -1,8 +1,8 @@
 """The only package that knows numpy, torch, cupy and array-api-strict by name.
 
-    bk = get_backend("torch", device="cuda", dtype="float32")
-    bk.xp.matmul(a, b)              # everything the Array API standard has
-    bk.scatter_add_rows(out, i, s)  # ...and what it lacks (see base.Backend)
+bk = get_backend("torch", device="cuda", dtype="float32")
+bk.xp.matmul(a, b)              # everything the Array API standard has
+bk.scatter_add_rows(out, i, s)  # ...and what it lacks (see base.Backend)
 """
 
 from __future__ import annotations

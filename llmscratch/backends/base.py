@@ -8,7 +8,9 @@ torch and cupy subclasses override them with their library's fast native routine
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import tracemalloc
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +110,30 @@ class Backend:
     def memory_allocated(self) -> int | None:
         """Bytes the library holds on the device now, where it can tell (GPU backends); else None."""
         return None
+
+    @contextlib.contextmanager
+    def peak_memory(self) -> Iterator[PeakMemory]:
+        """``with bk.peak_memory() as m: ...`` sets m.bytes to the most memory allocated inside the block beyond
+        what existed before it (None where it cannot be measured). Host arrays: tracemalloc, which NumPy
+        reports its buffers to."""
+        result = PeakMemory()
+        was_tracing = tracemalloc.is_tracing()
+        if not was_tracing:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        try:
+            yield result
+        finally:
+            result.bytes = tracemalloc.get_traced_memory()[1] - start
+            if not was_tracing:
+                tracemalloc.stop()
+
+
+class PeakMemory:
+    """Filled in by ``Backend.peak_memory`` when its block ends."""
+
+    bytes: int | None = None
 
 
 def check_dtype(backend_name: str, dtype: str, supports_bfloat16: bool, have_bfloat16: Sequence[str]) -> None:

@@ -5,12 +5,14 @@ CuPy imports fine on a machine without a GPU, so availability is ``cupy.cuda.is_
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError
-from .base import Backend
+from .base import Backend, PeakMemory
 
 
 def cupy_unavailable_reason() -> str | None:
@@ -90,3 +92,29 @@ class CupyBackend(Backend):
 
     def memory_allocated(self) -> int | None:
         return int(self.cupy.get_default_memory_pool().used_bytes())
+
+    @contextlib.contextmanager
+    def peak_memory(self) -> Iterator[PeakMemory]:
+        """The peak of CuPy's memory pool in use, followed allocation by allocation with a MemoryHook."""
+        from cupy.cuda.memory_hook import MemoryHook
+
+        pool = self.cupy.get_default_memory_pool()
+        start = pool.used_bytes()
+
+        class Peak(MemoryHook):
+            name = "llmscratch_peak"
+
+            def __init__(self) -> None:
+                self.peak = start
+
+            def malloc_postprocess(self, **kwargs: Any) -> None:
+                self.peak = max(self.peak, pool.used_bytes())
+
+        result, hook = PeakMemory(), Peak()
+        self.synchronize()
+        try:
+            with hook:
+                yield result
+        finally:
+            self.synchronize()
+            result.bytes = hook.peak - start

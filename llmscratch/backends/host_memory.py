@@ -14,9 +14,14 @@ Set LLMSCRATCH_MALLOC_TUNING=0 to leave malloc alone.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .base import PeakMemory
 
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 _MMAP_THRESHOLD = 32 << 20  # glibc's upper limit on 64-bit systems: blocks above this still get mmap()
@@ -38,7 +43,44 @@ def tune_host_allocator() -> bool:
                 return False
             _tuned = all(
                 mallopt(option, value) == 1
-                for option, value in ((M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-                                      (M_TOP_PAD, _TOP_PAD))
+                for option, value in (
+                    (M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+                    (M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
+                    (M_TOP_PAD, _TOP_PAD),
+                )
             )
     return _tuned
+
+
+def release_free_memory() -> None:
+    """Hand malloc's free pages back to the kernel now (glibc malloc_trim); a no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+@contextlib.contextmanager
+def peak_rss_delta() -> Iterator[PeakMemory]:
+    """The process's peak resident memory inside the block minus its resident memory at the start.
+
+    Linux only (None elsewhere): writing 5 to /proc/self/clear_refs resets the VmHWM high-water mark.
+    """
+    result = PeakMemory()
+    release_free_memory()  # else memory freed earlier (kept by the tuning above) is reused unseen
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        start = _status_kib("VmRSS")
+    except OSError:
+        yield result
+        return
+    try:
+        yield result
+    finally:
+        result.bytes = max(0, _status_kib("VmHWM") - start) * 1024

@@ -7,13 +7,15 @@ that single call; see ``llmscratch/kernels/sdpa.py``.)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..errors import BackendError
-from .base import Backend
-from .host_memory import tune_host_allocator
+from .base import Backend, PeakMemory
+from .host_memory import peak_rss_delta, tune_host_allocator
 
 
 class TorchBackend(Backend):
@@ -75,3 +77,22 @@ class TorchBackend(Backend):
 
     def memory_allocated(self) -> int | None:
         return self.torch.cuda.memory_allocated(self.device) if self.is_gpu else None
+
+    @contextlib.contextmanager
+    def peak_memory(self) -> Iterator[PeakMemory]:
+        """CUDA: torch's allocator peak. CPU: the process's peak resident memory (torch's CPU allocator is
+        invisible to tracemalloc), which also counts any other allocation made inside the block."""
+        if not self.is_gpu:
+            with peak_rss_delta() as result:
+                yield result
+            return
+        cuda = self.torch.cuda
+        cuda.synchronize(self.device)
+        cuda.reset_peak_memory_stats(self.device)
+        start = cuda.memory_allocated(self.device)
+        result = PeakMemory()
+        try:
+            yield result
+        finally:
+            cuda.synchronize(self.device)
+            result.bytes = cuda.max_memory_allocated(self.device) - start

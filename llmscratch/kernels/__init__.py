@@ -17,6 +17,7 @@ from typing import Any
 from ..backends import Backend
 from ..errors import ConfigError, did_you_mean
 from ..ops import attention_backward, attention_forward
+from . import cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
 
@@ -33,17 +34,40 @@ class AttentionKernel:
 def _build_registry() -> dict[str, AttentionKernel]:
     kernels = {
         "naive": AttentionKernel(
-            "naive", attention_forward, attention_backward, ("numpy", "torch", "cupy", "strict"),
+            "naive",
+            attention_forward,
+            attention_backward,
+            ("numpy", "torch", "cupy", "strict"),
             "reference: materialises the (B,H,T,S) scores",
         ),
         "flash": AttentionKernel(
-            "flash", flash_attention_forward, flash_attention_backward, ("numpy", "torch", "cupy", "strict"),
+            "flash",
+            flash_attention_forward,
+            flash_attention_backward,
+            ("numpy", "torch", "cupy", "strict"),
             "FlashAttention-2 tiling in pure Array API: O(T) memory",
         ),
     }
+    kernels["cuda"] = AttentionKernel(
+        "cuda",
+        cuda_attention.flash_forward,
+        cuda_attention.flash_backward,
+        ("cupy",),
+        "CUDA C++ FlashAttention-2 (RawKernel): forward, backward dK/dV and dQ kernels",
+    )
+    kernels["cuda-softmax"] = AttentionKernel(
+        "cuda-softmax",
+        cuda_attention.softmax_attention_forward,
+        cuda_attention.softmax_attention_backward,
+        ("cupy",),
+        "cuBLAS matmuls around a fused scale+mask+softmax CUDA kernel",
+    )
     for name in SDPA_VARIANTS:
         kernels[name] = AttentionKernel(
-            name, partial(sdpa_forward, variant=name), sdpa_backward, ("torch",),
+            name,
+            partial(sdpa_forward, variant=name),
+            sdpa_backward,
+            ("torch",),
             "torch scaled_dot_product_attention" + (f" forced to {name[5:]}" if name != "sdpa" else ""),
         )
     return kernels
@@ -77,6 +101,6 @@ def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
     if bk.name not in kernel.backends:
         raise ConfigError(
             f"attention kernel {name!r} runs on the {'/'.join(kernel.backends)} backend(s), not {bk.name}; "
-            f"use attention='naive' or 'flash'"
+            "use attention='naive' or 'flash'"
         )
     return kernel

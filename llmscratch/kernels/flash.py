@@ -48,7 +48,13 @@ def _tile_mask(bk: Backend, r0: int, r1: int, c0: int, c1: int, S: int, T: int, 
 
 
 def flash_attention_forward(
-    bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None,
+    bk: Backend,
+    q: Any,
+    k: Any,
+    v: Any,
+    causal: bool = True,
+    key_mask: Any = None,
+    scale: float | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> tuple[Any, Any]:
     """q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,D), key_mask (B,S) bool or None -> out (B,H,T,D)"""

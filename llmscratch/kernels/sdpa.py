@@ -28,7 +28,13 @@ SDPA_VARIANTS = {
 
 
 def sdpa_forward(
-    bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None,
+    bk: Backend,
+    q: Any,
+    k: Any,
+    v: Any,
+    causal: bool = True,
+    key_mask: Any = None,
+    scale: float | None = None,
     variant: str = "sdpa",
 ) -> tuple[Any, Any]:
     """q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,D), key_mask (B,S) bool or None -> out (B,H,T,D)"""

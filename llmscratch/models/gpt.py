@@ -341,9 +341,19 @@ class GPT:
         loss = c_loss = None
         if targets is not None:
             loss, c_loss = ops.cross_entropy_forward(bk, logits, self.as_ids(targets))
-        self._cache = None if kv_cache is not None else {
-            "T": T, "wte": c_wte, "drop": c_drop, "blocks": c_blocks, "ln_f": c_lnf, "head": c_head, "loss": c_loss,
-        }
+        self._cache = (
+            None
+            if kv_cache is not None
+            else {
+                "T": T,
+                "wte": c_wte,
+                "drop": c_drop,
+                "blocks": c_blocks,
+                "ln_f": c_lnf,
+                "head": c_head,
+                "loss": c_loss,
+            }
+        )
         return logits, loss
 
     def backward(self, dloss: float = 1.0) -> dict[str, Any]:

@@ -27,19 +27,23 @@ from .checks import expect
 from .softmax import softmax_backward, softmax_forward
 
 
-def check_attention_inputs(
-    q: Any, k: Any, v: Any, key_mask: Any, op: str
-) -> tuple[int, int, int, int, int, int]:
+def check_attention_inputs(q: Any, k: Any, v: Any, key_mask: Any, op: str) -> tuple[int, int, int, int, int, int]:
     """Validate q (B,H,T,D), k/v (B,Hkv,S,D), key_mask (B,S); return B, H, Hkv, T, S, D."""
-    expect(q.ndim == 4 and k.ndim == 4 and v.ndim == 4, op,
-           f"q, k, v must be 4-D (B,H,T,D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    expect(
+        q.ndim == 4 and k.ndim == 4 and v.ndim == 4,
+        op,
+        f"q, k, v must be 4-D (B,H,T,D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}",
+    )
     B, H, T, D = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     expect(tuple(k.shape) == tuple(v.shape), op, f"k {tuple(k.shape)} and v {tuple(v.shape)} must have the same shape")
     expect(k.shape[0] == B and k.shape[3] == D, op, f"k {tuple(k.shape)} must be (B={B}, Hkv, S, D={D})")
     expect(H % Hkv == 0, op, f"query heads ({H}) must be a multiple of kv heads ({Hkv})")
-    expect(key_mask is None or tuple(key_mask.shape) == (B, S), op,
-           f"key_mask must be (B={B}, S={S}), got {None if key_mask is None else tuple(key_mask.shape)}")
+    expect(
+        key_mask is None or tuple(key_mask.shape) == (B, S),
+        op,
+        f"key_mask must be (B={B}, S={S}), got {None if key_mask is None else tuple(key_mask.shape)}",
+    )
     return B, H, Hkv, T, S, D
 
 

@@ -18,8 +18,11 @@ def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: 
     """logits (...,V), targets (...) int -> loss () mean over the targets that are not ignore_index"""
     xp = bk.xp
     V = logits.shape[-1]
-    expect(tuple(targets.shape) == tuple(logits.shape[:-1]), "cross_entropy_forward",
-           f"targets {tuple(targets.shape)} must match logits {tuple(logits.shape)} without its last axis")
+    expect(
+        tuple(targets.shape) == tuple(logits.shape[:-1]),
+        "cross_entropy_forward",
+        f"targets {tuple(targets.shape)} must match logits {tuple(logits.shape)} without its last axis",
+    )
     check_ids(bk, targets, V, "cross_entropy_forward", ignore_index)
     z = xp.reshape(logits, (-1, V))  # (N,V)
     y = xp.reshape(targets, (-1,))  # (N,)

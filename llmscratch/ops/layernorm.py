@@ -17,8 +17,11 @@ def layernorm_forward(bk: Backend, x: Any, w: Any, b: Any = None, eps: float = 1
     """x (...,C), w (C,), b (C,) or None -> out (...,C)"""
     xp = bk.xp
     C = x.shape[-1]
-    expect(tuple(w.shape) == (C,), "layernorm_forward",
-           f"w must be ({C},) to match x {tuple(x.shape)}, got {tuple(w.shape)}")
+    expect(
+        tuple(w.shape) == (C,),
+        "layernorm_forward",
+        f"w must be ({C},) to match x {tuple(x.shape)}, got {tuple(w.shape)}",
+    )
     xc = x - xp.mean(x, axis=-1, keepdims=True)
     rstd = 1.0 / xp.sqrt(xp.mean(xc * xc, axis=-1, keepdims=True) + eps)  # (...,1)
     xhat = xc * rstd
@@ -34,9 +37,7 @@ def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, An
     xhat, rstd, w, has_bias = cache
     C = w.shape[0]
     dxhat = dout * w
-    dx = rstd * (
-        dxhat - xp.mean(dxhat, axis=-1, keepdims=True) - xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True)
-    )
+    dx = rstd * (dxhat - xp.mean(dxhat, axis=-1, keepdims=True) - xhat * xp.mean(dxhat * xhat, axis=-1, keepdims=True))
     dw = xp.sum(xp.reshape(dout * xhat, (-1, C)), axis=0)
     db = xp.sum(xp.reshape(dout, (-1, C)), axis=0) if has_bias else None
     return dx, dw, db

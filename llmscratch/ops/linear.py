@@ -18,8 +18,11 @@ def linear_forward(bk: Backend, x: Any, w: Any, b: Any = None) -> tuple[Any, Any
     xp = bk.xp
     C, OC = w.shape
     expect(x.shape[-1] == C, "linear_forward", f"x has {x.shape[-1]} features but w is {C}x{OC} (x {tuple(x.shape)})")
-    expect(b is None or tuple(b.shape) == (OC,), "linear_forward",
-           f"b must be ({OC},), got {None if b is None else tuple(b.shape)}")
+    expect(
+        b is None or tuple(b.shape) == (OC,),
+        "linear_forward",
+        f"b must be ({OC},), got {None if b is None else tuple(b.shape)}",
+    )
     x2 = xp.reshape(x, (-1, C))  # (N,C)
     out = x2 @ w
     if b is not None:

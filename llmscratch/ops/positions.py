@@ -29,8 +29,11 @@ def sinusoidal_table(bk: Backend, T: int, C: int, offset: int = 0) -> Any:
 
 def positions_forward(bk: Backend, x: Any, pe: Any) -> tuple[Any, Any]:
     """x (B,T,C), pe (T,C) -> out (B,T,C)"""
-    expect(tuple(pe.shape) == tuple(x.shape[-2:]), "positions_forward",
-           f"pe {tuple(pe.shape)} must match x's last two axes {tuple(x.shape[-2:])}")
+    expect(
+        tuple(pe.shape) == tuple(x.shape[-2:]),
+        "positions_forward",
+        f"pe {tuple(pe.shape)} must match x's last two axes {tuple(x.shape[-2:])}",
+    )
     return x + pe, None
 
 

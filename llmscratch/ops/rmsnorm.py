@@ -16,8 +16,9 @@ def rmsnorm_forward(bk: Backend, x: Any, w: Any, eps: float = 1e-6) -> tuple[Any
     """x (...,C), w (C,) -> out (...,C)"""
     xp = bk.xp
     C = x.shape[-1]
-    expect(tuple(w.shape) == (C,), "rmsnorm_forward",
-           f"w must be ({C},) to match x {tuple(x.shape)}, got {tuple(w.shape)}")
+    expect(
+        tuple(w.shape) == (C,), "rmsnorm_forward", f"w must be ({C},) to match x {tuple(x.shape)}, got {tuple(w.shape)}"
+    )
     rstd = 1.0 / xp.sqrt(xp.mean(x * x, axis=-1, keepdims=True) + eps)  # (...,1)
     xhat = x * rstd
     return xhat * w, (xhat, rstd, w)

@@ -150,8 +150,9 @@ class TorchGPT(nn.Module):
         return name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
 
     @classmethod
-    def from_params(cls, cfg: GPTConfig, params: dict[str, np.ndarray], dtype: torch.dtype = torch.float64,
-                    device: str = "cpu") -> TorchGPT:
+    def from_params(
+        cls, cfg: GPTConfig, params: dict[str, np.ndarray], dtype: torch.dtype = torch.float64, device: str = "cpu"
+    ) -> TorchGPT:
         """Build the reference from llmscratch's parameters (NumPy arrays named as ours)."""
         model = cls(cfg).to(device=device, dtype=dtype)  # before the copy, so float64 weights stay float64
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """Tokenizers: text <-> token ids, saved as JSON.
 
-    tok = llmscratch.tokenizers.load("tokenizer.json")
-    ids = tok.encode("To be"); text = tok.decode(ids); tok.vocab_size
+tok = llmscratch.tokenizers.load("tokenizer.json")
+ids = tok.encode("To be"); text = tok.decode(ids); tok.vocab_size
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 
 from ..errors import TokenizerError
 from .base import Tokenizer
+from .bpe import BPETokenizer
 from .char import CharTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer, BPETokenizer.kind: BPETokenizer}
 
 
 def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
@@ -42,4 +43,4 @@ def load(path: str | os.PathLike) -> Tokenizer:
     return from_json_dict(d, str(path))
 
 
-__all__ = ["CharTokenizer", "Tokenizer", "from_json_dict", "load"]
+__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "from_json_dict", "load"]

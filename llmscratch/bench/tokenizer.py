@@ -1,0 +1,99 @@
+"""Tokenizer benchmarks: BPE training time and encoding speed, ours against Hugging Face's Rust trainer and
+the textbook trainer, on the same text, in the same run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..tokenizers.bpe import PATTERNS, BPETokenizer
+
+
+def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
+    """HF tokenizers' BPE trainer set up like ours: the same split, byte-level, <|endoftext|> special."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    if PATTERNS[pattern]:
+        steps.insert(0, pre_tokenizers.Split(Regex(PATTERNS[pattern]), behavior="isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator([text], trainer)
+    return tok
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def bench_tokenizers(
+    text: str,
+    vocab_sizes: tuple[int, ...] = (512, 1024, 4096),
+    pattern: str = "gpt2",
+    textbook: Callable[[str, int, str], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One record per (trainer, vocab size): training seconds, encode MB/s, bytes per token on the text."""
+    records = []
+    n_bytes = len(text.encode())
+    for V in vocab_sizes:
+        ours, seconds = _timed(lambda V=V: BPETokenizer.train(text, V, pattern))
+        ours.encode(text[:10_000])  # the chunk cache is part of encoding; start it cold, then time the whole text
+        ours._encode_chunk.cache_clear()
+        ids, enc_s = _timed(lambda ours=ours: ours.encode(text, allowed_special="none"))
+        records.append(
+            {
+                "tokenizer": "llmscratch",
+                "vocab_size": V,
+                "train_s": seconds,
+                "encode_mb_s": n_bytes / enc_s / 1e6,
+                "bytes_per_token": n_bytes / len(ids),
+                "pattern": pattern,
+                "text_bytes": n_bytes,
+            }
+        )
+        hf, seconds = _timed(lambda V=V: train_huggingface(text, V, pattern))
+        hf_ids, enc_s = _timed(lambda hf=hf: hf.encode(text).ids)
+        records.append(
+            {
+                "tokenizer": "huggingface tokenizers (Rust)",
+                "vocab_size": V,
+                "train_s": seconds,
+                "encode_mb_s": n_bytes / enc_s / 1e6,
+                "bytes_per_token": n_bytes / len(hf_ids),
+                "pattern": pattern,
+                "text_bytes": n_bytes,
+            }
+        )
+    if textbook is not None:
+        V = min(vocab_sizes)
+        _, seconds = _timed(lambda: textbook(text, V, pattern))
+        records.append(
+            {
+                "tokenizer": "textbook O(N·V) trainer",
+                "vocab_size": V,
+                "train_s": seconds,
+                "encode_mb_s": None,
+                "bytes_per_token": None,
+                "pattern": pattern,
+                "text_bytes": n_bytes,
+            }
+        )
+    for r in records:
+        hf = next(
+            (h for h in records if h["tokenizer"].startswith("huggingface") and h["vocab_size"] == r["vocab_size"]),
+            None,
+        )
+        r["bytes_per_token_vs_hf"] = (
+            (r["bytes_per_token"] / hf["bytes_per_token"]) if hf and r["bytes_per_token"] else None
+        )
+    return records

@@ -1,0 +1,262 @@
+"""Training throughput of each backend against the plain-PyTorch autograd reference, side by side.
+
+Every contestant trains the same model (same config, same initial weights, same batches) with the same
+step: forward, backward, global-norm clipping, AdamW. Contestants take turns, a few steps each, for several
+rounds, so slow phases of a noisy machine hit them all alike; the figure is the median step. MFU compares
+achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with a float32 matmul measured in the same run.
+
+``full=True`` also trains every contestant to the end in its own process: the final validation loss,
+the wall time and the process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backends import get_backend
+from ..config import TrainConfig, resolve_config
+from ..data import get_batch
+from ..models.gpt import GPT, init_params
+from ..optim import AdamW, clip_grad_norm, learning_rate
+from .timing import matmul_peak_flops
+
+
+@dataclass
+class Contestant:
+    name: str  # numpy | torch | torch:cuda | cupy | reference | reference:cuda
+    step: Callable[[int], Any]  # one training step on batch i; returns the loss (a device scalar)
+    sync: Callable[[], None]
+    peak_memory: Any  # a Backend's peak_memory context manager
+    device: str
+    kernel: str
+    peak_flops: float
+
+
+def _batches(cfg: TrainConfig, vocab: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    tokens = np.random.default_rng(cfg.seed).integers(0, vocab, 100_000)
+    return [get_batch(tokens, cfg.batch_size, cfg.block_size, cfg.seed, i) for i in range(n)]
+
+
+def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> Contestant:
+    name, _, device = spec.partition(":")
+    if name == "reference":
+        return _reference_contestant(spec, cfg, vocab, batches, device or "cpu")
+    bk = get_backend(name, device or None, cfg.dtype)
+    model_cfg = TrainConfig(**(cfg.to_dict() | {"backend": name})).model_config(vocab)
+    model = GPT(model_cfg, bk, seed=cfg.seed)
+    opt = AdamW(bk, model.params, cfg.learning_rate, (cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
+
+    def step(i: int) -> Any:
+        x, y = device_batches[i % len(device_batches)]
+        _, loss = model.forward(x, y)
+        grads = model.backward()
+        clip_grad_norm(bk, grads, cfg.grad_clip)
+        opt.step(grads, cfg.learning_rate)
+        return loss
+
+    return Contestant(
+        spec, step, bk.synchronize, bk.peak_memory, str(bk.device), model_cfg.attention, matmul_peak_flops(bk)
+    )
+
+
+def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list, device: str) -> Contestant:
+    import torch
+
+    from ..reference.torch_gpt import TorchGPT
+
+    bk = get_backend("torch", device, cfg.dtype)
+    model_cfg = cfg.model_config(vocab)
+    host = {n: bk.to_numpy(p) for n, p in init_params(model_cfg, bk, cfg.seed).items()}
+    model = TorchGPT.from_params(model_cfg, host, dtype=bk.dtype, device=device)
+    opt = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
+    device_batches = [(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)) for x, y in batches]
+
+    def step(i: int) -> Any:
+        x, y = device_batches[i % len(device_batches)]
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return loss.detach()
+
+    return Contestant(
+        spec, step, bk.synchronize, bk.peak_memory, str(bk.device), "torch SDPA (autograd)", matmul_peak_flops(bk)
+    )
+
+
+def bench_train(
+    contestants: list[str],
+    preset: str | None = "shakespeare_char_cpu",
+    rounds: int = 6,
+    steps: int = 10,
+    warmup: int = 5,
+    vocab: int = 65,
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """Median step time, tokens/s, ratio to the reference on the same device, MFU and peak step memory."""
+    cfg = resolve_config(preset, **overrides)
+    batches = _batches(cfg, vocab, 16)
+    players = [make_contestant(spec, cfg, vocab, batches) for spec in contestants]
+    flops_per_token = GPT(cfg.model_config(vocab), get_backend("numpy")).flops_per_token(cfg.block_size)
+    tokens_per_step = cfg.batch_size * cfg.block_size
+    times: dict[str, list[float]] = {p.name: [] for p in players}
+    memory: dict[str, int | None] = {}
+    for p in players:
+        for i in range(warmup):
+            p.step(i)
+        p.sync()
+        with p.peak_memory() as mem:
+            p.step(0)
+            p.sync()
+        memory[p.name] = mem.bytes
+    for r in range(rounds):
+        for p in players:
+            for i in range(steps):
+                t0 = time.perf_counter()
+                p.step(r * steps + i)
+                p.sync()
+                times[p.name].append(time.perf_counter() - t0)
+    records = []
+    for p in players:
+        step_s = statistics.median(times[p.name])
+        records.append(
+            {
+                "contestant": p.name,
+                "device": p.device,
+                "kernel": p.kernel,
+                "preset": preset,
+                "B": cfg.batch_size,
+                "T": cfg.block_size,
+                "n_layer": cfg.n_layer,
+                "n_embd": cfg.n_embd,
+                "dtype": cfg.dtype,
+                "step_ms": step_s * 1e3,
+                "tokens_per_s": tokens_per_step / step_s,
+                "mfu": flops_per_token * tokens_per_step / step_s / p.peak_flops,
+                "matmul_peak_gflops": p.peak_flops / 1e9,
+                "peak_step_mem_bytes": memory[p.name],
+                "steps_timed": len(times[p.name]),
+            }
+        )
+    for rec in records:  # the ratio to the reference on the same device
+        ref = next(
+            (r for r in records if r["contestant"].startswith("reference") and r["device"] == rec["device"]), None
+        )
+        rec["vs_reference"] = ref["step_ms"] / rec["step_ms"] if ref else None
+    return records
+
+
+# ---- full runs: train to the end, each contestant in its own process ----------------------------------------
+
+_FULL_RUN = """
+import json, sys, time
+from llmscratch.bench.train import train_to_end
+print("RESULT " + json.dumps(train_to_end(*json.loads(sys.argv[1]))))
+"""
+
+
+def train_to_end(spec: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train one contestant with the preset to max_iters; the history's val losses and the wall time."""
+    name, _, device = spec.partition(":")
+    t0 = time.perf_counter()
+    if name == "reference":
+        history = train_reference(resolve_config(preset, **overrides), device or "cpu")
+    else:
+        from ..train import train
+
+        result = train(backend=name, device=device or None, preset=preset, progress=False, **overrides)
+        history = result.history
+    evals = [
+        {"step": h["step"], "val_loss": h["val_loss"], "train_loss": h.get("eval_train_loss")}
+        for h in history
+        if h["val_loss"] is not None
+    ]
+    return {"contestant": spec, "seconds": time.perf_counter() - t0, "evals": evals, "peak_rss_bytes": _peak_rss()}
+
+
+def _peak_rss() -> int | None:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it starts afresh at exec, so a child
+    does not inherit its parent's footprint)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    line = next((ln for ln in status.splitlines() if ln.startswith("VmHWM:")), None)
+    return None if line is None else int(line.split()[1]) * 1024
+
+
+def full_runs(contestants: list[str], preset: str | None, **overrides: Any) -> list[dict[str, Any]]:
+    records = []
+    for spec in contestants:
+        proc = subprocess.run(
+            [sys.executable, "-c", _FULL_RUN, json.dumps([spec, preset, overrides])], stdout=subprocess.PIPE, text=True
+        )
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            records.append({"contestant": spec, "status": f"failed (exit status {proc.returncode})"})
+            continue
+        result = json.loads(line[len("RESULT ") :])
+        final = result["evals"][-1]
+        records.append({**result, "status": "ok", "final_step": final["step"], "final_val_loss": final["val_loss"]})
+    return records
+
+
+def train_reference(cfg: TrainConfig, device: str = "cpu") -> list[dict[str, Any]]:
+    """nanoGPT's loop on the reference model with llmscratch's own batches, schedule and evaluation."""
+    import torch
+
+    from ..data import load_text, split_tokens
+    from ..reference.torch_gpt import TorchGPT
+    from ..train import EVAL_BATCH, TRAIN_BATCH, build_tokenizer
+
+    _, text = load_text(cfg.data)
+    tok = build_tokenizer(cfg, text)
+    train_tokens, val_tokens = split_tokens(np.asarray(tok.encode(text), dtype=np.int32))
+    model_cfg = cfg.model_config(tok.vocab_size)
+    host = {n: a for n, a in init_params(model_cfg, get_backend("numpy", dtype="float64"), cfg.seed).items()}
+    model = TorchGPT.from_params(model_cfg, host, dtype=torch.float32, device=device)
+    opt = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
+
+    def batch(tokens: np.ndarray, *seed: int) -> tuple[Any, Any]:
+        x, y = get_batch(tokens, cfg.batch_size, cfg.block_size, cfg.seed, *seed)
+        return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    history = []
+    for it in range(cfg.max_iters + 1):
+        if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+            model.eval()
+            with torch.no_grad():
+                losses = {
+                    split: float(
+                        np.mean(
+                            [model(*batch(toks, EVAL_BATCH, k_split, it, k))[1].item() for k in range(cfg.eval_iters)]
+                        )
+                    )
+                    for k_split, (split, toks) in enumerate((("train", train_tokens), ("val", val_tokens)))
+                }
+            model.train()
+            history.append({"step": it, "val_loss": losses["val"], "eval_train_loss": losses["train"]})
+        if it == cfg.max_iters:
+            break
+        lr = learning_rate(it, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batch(train_tokens, TRAIN_BATCH, it, 0)
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+    return history

@@ -1,0 +1,310 @@
+"""Byte-level byte-pair encoding (BPE), as GPT-2 and GPT-4 tokenize: trained from scratch, fast.
+
+Text is split into chunks by a regex (GPT-2's or GPT-4's pattern, or none), each chunk becomes its UTF-8 bytes,
+and learned merges join adjacent tokens, lowest merge rank first, until none applies. Every id maps to a byte
+string, so any text encodes (no unknown tokens) and any id sequence decodes (invalid UTF-8 becomes U+FFFD).
+Special tokens (e.g. <|endoftext|>) are matched before the split and never broken up.
+
+Training (``BPETokenizer.train``) counts each distinct chunk once, with its frequency, then repeats: take the
+most frequent adjacent pair, give it a new id, rewrite only the chunks that contain it. Pair counts are kept
+up to date incrementally, and a heap (with stale entries skipped) finds the next pair, so a merge costs the
+size of the chunks it touches, not the whole corpus.
+Ties: among pairs with the same count the smallest (first id, second id) wins, so training is deterministic
+and matches the textbook loop in tests/test_bpe.py merge for merge.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from functools import lru_cache
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import regex
+
+from ..errors import TokenizerError
+from .base import Tokenizer
+
+PATTERNS = {
+    "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
+    "gpt4": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+""",  # noqa: E501
+    "none": "",
+}
+ENDOFTEXT = "<|endoftext|>"
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes of text; a lone surrogate (not encodable) becomes U+FFFD first, as tiktoken does."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def pair_counts(words: list[list[int]], freqs: list[int]) -> Counter[tuple[int, int]]:
+    counts: Counter[tuple[int, int]] = Counter()
+    for word, freq in zip(words, freqs, strict=True):
+        for pair in pairwise(word):
+            counts[pair] += freq
+    return counts
+
+
+def merge_word(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Every non-overlapping occurrence of pair in word, left to right, replaced by new_id."""
+    out, i, a, b = [], 0, pair[0], pair[1]
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
+
+
+class BPETokenizer(Tokenizer):
+    kind = "bpe"
+
+    def __init__(
+        self,
+        merges: Iterable[tuple[int, int, int]] = (),
+        pattern: str = "gpt2",
+        special_tokens: dict[str, int] | None = None,
+        byte_ids: list[int] | None = None,
+    ) -> None:
+        """merges: (left id, right id, new id) in rank order; byte_ids[b] is the id of byte b (default b)."""
+        self.pattern_name = pattern if pattern in PATTERNS else "custom"
+        self.pattern = PATTERNS.get(pattern, pattern)
+        self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
+        if len(self.byte_ids) != 256 or len(set(self.byte_ids)) != 256:
+            raise TokenizerError("byte_ids must give 256 distinct ids, one per byte value")
+        self.merges = [tuple(m) for m in merges]
+        self.ranks = {(a, b): rank for rank, (a, b, _) in enumerate(self.merges)}
+        self.merged = {(a, b): new for a, b, new in self.merges}
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+        for a, b, new in self.merges:
+            if a not in self.vocab or b not in self.vocab or new in self.vocab:
+                raise TokenizerError(f"merge ({a}, {b}) -> {new} refers to an unknown id or reuses one")
+            self.vocab[new] = self.vocab[a] + self.vocab[b]
+        self.special_tokens = dict(special_tokens or {})
+        for name, i in self.special_tokens.items():
+            if i in self.vocab:
+                raise TokenizerError(f"special token {name!r} reuses id {i}, which is already a byte sequence")
+            self.vocab[i] = name.encode("utf-8")
+        self.special_ids = set(self.special_tokens.values())
+        try:
+            self._split = regex.compile(self.pattern) if self.pattern else None
+        except regex.error as e:
+            raise TokenizerError(f"the split pattern is not a valid regex: {e}") from None
+        longest_first = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_split = (
+            regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")") if self.special_tokens else None
+        )
+        self._encode_chunk = lru_cache(maxsize=1 << 16)(self._encode_chunk_uncached)
+
+    # ---- training ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls, text: str, vocab_size: int, pattern: str = "gpt2", special_tokens: Iterable[str] = (ENDOFTEXT,)
+    ) -> BPETokenizer:
+        """Learn vocab_size - 256 - len(special_tokens) merges from text (fewer if the text runs out of pairs)."""
+        specials = list(dict.fromkeys(special_tokens))
+        n_merges = vocab_size - 256 - len(specials)
+        if n_merges < 0:
+            raise TokenizerError(
+                f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens"
+                f"{f' + {len(specials)} special' if specials else ''}; use at least {256 + len(specials)}"
+            )
+        base = cls(pattern=pattern)  # for splitting only
+        chunk_freqs = Counter(base._chunks(text, set()))
+        words = [list(chunk.encode("utf-8")) for chunk in chunk_freqs]
+        freqs = list(chunk_freqs.values())
+        merges = cls._learn_merges(words, freqs, n_merges)
+        next_id = 256 + len(merges)
+        return cls(merges, pattern, {s: next_id + i for i, s in enumerate(specials)})
+
+    @staticmethod
+    def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int) -> list[tuple[int, int, int]]:
+        counts = pair_counts(words, freqs)
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of the words holding it
+        for w, word in enumerate(words):
+            for pair in pairwise(word):
+                where[pair].add(w)
+        heap = [(-c, pair) for pair, c in counts.items()]  # max count first, then the smallest pair
+        heapq.heapify(heap)
+        merges = []
+        while len(merges) < n_merges and heap:
+            neg, pair = heapq.heappop(heap)
+            if counts.get(pair, 0) != -neg or -neg <= 0:
+                continue  # a stale entry: the count changed after it was pushed
+            new_id = 256 + len(merges)
+            merges.append((pair[0], pair[1], new_id))
+            changed: Counter[tuple[int, int]] = Counter()
+            for w in where.pop(pair):
+                old = words[w]
+                new = merge_word(old, pair, new_id)
+                for p in pairwise(old):
+                    changed[p] -= freqs[w]
+                for p in pairwise(new):
+                    changed[p] += freqs[w]
+                    where[p].add(w)
+                words[w] = new
+            for p, delta in changed.items():
+                if delta:
+                    counts[p] += delta
+                    if counts[p] > 0:
+                        heapq.heappush(heap, (-counts[p], p))
+            counts.pop(pair, None)
+        return merges
+
+    # ---- encoding and decoding ---------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return max(self.vocab) + 1
+
+    def _chunks(self, text: str, allowed: set[str]) -> Iterable[str]:
+        """Text pieces: allowed special tokens whole, the rest split by the pattern."""
+        parts = self._special_split.split(text) if (self._special_split and allowed) else [text]
+        for part in parts:
+            if part in allowed:
+                yield part
+            elif part:
+                yield from (self._split.findall(part) if self._split else [part])
+
+    def _encode_chunk_uncached(self, chunk: str) -> tuple[int, ...]:
+        """Merge the lowest-ranked adjacent pair until no pair has a merge."""
+        ids = [self.byte_ids[b] for b in utf8(chunk)]
+        ranks = self.ranks
+        while len(ids) > 1:
+            pair = min(pairwise(ids), key=lambda p: ranks.get(p, 1 << 62))
+            if pair not in ranks:
+                break
+            ids = merge_word(ids, pair, self.merged[pair])
+        return tuple(ids)
+
+    def encode(self, text: str, allowed_special: str | Iterable[str] = "none_raise") -> list[int]:
+        """text -> ids. allowed_special: "all" (special tokens in text become their ids), "none" (encoded as
+        ordinary text), "none_raise" (refused with an error: the default, so text cannot inject them), or
+        a set of the special tokens to allow."""
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif allowed_special in ("none", "none_raise"):
+            allowed = set()
+            if allowed_special == "none_raise":
+                for s in self.special_tokens:
+                    if s in text:
+                        raise TokenizerError(
+                            f"the text contains the special token {s!r}; pass allowed_special='all' to encode it as "
+                            "one token or 'none' to encode it as plain text"
+                        )
+        else:
+            allowed = set(allowed_special)
+            unknown = allowed - set(self.special_tokens)
+            if unknown:
+                raise TokenizerError(
+                    f"unknown special tokens {sorted(unknown)}; this tokenizer has {sorted(self.special_tokens)}"
+                )
+        ids: list[int] = []
+        for chunk in self._chunks(text, allowed):
+            if chunk in allowed:
+                ids.append(self.special_tokens[chunk])
+            else:
+                ids.extend(self._encode_chunk(chunk))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """ids -> text; byte sequences that are not valid UTF-8 decode to U+FFFD, as GPT-2 does."""
+        try:
+            data = b"".join(self.vocab[i] for i in ids)
+        except KeyError as e:
+            raise TokenizerError(f"token id {e.args[0]} is not in this {self.vocab_size}-token vocabulary") from None
+        return data.decode("utf-8", errors="replace")
+
+    # ---- files -------------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "pattern": self.pattern_name if self.pattern_name != "custom" else self.pattern,
+            "merges": [list(m) for m in self.merges],
+            "special_tokens": self.special_tokens,
+        }
+        if self.byte_ids != list(range(256)):
+            d["byte_ids"] = self.byte_ids
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BPETokenizer:
+        return cls([tuple(m) for m in d["merges"]], d["pattern"], d.get("special_tokens"), d.get("byte_ids"))
+
+    @classmethod
+    def from_gpt2_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> BPETokenizer:
+        """GPT-2's own files (encoder.json + vocab.bpe): encodes exactly as GPT-2 does, ids included."""
+        try:
+            encoder: dict[str, int] = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+            lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
+        except (OSError, json.JSONDecodeError) as e:
+            raise TokenizerError(f"cannot read GPT-2 tokenizer files: {e}") from None
+        to_char = gpt2_bytes_to_unicode()
+        try:
+            byte_ids = [encoder[to_char[b]] for b in range(256)]
+            merges = []
+            for line in lines:
+                if line and not line.startswith("#version"):
+                    left, right = line.split(" ")
+                    merges.append((encoder[left], encoder[right], encoder[left + right]))
+        except (KeyError, ValueError) as e:
+            raise TokenizerError(f"{vocab_bpe} and {encoder_json} do not match ({type(e).__name__}: {e})") from None
+        specials = {tok: i for tok, i in encoder.items() if tok.startswith("<|") and tok.endswith("|>")}
+        return cls(merges, "gpt2", specials, byte_ids)
+
+    # ---- interop -------------------------------------------------------------------------------------------
+
+    def to_tiktoken(self, name: str = "llmscratch") -> Any:
+        """A tiktoken.Encoding with the same ranks, pattern and special tokens (ids = ranks, as tiktoken wants)."""
+        import tiktoken
+
+        ranks = {self.vocab[i]: i for i in self.vocab if i not in self.special_ids}
+        if len(ranks) != len(self.vocab) - len(self.special_ids):
+            raise TokenizerError("two merges make the same byte string; tiktoken needs one rank per byte string")
+        return tiktoken.Encoding(name, pat_str=self.pattern, mergeable_ranks=ranks, special_tokens=self.special_tokens)
+
+    def to_huggingface(self) -> Any:
+        """A tokenizers.Tokenizer: byte-level BPE with these merges, this split pattern and special tokens."""
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+        to_char = gpt2_bytes_to_unicode()
+
+        def as_text(i: int) -> str:
+            return "".join(to_char[b] for b in self.vocab[i])
+
+        vocab = {as_text(i): i for i in self.vocab if i not in self.special_ids}
+        merges = [(as_text(a), as_text(b)) for a, b, _ in self.merges]
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        if self.pattern:
+            steps.insert(0, pre_tokenizers.Split(Regex(self.pattern), behavior="isolated"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
+        tok.decoder = decoders.ByteLevel()
+        tok.add_special_tokens(list(self.special_tokens))
+        return tok
+
+
+@lru_cache(maxsize=1)
+def gpt2_bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from each byte to a printable character (its files store tokens this way):
+    printable Latin-1 bytes map to themselves, the other 68 to the code points 256, 257, ... in order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
