@@ -107,10 +107,6 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
 
-    def memory_allocated(self) -> int | None:
-        """Bytes the library holds on the device now, where it can tell (GPU backends); else None."""
-        return None
-
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """``with bk.peak_memory() as m: ...`` sets m.bytes to the most memory allocated inside the block beyond

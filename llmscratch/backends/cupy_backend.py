@@ -90,9 +90,6 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.cupy.cuda.get_current_stream().synchronize()
 
-    def memory_allocated(self) -> int | None:
-        return int(self.cupy.get_default_memory_pool().used_bytes())
-
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """The peak of CuPy's memory pool in use, followed allocation by allocation with a MemoryHook."""

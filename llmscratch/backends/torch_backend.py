@@ -75,9 +75,6 @@ class TorchBackend(Backend):
         if self.is_gpu:
             self.torch.cuda.synchronize(self.device)
 
-    def memory_allocated(self) -> int | None:
-        return self.torch.cuda.memory_allocated(self.device) if self.is_gpu else None
-
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """CUDA: torch's allocator peak. CPU: the process's peak resident memory (torch's CPU allocator is

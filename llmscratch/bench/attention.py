@@ -6,6 +6,7 @@ causal, and 2.5× the forward for the backward, so forward+backward counts 3.5×
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,8 @@ def attention_flops(B: int, H: int, T: int, D: int, causal: bool, backward: bool
     return fwd * 3.5 if backward else fwd
 
 
-def bench_attention_case(
-    bk: Backend, kernel: str, T: int, B: int = 1, H: int = 4, D: int = 64, causal: bool = True, budget_s: float = 2.0
-) -> list[dict[str, Any]]:
-    """Two records (fwd, fwd+bwd) for one kernel at one T; status says why a case could not run."""
+def _runners(bk: Backend, kernel: str, T: int, B: int, H: int, D: int, causal: bool) -> list[tuple[dict, Callable]]:
+    """(record, run) for the forward and the forward+backward of one kernel at one T."""
     base = {
         "backend": bk.name,
         "device": str(bk.device),
@@ -41,40 +40,54 @@ def bench_attention_case(
     k = KERNELS[kernel]
     rng = np.random.default_rng(0)
     q, kk, v, dout = (bk.from_numpy(rng.standard_normal((B, H, T, D))) for _ in range(4))
-    records = []
-    for name, backward in (("fwd", False), ("fwd+bwd", True)):
 
-        def run(backward: bool = backward) -> None:
-            _, cache = k.forward(bk, q, kk, v, causal=causal)
-            if backward:
-                k.backward(bk, dout, cache)
+    def run(backward: bool) -> None:
+        _, cache = k.forward(bk, q, kk, v, causal=causal)
+        if backward:
+            k.backward(bk, dout, cache)
 
-        record = dict(base, **{"pass": name})
-        try:
-            with bk.peak_memory() as mem:
-                run()
-            seconds = median_time(bk, run, budget_s=budget_s)
-        except (RuntimeError, MemoryError) as e:  # an SDPA choice the device lacks; out of memory
-            first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
-            status = "N/A" if "No viable backend" in first or "No available kernel" in first else "failed"
-            records.append(
-                dict(record, time_ms=None, tflops=None, peak_mem_bytes=None, status=f"{status}: {first[:120]}")
-            )
-            continue
-        flops = attention_flops(B, H, T, D, causal, backward)
-        records.append(
-            dict(record, time_ms=seconds * 1e3, tflops=flops / seconds / 1e12, peak_mem_bytes=mem.bytes, status="ok")
-        )
-    return records
+    return [(dict(base, **{"pass": "fwd"}), lambda: run(False)), (dict(base, **{"pass": "fwd+bwd"}), lambda: run(True))]
+
+
+def _failure(e: BaseException) -> str:
+    first = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]
+    status = "N/A" if "No viable backend" in first or "No available kernel" in first else "failed"
+    return f"{status}: {first[:120]}"
 
 
 def bench_attention(
-    backends: list[Backend], kernels: list[str] | None = None, Ts: list[int] | None = None, **case: Any
+    backends: list[Backend],
+    kernels: list[str] | None = None,
+    Ts: list[int] | None = None,
+    B: int = 1,
+    H: int = 4,
+    D: int = 64,
+    causal: bool = True,
+    budget_s: float = 2.0,
 ) -> list[dict[str, Any]]:
-    records = []
+    """Every kernel that runs on each backend, at each T: one record per pass.
+
+    All cases are timed first and their peak memory is measured afterwards, in a second pass: right after a
+    traced, memory-hungry case (naive at T=4096 frees ~1 GB) the next case ran up to 1.7x slower here.
+    """
+    cases = []
     for bk in backends:
         for T in Ts or (GPU_T if bk.is_gpu else CPU_T):
             for kernel in kernels or list(KERNELS):
                 if bk.name in KERNELS[kernel].backends:
-                    records += bench_attention_case(bk, kernel, T, **case)
+                    cases += [(bk, record, run) for record, run in _runners(bk, kernel, T, B, H, D, causal)]
+    records = []
+    for bk, record, run in cases:
+        try:
+            seconds = median_time(bk, run, budget_s=budget_s)
+        except (RuntimeError, MemoryError) as e:  # an SDPA choice the device lacks; out of memory
+            records.append(dict(record, time_ms=None, tflops=None, peak_mem_bytes=None, status=_failure(e)))
+            continue
+        flops = attention_flops(B, H, record["T"], D, causal, record["pass"] == "fwd+bwd")
+        records.append(dict(record, time_ms=seconds * 1e3, tflops=flops / seconds / 1e12, status="ok"))
+    for (bk, _, run), record in zip(cases, records, strict=True):
+        if record["status"] == "ok":
+            with bk.peak_memory() as mem:
+                run()
+            record["peak_mem_bytes"] = mem.bytes
     return records

@@ -3,7 +3,8 @@
 Every contestant trains the same model (same config, same initial weights, same batches) with the same
 step: forward, backward, global-norm clipping, AdamW. Contestants take turns, a few steps each, for several
 rounds, so slow phases of a noisy machine hit them all alike; the figure is the median step. MFU compares
-achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with a float32 matmul measured in the same run.
+achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with the best float32 matmul measured on the same
+device in the same run.
 
 ``full=True`` also trains every contestant to the end in its own process: the final validation loss,
 the wall time and the process's peak RSS.
@@ -128,6 +129,8 @@ def bench_train(
                 p.step(r * steps + i)
                 p.sync()
                 times[p.name].append(time.perf_counter() - t0)
+    # one denominator per device: the machine's peak is the best float32 matmul measured on it in this run
+    peak = {p.device: max(q.peak_flops for q in players if q.device == p.device) for p in players}
     records = []
     for p in players:
         step_s = statistics.median(times[p.name])
@@ -144,8 +147,8 @@ def bench_train(
                 "dtype": cfg.dtype,
                 "step_ms": step_s * 1e3,
                 "tokens_per_s": tokens_per_step / step_s,
-                "mfu": flops_per_token * tokens_per_step / step_s / p.peak_flops,
-                "matmul_peak_gflops": p.peak_flops / 1e9,
+                "mfu": flops_per_token * tokens_per_step / step_s / peak[p.device],
+                "matmul_peak_gflops": peak[p.device] / 1e9,
                 "peak_step_mem_bytes": memory[p.name],
                 "steps_timed": len(times[p.name]),
             }

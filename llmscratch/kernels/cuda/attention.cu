@@ -32,6 +32,11 @@ __device__ __forceinline__ bool visible(const unsigned char* key_mask, int b, in
     return key_mask[(long)b * S + j] && (!causal || j <= t + S - T);
 }
 
+// Offset of the kv head that query head h reads (GQA: heads h = hkv·G .. hkv·G + G-1 share kv head hkv).
+__device__ __forceinline__ long kv_head(int b, int h, int H, int Hkv, int S, int D) {
+    return ((long)b * Hkv + h / (H / Hkv)) * S * D;
+}
+
 // Tree reduction over the block in shared memory; blockDim.x must be a power of two. All threads get the result.
 template <typename T, bool IS_MAX>
 __device__ T block_reduce(T value, T* scratch) {
@@ -108,8 +113,8 @@ __global__ void flash_forward(const T* q, const T* k, const T* v, const unsigned
     const int BLOCK = blockDim.x, bh = blockIdx.y, b = bh / H, h = bh % H;
     const int t = blockIdx.x * BLOCK + threadIdx.x;
     const bool active = t < T_;
-    const T* kh = k + ((long)b * Hkv + h / (H / Hkv)) * S * D;
-    const T* vh = v + ((long)b * Hkv + h / (H / Hkv)) * S * D;
+    const T* kh = k + kv_head(b, h, H, Hkv, S, D);
+    const T* vh = v + kv_head(b, h, H, Hkv, S, D);
     T qr[D], acc[D];
     for (int d = 0; d < D; ++d) {
         qr[d] = active ? q[((long)bh * T_ + t) * D + d] * scale : (T)0;
@@ -222,8 +227,8 @@ __global__ void flash_backward_dq(const T* q, const T* k, const T* v, const unsi
     const int BLOCK = blockDim.x, bh = blockIdx.y, b = bh / H, h = bh % H;
     const int t = blockIdx.x * BLOCK + threadIdx.x;
     const bool active = t < T_;
-    const T* kh = k + ((long)b * Hkv + h / (H / Hkv)) * S * D;
-    const T* vh = v + ((long)b * Hkv + h / (H / Hkv)) * S * D;
+    const T* kh = k + kv_head(b, h, H, Hkv, S, D);
+    const T* vh = v + kv_head(b, h, H, Hkv, S, D);
     T qr[D], dor[D], dqr[D];
     for (int d = 0; d < D; ++d) {
         qr[d] = active ? q[((long)bh * T_ + t) * D + d] : (T)0;
