@@ -1,6 +1,6 @@
 """pytest-benchmark suites: small, fast versions of `llmscratch bench` (about a minute in all).
 
-    pytest benchmarks/ --benchmark-only
+pytest benchmarks/ --benchmark-only
 """
 
 from __future__ import annotations

@@ -118,7 +118,9 @@ class Trainer:
         return AdamW(self.bk, self.model.params, c.learning_rate, (c.beta1, c.beta2), weight_decay=c.weight_decay)
 
     def _resume(self) -> None:
-        if self.out_dir is None or not ckpt_io.has_checkpoint(self.out_dir):
+        if self.out_dir is None:
+            raise CheckpointError("cannot resume without an output directory: pass the out_dir (--out) to continue")
+        if not ckpt_io.has_checkpoint(self.out_dir):
             raise CheckpointError(f"cannot resume: no checkpoint in {self.out_dir} (drop --resume to start a new run)")
         ck = ckpt_io.load(self.out_dir, backend=self.bk)
         wanted = self.cfg.model_config(ck.model.config.vocab_size)

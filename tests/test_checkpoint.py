@@ -125,5 +125,7 @@ def test_missing_and_empty_locations(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         llmscratch.load(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match=r"cannot resume without an output directory: pass the out_dir \(--out\)"):
+        llmscratch.train(resume=True, **TINY)
     with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint in .*drop --resume"):
         llmscratch.train(out_dir=str(tmp_path / "nowhere"), resume=True, **TINY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_backend, rel_err
+from conftest import BACKEND_IDS, make_backend, rel_err
 
 from llmscratch import ops
 from llmscratch.errors import ConfigError
@@ -23,6 +23,16 @@ SHAPES = [
     ("kv_cache_T3_S300", 1, 2, 2, 3, 300, True, None),
 ]
 KERNEL_IDS = [k for k in ATTENTION_KERNELS if k != "naive"]
+
+
+def runs_on(kernels):
+    """(backend id, kernel) pairs where the kernel runs on that backend (GPU ids still skip without a GPU)."""
+    return [
+        pytest.param(b, k, id=f"{b}-{k}")
+        for b in BACKEND_IDS
+        for k in kernels
+        if b.partition("-")[0] in KERNELS[k].backends
+    ]
 
 
 def make_inputs(B, H, Hkv, T, S, padding, seed=0, logit_scale=1.0):
@@ -54,11 +64,9 @@ def run(bk, forward, backward, q, k, v, mask, dout, causal):
 
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 2e-5)])
 @pytest.mark.parametrize("shape", SHAPES, ids=[s[0] for s in SHAPES])
-@pytest.mark.parametrize("kernel", KERNEL_IDS)
+@pytest.mark.parametrize("backend_id, kernel", runs_on(KERNEL_IDS))
 def test_kernel_matches_naive(backend_id, kernel, shape, dtype, tol):
     bk = make_backend(backend_id, dtype)
-    if bk.name not in KERNELS[kernel].backends:
-        pytest.skip(f"{kernel} does not run on {bk.name}")
     _, B, H, Hkv, T, S, causal, padding = shape
     q, k, v, mask, dout = make_inputs(B, H, Hkv, T, S, padding)
     got = run(bk, KERNELS[kernel].forward, KERNELS[kernel].backward, q, k, v, mask, dout, causal)
@@ -68,12 +76,10 @@ def test_kernel_matches_naive(backend_id, kernel, shape, dtype, tol):
         assert rel_err(a, b, floor=1.0) <= tol, f"{kernel} {name}"
 
 
-@pytest.mark.parametrize("kernel", ["naive", *KERNEL_IDS])
+@pytest.mark.parametrize("backend_id, kernel", runs_on(["naive", *KERNEL_IDS]))
 def test_large_logits_stay_finite(backend_id, kernel):
     """Logits ×30 (saturated softmax): no inf or NaN, and still the float64 answer in float32."""
     bk = make_backend(backend_id, "float32")
-    if bk.name not in KERNELS[kernel].backends:
-        pytest.skip(f"{kernel} does not run on {bk.name}")
     q, k, v, mask, dout = make_inputs(1, 2, 2, 150, 150, "some", logit_scale=30.0)
     got = run(bk, KERNELS[kernel].forward, KERNELS[kernel].backward, q, k, v, mask, dout, True)
     bk64 = make_backend("numpy", "float64")

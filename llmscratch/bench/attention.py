@@ -6,6 +6,8 @@ causal, and 2.5× the forward for the backward, so forward+backward counts 3.5×
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +15,6 @@ import numpy as np
 
 from ..backends import Backend
 from ..kernels import KERNELS
-from .timing import median_time
 
 CPU_T = (256, 512, 1024, 2048, 4096)
 GPU_T = (256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -67,27 +68,51 @@ def bench_attention(
 ) -> list[dict[str, Any]]:
     """Every kernel that runs on each backend, at each T: one record per pass.
 
-    All cases are timed first and their peak memory is measured afterwards, in a second pass: right after a
-    traced, memory-hungry case (naive at T=4096 frees ~1 GB) the next case ran up to 1.7x slower here.
+    The kernels compared with each other (same backend, T and pass) take turns, one run each per round, for
+    at least 5 rounds and as many as ``budget_s`` per kernel allows; each time is the median. So a slow phase
+    of the machine hits all of them, not one. Peak memory is measured afterwards, in a second pass: right
+    after a traced, memory-hungry case the next one ran up to 1.7x slower here.
     """
-    cases = []
+    groups: dict[tuple, list] = {}
     for bk in backends:
         for T in Ts or (GPU_T if bk.is_gpu else CPU_T):
             for kernel in kernels or list(KERNELS):
                 if bk.name in KERNELS[kernel].backends:
-                    cases += [(bk, record, run) for record, run in _runners(bk, kernel, T, B, H, D, causal)]
-    records = []
-    for bk, record, run in cases:
-        try:
-            seconds = median_time(bk, run, budget_s=budget_s)
-        except (RuntimeError, MemoryError) as e:  # an SDPA choice the device lacks; out of memory
-            records.append(dict(record, time_ms=None, tflops=None, peak_mem_bytes=None, status=_failure(e)))
-            continue
-        flops = attention_flops(B, H, record["T"], D, causal, record["pass"] == "fwd+bwd")
-        records.append(dict(record, time_ms=seconds * 1e3, tflops=flops / seconds / 1e12, status="ok"))
-    for (bk, _, run), record in zip(cases, records, strict=True):
+                    for record, run in _runners(bk, kernel, T, B, H, D, causal):
+                        groups.setdefault((id(bk), T, record["pass"]), []).append((bk, record, run))
+    results: list[tuple[Backend, dict, Callable]] = []
+    for cases in groups.values():
+        live, times = [], {}
+        for bk, record, run in cases:  # one warm-up run each; a kernel the device lacks drops out here
+            try:
+                run()
+                bk.synchronize()
+            except (RuntimeError, MemoryError) as e:  # an SDPA choice the device lacks; out of memory
+                results.append(
+                    (bk, dict(record, time_ms=None, tflops=None, peak_mem_bytes=None, status=_failure(e)), run)
+                )
+                continue
+            live.append((bk, record, run))
+            times[id(record)] = []
+        start = time.perf_counter()
+        rounds = 0
+        while live and (rounds < 5 or time.perf_counter() - start < budget_s * len(live)) and rounds < 100:
+            for bk, record, run in live:
+                t0 = time.perf_counter()
+                run()
+                bk.synchronize()
+                times[id(record)].append(time.perf_counter() - t0)
+            rounds += 1
+        for bk, record, run in live:
+            seconds = statistics.median(times[id(record)])
+            flops = attention_flops(B, H, record["T"], D, causal, record["pass"] == "fwd+bwd")
+            results.append((bk, dict(record, time_ms=seconds * 1e3, tflops=flops / seconds / 1e12, status="ok"), run))
+    for bk, record, run in results:
         if record["status"] == "ok":
             with bk.peak_memory() as mem:
                 run()
             record["peak_mem_bytes"] = mem.bytes
-    return records
+    order = {k: i for i, k in enumerate(KERNELS)}
+    return sorted(
+        (r for _, r, _ in results), key=lambda r: (r["backend"], r["device"], r["T"], order[r["kernel"]], r["pass"])
+    )

@@ -86,7 +86,8 @@ def attention_markdown(records: list[dict[str, Any]]) -> str:
 
 def train_markdown(records: list[dict[str, Any]]) -> str:
     rows = [
-        dict(r, peak_mib=None if r.get("peak_step_mem_bytes") is None else r["peak_step_mem_bytes"] / 2**20)
+        dict(r, peak_mib=None if r.get("peak_step_mem_bytes") is None else r["peak_step_mem_bytes"] / 2**20,
+             rss_mib=None if r.get("peak_rss_bytes") is None else r["peak_rss_bytes"] / 2**20)
         for r in records
     ]
     return markdown_table(
@@ -101,6 +102,7 @@ def train_markdown(records: list[dict[str, Any]]) -> str:
             ("MFU", "mfu", ".1%"),
             ("matmul peak GFLOP/s", "matmul_peak_gflops", ".0f"),
             ("step memory MiB", "peak_mib", ".1f"),
+            ("process peak RSS MiB", "rss_mib", ".0f"),
         ],
     )
 

@@ -1,8 +1,9 @@
 """Training throughput of each backend against the plain-PyTorch autograd reference, side by side.
 
 Every contestant trains the same model (same config, same initial weights, same batches) with the same
-step: forward, backward, global-norm clipping, AdamW. Contestants take turns, a few steps each, for several
-rounds, so slow phases of a noisy machine hit them all alike; the figure is the median step. MFU compares
+step: forward, backward, global-norm clipping, AdamW, each in its own process. The processes take turns, a few
+steps each, for several rounds, so slow phases of a noisy machine hit them all alike, with a pause before each
+turn so the previous library's spinning threads do not steal the cores; the figure is the median step. MFU compares
 achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with the best float32 matmul measured on the same
 device in the same run.
 
@@ -30,6 +31,10 @@ from ..data import get_batch
 from ..models.gpt import GPT, init_params
 from ..optim import AdamW, clip_grad_norm, learning_rate
 from .timing import matmul_peak_flops
+
+# Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
+# busy-wait for a while, and on 2 cores that slowed whichever library ran next by ~13% (measured).
+SETTLE_S = 0.5
 
 
 @dataclass
@@ -97,48 +102,78 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
     )
 
 
+def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> None:
+    """One contestant in its own process: built once, then runs the steps the parent asks for, timing each."""
+    cfg = TrainConfig(**cfg_values)
+    player = make_contestant(spec, cfg, vocab, _batches(cfg, vocab, 16))
+    for i in range(5):  # warm-up
+        player.step(i)
+    player.sync()
+    with player.peak_memory() as mem:
+        player.step(0)
+        player.sync()
+    conn.send({"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes})
+    while (request := conn.recv()) is not None:
+        first, n = request
+        times = []
+        for i in range(first, first + n):
+            t0 = time.perf_counter()
+            player.step(i)
+            player.sync()
+            times.append(time.perf_counter() - t0)
+        conn.send(times)
+    conn.send(_peak_rss())
+
+
 def bench_train(
     contestants: list[str],
     preset: str | None = "shakespeare_char_cpu",
     rounds: int = 6,
     steps: int = 10,
-    warmup: int = 5,
     vocab: int = 65,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
-    """Median step time, tokens/s, ratio to the reference on the same device, MFU and peak step memory."""
+    """Median step time, tokens/s, ratio to the reference on the same device, MFU and memory, per contestant.
+
+    Each contestant lives in its own fresh process (as a user runs it: only its own libraries loaded, its
+    own process settings), and the processes take turns, one at a time.
+    """
+    import multiprocessing
+
     cfg = resolve_config(preset, **overrides)
-    batches = _batches(cfg, vocab, 16)
-    players = [make_contestant(spec, cfg, vocab, batches) for spec in contestants]
+    ctx = multiprocessing.get_context("spawn")
+    workers = {}
+    for spec in contestants:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(spec, cfg.to_dict(), vocab, child), daemon=True)
+        proc.start()
+        workers[spec] = (proc, parent, parent.recv())  # waits until the contestant is built and warm
+    times: dict[str, list[float]] = {spec: [] for spec in contestants}
+    for r in range(rounds):
+        for spec, (_, conn, _) in workers.items():
+            time.sleep(SETTLE_S)
+            conn.send((r * steps, steps))
+            times[spec] += conn.recv()
+    rss = {}
+    for spec, (proc, conn, _) in workers.items():
+        conn.send(None)
+        rss[spec] = conn.recv()
+        proc.join()
     flops_per_token = GPT(cfg.model_config(vocab), get_backend("numpy")).flops_per_token(cfg.block_size)
     tokens_per_step = cfg.batch_size * cfg.block_size
-    times: dict[str, list[float]] = {p.name: [] for p in players}
-    memory: dict[str, int | None] = {}
-    for p in players:
-        for i in range(warmup):
-            p.step(i)
-        p.sync()
-        with p.peak_memory() as mem:
-            p.step(0)
-            p.sync()
-        memory[p.name] = mem.bytes
-    for r in range(rounds):
-        for p in players:
-            for i in range(steps):
-                t0 = time.perf_counter()
-                p.step(r * steps + i)
-                p.sync()
-                times[p.name].append(time.perf_counter() - t0)
     # one denominator per device: the machine's peak is the best float32 matmul measured on it in this run
-    peak = {p.device: max(q.peak_flops for q in players if q.device == p.device) for p in players}
+    info = {spec: w[2] for spec, w in workers.items()}
+    peak = {
+        i["device"]: max(j["peak_flops"] for j in info.values() if j["device"] == i["device"]) for i in info.values()
+    }
     records = []
-    for p in players:
-        step_s = statistics.median(times[p.name])
+    for spec in contestants:
+        step_s, device = statistics.median(times[spec]), info[spec]["device"]
         records.append(
             {
-                "contestant": p.name,
-                "device": p.device,
-                "kernel": p.kernel,
+                "contestant": spec,
+                "device": device,
+                "kernel": info[spec]["kernel"],
                 "preset": preset,
                 "B": cfg.batch_size,
                 "T": cfg.block_size,
@@ -147,10 +182,11 @@ def bench_train(
                 "dtype": cfg.dtype,
                 "step_ms": step_s * 1e3,
                 "tokens_per_s": tokens_per_step / step_s,
-                "mfu": flops_per_token * tokens_per_step / step_s / peak[p.device],
-                "matmul_peak_gflops": peak[p.device] / 1e9,
-                "peak_step_mem_bytes": memory[p.name],
-                "steps_timed": len(times[p.name]),
+                "mfu": flops_per_token * tokens_per_step / step_s / peak[device],
+                "matmul_peak_gflops": peak[device] / 1e9,
+                "peak_step_mem_bytes": info[spec]["mem"],
+                "peak_rss_bytes": rss[spec],
+                "steps_timed": len(times[spec]),
             }
         )
     for rec in records:  # the ratio to the reference on the same device

@@ -77,9 +77,10 @@ KERNELS = _build_registry()
 ATTENTION_KERNELS = tuple(KERNELS)
 
 
-# Up to this many positions the naive kernel is as fast as flash on the CPU (its (T,T) scores fit in cache);
-# beyond it flash wins (1.4x at T=256, 2.5x at T=4096 on numpy; benchmarks/results/attention_cpu.md).
-NAIVE_MAX_T = 128
+# Up to this many positions the naive kernel is the faster one on the CPU (at T=256 flash takes 1.33x its time);
+# at 512-1024 they tie on time while flash needs 2-4.5x less memory, and beyond flash wins (1.3x at T=2048,
+# 2.8x at T=4096 on numpy): benchmarks/results/attention_cpu.md.
+NAIVE_MAX_T = 256
 
 
 def default_attention_kernel(backend_name: str, block_size: int) -> str:

@@ -47,6 +47,11 @@ def _tile_mask(bk: Backend, r0: int, r1: int, c0: int, c1: int, S: int, T: int, 
     return allowed
 
 
+def _sum_over_group(xp: Any, x: Any) -> Any:
+    """(B,Hkv,G,·,D) -> (B,Hkv,1,·,D): the G query heads that share a kv head add up (nothing to add if G = 1)."""
+    return x if x.shape[2] == 1 else xp.sum(x, axis=2, keepdims=True)
+
+
 def flash_attention_forward(
     bk: Backend,
     q: Any,
@@ -82,8 +87,10 @@ def flash_attention_forward(
             scores -= m_safe  # in place: the tile temporaries are the working set, keep it small
             p = xp.exp(scores)
             alpha = xp.exp(m - m_safe)
-            l = alpha * l + xp.sum(p, axis=-1, keepdims=True)
-            acc = alpha * acc + p @ v5[..., c0:c1, :]
+            l *= alpha
+            l += xp.sum(p, axis=-1, keepdims=True)
+            acc *= alpha
+            acc += p @ v5[..., c0:c1, :]
             m = m_new
         seen = l > 0.0
         outs.append(acc / xp.where(seen, l, 1.0))
@@ -120,13 +127,16 @@ def flash_attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, A
                 scores = xp.where(allowed, scores, -math.inf)
             scores -= lse[..., r0:r1, :]
             p = xp.exp(scores)  # (B,Hkv,G,Bq,Bk); masked and unseen rows give 0
-            dv += xp.sum(xp.matrix_transpose(p) @ doi, axis=2, keepdims=True)
+            dv += _sum_over_group(xp, xp.matrix_transpose(p) @ doi)
             ds = doi @ xp.matrix_transpose(vj)  # dP, turned into dS in place
             ds -= delta[..., r0:r1, :]
             ds *= p
             dqi = ds @ kj  # the scale s is applied once, after the loop
-            dq_blocks[bi] = dqi if dq_blocks[bi] is None else dq_blocks[bi] + dqi
-            dk += xp.sum(xp.matrix_transpose(ds) @ qi, axis=2, keepdims=True)
+            if dq_blocks[bi] is None:
+                dq_blocks[bi] = dqi
+            else:
+                dq_blocks[bi] += dqi
+            dk += _sum_over_group(xp, xp.matrix_transpose(ds) @ qi)
         dks.append(dk)
         dvs.append(dv)
     dq_blocks = [
