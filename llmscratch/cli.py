@@ -219,6 +219,11 @@ def _mkdir(path: str) -> Any:
     return Path(path)
 
 
+def _add_output_args(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--out", default="benchmarks/results", help="the folder for <name>.json, .md and plots")
+    p.add_argument("--name", default=name, help=f"the base name of the files written [{name}]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmscratch", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,9 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", help="comma-separated kernel names [all that run on each backend]")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--bidirectional", action="store_true", help="no causal mask")
-    p.add_argument("--budget", type=float, default=2.0, help="seconds of repeats per case [2]")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--name", default="attention")
+    p.add_argument("--budget", type=float, default=2.0, help="seconds of timing per kernel and T [2]")
+    _add_output_args(p, "attention")
     p.set_defaults(func=cmd_bench_attention)
 
     p = bench.add_parser("train", help="training tokens/s and MFU per backend vs the PyTorch autograd reference")
@@ -286,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="leave out the PyTorch autograd reference")
     p.add_argument("--full", action="store_true", help="also train each to the end: val loss, wall time, peak RSS")
     p.add_argument("--max-iters", type=int, help="for --full: stop earlier than the preset")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--name", default="train")
+    _add_output_args(p, "train")
     p.set_defaults(func=cmd_bench_train)
 
     p = bench.add_parser("tokenizer", help="BPE training time, encode MB/s, bytes/token vs HF tokenizers")
@@ -295,8 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-sizes", default="512,1024,4096")
     p.add_argument("--pattern", default="gpt2")
     p.add_argument("--textbook", action="store_true", help="also time the textbook trainer (smallest size only)")
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--name", default="tokenizer")
+    _add_output_args(p, "tokenizer")
     p.set_defaults(func=cmd_bench_tokenizer)
     return parser
 

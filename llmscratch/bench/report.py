@@ -86,8 +86,11 @@ def attention_markdown(records: list[dict[str, Any]]) -> str:
 
 def train_markdown(records: list[dict[str, Any]]) -> str:
     rows = [
-        dict(r, peak_mib=None if r.get("peak_step_mem_bytes") is None else r["peak_step_mem_bytes"] / 2**20,
-             rss_mib=None if r.get("peak_rss_bytes") is None else r["peak_rss_bytes"] / 2**20)
+        dict(
+            r,
+            peak_mib=None if r.get("peak_step_mem_bytes") is None else r["peak_step_mem_bytes"] / 2**20,
+            rss_mib=None if r.get("peak_rss_bytes") is None else r["peak_rss_bytes"] / 2**20,
+        )
         for r in records
     ]
     return markdown_table(

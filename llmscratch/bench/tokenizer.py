@@ -47,8 +47,15 @@ def bench_tokenizers(
     n_bytes = len(text.encode())
 
     def record(name: str, V: int, train_s: float, encode_s: float, n_tokens: int) -> dict[str, Any]:
-        return {"tokenizer": name, "vocab_size": V, "train_s": train_s, "encode_mb_s": n_bytes / encode_s / 1e6,
-                "bytes_per_token": n_bytes / n_tokens, "pattern": pattern, "text_bytes": n_bytes}
+        return {
+            "tokenizer": name,
+            "vocab_size": V,
+            "train_s": train_s,
+            "encode_mb_s": n_bytes / encode_s / 1e6,
+            "bytes_per_token": n_bytes / n_tokens,
+            "pattern": pattern,
+            "text_bytes": n_bytes,
+        }
 
     for V in vocab_sizes:
         ours, seconds = _timed(lambda V=V: BPETokenizer.train(text, V, pattern))

@@ -32,9 +32,22 @@ __device__ __forceinline__ bool visible(const unsigned char* key_mask, int b, in
     return key_mask[(long)b * S + j] && (!causal || j <= t + S - T);
 }
 
-// Offset of the kv head that query head h reads (GQA: heads h = hkv·G .. hkv·G + G-1 share kv head hkv).
-__device__ __forceinline__ long kv_head(int b, int h, int H, int Hkv, int S, int D) {
-    return ((long)b * Hkv + h / (H / Hkv)) * S * D;
+// The query row a thread owns in the grid (ceil(T/BLOCK), B*H), and the kv head its query head reads
+// (GQA: query heads hkv·G .. hkv·G + G-1 share kv head hkv).
+struct QueryRow {
+    int b, bh, t;
+    bool active;  // t < T: the last block can be partly empty
+    long kv;      // offset of this head's K and V, (S,D) each
+};
+
+__device__ __forceinline__ QueryRow query_row(int H, int Hkv, int T_, int S, int D) {
+    QueryRow r;
+    r.bh = blockIdx.y;
+    r.b = r.bh / H;
+    r.t = blockIdx.x * blockDim.x + threadIdx.x;
+    r.active = r.t < T_;
+    r.kv = ((long)r.b * Hkv + (r.bh % H) / (H / Hkv)) * S * D;
+    return r;
 }
 
 // Tree reduction over the block in shared memory; blockDim.x must be a power of two. All threads get the result.
@@ -110,11 +123,11 @@ __global__ void flash_forward(const T* q, const T* k, const T* v, const unsigned
     extern __shared__ unsigned char smem[];
     T* Kt = reinterpret_cast<T*>(smem);
     T* Vt = Kt + blockDim.x * D;
-    const int BLOCK = blockDim.x, bh = blockIdx.y, b = bh / H, h = bh % H;
-    const int t = blockIdx.x * BLOCK + threadIdx.x;
-    const bool active = t < T_;
-    const T* kh = k + kv_head(b, h, H, Hkv, S, D);
-    const T* vh = v + kv_head(b, h, H, Hkv, S, D);
+    const int BLOCK = blockDim.x;
+    const QueryRow row = query_row(H, Hkv, T_, S, D);
+    const int b = row.b, bh = row.bh, t = row.t;
+    const bool active = row.active;
+    const T *kh = k + row.kv, *vh = v + row.kv;
     T qr[D], acc[D];
     for (int d = 0; d < D; ++d) {
         qr[d] = active ? q[((long)bh * T_ + t) * D + d] * scale : (T)0;
@@ -224,11 +237,11 @@ __global__ void flash_backward_dq(const T* q, const T* k, const T* v, const unsi
     extern __shared__ unsigned char smem[];
     T* Kt = reinterpret_cast<T*>(smem);
     T* Vt = Kt + blockDim.x * D;
-    const int BLOCK = blockDim.x, bh = blockIdx.y, b = bh / H, h = bh % H;
-    const int t = blockIdx.x * BLOCK + threadIdx.x;
-    const bool active = t < T_;
-    const T* kh = k + kv_head(b, h, H, Hkv, S, D);
-    const T* vh = v + kv_head(b, h, H, Hkv, S, D);
+    const int BLOCK = blockDim.x;
+    const QueryRow row = query_row(H, Hkv, T_, S, D);
+    const int b = row.b, bh = row.bh, t = row.t;
+    const bool active = row.active;
+    const T *kh = k + row.kv, *vh = v + row.kv;
     T qr[D], dor[D], dqr[D];
     for (int d = 0; d < D; ++d) {
         qr[d] = active ? q[((long)bh * T_ + t) * D + d] : (T)0;
