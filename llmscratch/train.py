@@ -18,7 +18,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class TrainResult:
     history: list[dict[str, Any]]  # one entry per step: step, train_loss, val_loss (None without eval), ...
     checkpoint_dir: Path | None
     interrupted: bool = False
-    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def val_loss(self) -> float | None:
@@ -196,7 +195,6 @@ class Trainer:
         bar = tqdm(total=c.max_iters, initial=self.start, disable=not self.progress, dynamic_ncols=True, unit="it")
         window_start = time.perf_counter()
         interrupted = False
-        run_start = time.perf_counter()
 
         def flush() -> None:
             nonlocal window_start
@@ -252,8 +250,7 @@ class Trainer:
                     break
             flush()
         bar.close()
-        timing = {"seconds": time.perf_counter() - run_start}
-        return TrainResult(self.model, self.tokenizer, c, self.history, self.checkpoint_dir, interrupted, timing)
+        return TrainResult(self.model, self.tokenizer, c, self.history, self.checkpoint_dir, interrupted)
 
 
 def train(

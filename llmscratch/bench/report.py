@@ -125,14 +125,22 @@ def full_runs_markdown(records: list[dict[str, Any]]) -> str:
     )
 
 
-def plot_attention(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
-    """time vs T and memory vs T (log-log), one line per backend/kernel, forward+backward."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot drawing to files (Agg), or None where matplotlib is not installed: no plots then."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def plot_attention(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
+    """time vs T and memory vs T (log-log), one line per backend/kernel, forward+backward."""
+    plt = _pyplot()
+    if plt is None:
         return []
     paths = []
     rows = [r for r in records if r["pass"] == "fwd+bwd" and r["status"] == "ok"]
@@ -165,12 +173,8 @@ def plot_attention(records: list[dict[str, Any]], out: Path, name: str) -> list[
 
 
 def plot_train(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = [f"{r['contestant']}\n{r['kernel']}" for r in records]

@@ -28,48 +28,27 @@ class AttentionKernel:
     forward: Any  # (bk, q, k, v, causal=True, key_mask=None) -> (out, cache)
     backward: Any  # (bk, dout, cache) -> (dq, dk, dv)
     backends: tuple[str, ...]  # the backends it runs on
-    description: str
 
 
 def _build_registry() -> dict[str, AttentionKernel]:
+    everywhere = ("numpy", "torch", "cupy", "strict")
     kernels = {
-        "naive": AttentionKernel(
-            "naive",
-            attention_forward,
-            attention_backward,
-            ("numpy", "torch", "cupy", "strict"),
-            "reference: materialises the (B,H,T,S) scores",
-        ),
-        "flash": AttentionKernel(
-            "flash",
-            flash_attention_forward,
-            flash_attention_backward,
-            ("numpy", "torch", "cupy", "strict"),
-            "FlashAttention-2 tiling in pure Array API: O(T) memory",
+        # the reference: materialises the (B,H,T,S) scores
+        "naive": AttentionKernel("naive", attention_forward, attention_backward, everywhere),
+        # FlashAttention-2 tiling in pure Array API: O(T) memory
+        "flash": AttentionKernel("flash", flash_attention_forward, flash_attention_backward, everywhere),
+        # CUDA C++ FlashAttention-2 (RawKernel): forward, backward dK/dV and dQ kernels
+        "cuda": AttentionKernel("cuda", cuda_attention.flash_forward, cuda_attention.flash_backward, ("cupy",)),
+        # cuBLAS matmuls around a fused scale + mask + softmax CUDA kernel
+        "cuda-softmax": AttentionKernel(
+            "cuda-softmax",
+            cuda_attention.softmax_attention_forward,
+            cuda_attention.softmax_attention_backward,
+            ("cupy",),
         ),
     }
-    kernels["cuda"] = AttentionKernel(
-        "cuda",
-        cuda_attention.flash_forward,
-        cuda_attention.flash_backward,
-        ("cupy",),
-        "CUDA C++ FlashAttention-2 (RawKernel): forward, backward dK/dV and dQ kernels",
-    )
-    kernels["cuda-softmax"] = AttentionKernel(
-        "cuda-softmax",
-        cuda_attention.softmax_attention_forward,
-        cuda_attention.softmax_attention_backward,
-        ("cupy",),
-        "cuBLAS matmuls around a fused scale+mask+softmax CUDA kernel",
-    )
-    for name in SDPA_VARIANTS:
-        kernels[name] = AttentionKernel(
-            name,
-            partial(sdpa_forward, variant=name),
-            sdpa_backward,
-            ("torch",),
-            "torch scaled_dot_product_attention" + (f" forced to {name[5:]}" if name != "sdpa" else ""),
-        )
+    for name in SDPA_VARIANTS:  # torch's scaled_dot_product_attention, "sdpa-x" forcing its backend x
+        kernels[name] = AttentionKernel(name, partial(sdpa_forward, variant=name), sdpa_backward, ("torch",))
     return kernels
 
 

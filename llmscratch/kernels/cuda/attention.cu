@@ -38,15 +38,18 @@ struct QueryRow {
     int b, bh, t;
     bool active;  // t < T: the last block can be partly empty
     long kv;      // offset of this head's K and V, (S,D) each
+    int key_end;  // keys [0, key_end) are all any row of this block can see (the causal diagonal of its last row)
 };
 
-__device__ __forceinline__ QueryRow query_row(int H, int Hkv, int T_, int S, int D) {
+__device__ __forceinline__ QueryRow query_row(int H, int Hkv, int T_, int S, int D, int causal) {
     QueryRow r;
     r.bh = blockIdx.y;
     r.b = r.bh / H;
     r.t = blockIdx.x * blockDim.x + threadIdx.x;
     r.active = r.t < T_;
     r.kv = ((long)r.b * Hkv + (r.bh % H) / (H / Hkv)) * S * D;
+    const int last_row = min(T_ - 1, (int)((blockIdx.x + 1) * blockDim.x) - 1);
+    r.key_end = causal ? min(S, last_row + S - T_ + 1) : S;
     return r;
 }
 
@@ -124,7 +127,7 @@ __global__ void flash_forward(const T* q, const T* k, const T* v, const unsigned
     T* Kt = reinterpret_cast<T*>(smem);
     T* Vt = Kt + blockDim.x * D;
     const int BLOCK = blockDim.x;
-    const QueryRow row = query_row(H, Hkv, T_, S, D);
+    const QueryRow row = query_row(H, Hkv, T_, S, D, causal);
     const int b = row.b, bh = row.bh, t = row.t;
     const bool active = row.active;
     const T *kh = k + row.kv, *vh = v + row.kv;
@@ -134,10 +137,7 @@ __global__ void flash_forward(const T* q, const T* k, const T* v, const unsigned
         acc[d] = 0;
     }
     T m = -INF_OF(T), l = 0;
-    // the last key any row of this block may see: the causal diagonal of its last row
-    const int last_row = min(T_ - 1, (int)(blockIdx.x + 1) * BLOCK - 1);
-    const int key_end = causal ? min(S, last_row + S - T_ + 1) : S;
-    for (int j0 = 0; j0 < key_end; j0 += BLOCK) {
+    for (int j0 = 0; j0 < row.key_end; j0 += BLOCK) {
         const int n = min(BLOCK, S - j0);
         __syncthreads();  // the previous tile is no longer read
         load_tile<T, D>(Kt, kh, j0, n, S);
@@ -238,7 +238,7 @@ __global__ void flash_backward_dq(const T* q, const T* k, const T* v, const unsi
     T* Kt = reinterpret_cast<T*>(smem);
     T* Vt = Kt + blockDim.x * D;
     const int BLOCK = blockDim.x;
-    const QueryRow row = query_row(H, Hkv, T_, S, D);
+    const QueryRow row = query_row(H, Hkv, T_, S, D, causal);
     const int b = row.b, bh = row.bh, t = row.t;
     const bool active = row.active;
     const T *kh = k + row.kv, *vh = v + row.kv;
@@ -250,9 +250,7 @@ __global__ void flash_backward_dq(const T* q, const T* k, const T* v, const unsi
     }
     const T L = active ? lse[(long)bh * T_ + t] : INF_OF(T);
     const T Dr = active ? delta[(long)bh * T_ + t] : (T)0;
-    const int last_row = min(T_ - 1, (int)(blockIdx.x + 1) * BLOCK - 1);
-    const int key_end = causal ? min(S, last_row + S - T_ + 1) : S;
-    for (int j0 = 0; j0 < key_end; j0 += BLOCK) {
+    for (int j0 = 0; j0 < row.key_end; j0 += BLOCK) {
         const int n = min(BLOCK, S - j0);
         __syncthreads();
         load_tile<T, D>(Kt, kh, j0, n, S);
