@@ -33,6 +33,7 @@ from .atomic import atomic_write
 from .backends import Backend, get_backend
 from .config import TrainConfig
 from .errors import CheckpointError, LLMScratchError
+from .kernels import fit_to_backend
 from .models.gpt import GPT, GPTConfig
 from .tokenizers import Tokenizer, from_json_dict
 
@@ -192,7 +193,7 @@ def load(
             backend or train_cfg.backend, device if backend else (device or train_cfg.device), dtype or train_cfg.dtype
         )
     try:
-        model = GPT(model_cfg, bk, params=_read_tensors(bk, ckpt / "model.safetensors"))
+        model = GPT(fit_to_backend(model_cfg, bk), bk, params=_read_tensors(bk, ckpt / "model.safetensors"))
     except LLMScratchError as e:
         raise CheckpointError(f"{ckpt}/model.safetensors does not match its config: {e}") from None
     opt_arrays = _read_tensors(bk, ckpt / "optimizer.safetensors")

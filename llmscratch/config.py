@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from .errors import ConfigError, did_you_mean
-from .kernels import default_attention_kernel
+from .kernels import default_attention_kernel, default_ops
 from .models.gpt import GPTConfig
 
 if sys.version_info >= (3, 11):
@@ -51,6 +51,7 @@ class TrainConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     attention: str = "auto"  # an attention kernel name, or auto: the measured best for the backend
+    ops: str = "auto"  # array-api | cpu-fused (C++ kernels, CPU) | auto: cpu-fused where it compiles
     # optimisation
     batch_size: int = 12
     gradient_accumulation_steps: int = 1
@@ -85,11 +86,13 @@ class TrainConfig:
         self.model_config(vocab_size=1)  # validates the model fields now, not after loading the data
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        names = {f.name for f in fields(GPTConfig)} - {"vocab_size", "attention"}
-        attention = self.attention
+        names = {f.name for f in fields(GPTConfig)} - {"vocab_size", "attention", "ops"}
+        attention, ops = self.attention, self.ops
         if attention == "auto":
-            attention = default_attention_kernel(self.backend, self.block_size)
-        return GPTConfig(vocab_size=vocab_size, attention=attention, **{n: getattr(self, n) for n in names})
+            attention = default_attention_kernel(self.backend, self.block_size, self.device, self.dtype)
+        if ops == "auto":
+            ops = default_ops(self.backend, self.device, self.dtype)
+        return GPTConfig(vocab_size=vocab_size, attention=attention, ops=ops, **{n: getattr(self, n) for n in names})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

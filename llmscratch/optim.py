@@ -4,13 +4,14 @@ AdamW (Loshchilov & Hutter), step t, for each parameter p with gradient g:
     p ← p · (1 - lr·wd)                                   decoupled weight decay (matrices only, as nanoGPT)
     m ← β1·m + (1-β1)·g;   v ← β2·v + (1-β2)·g²
     p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + eps)        (the same order of operations as torch.optim.AdamW)
-Updates are in place (the standard's in-place operators), so no parameter is reallocated.
+Updates are in place (the standard's in-place operators), so no parameter is reallocated. ``adamw_update``
+is one tensor's update; an op set may bring a fused one (``AdamW(update=...)``, see llmscratch.kernels).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .backends import Backend
@@ -39,6 +40,30 @@ def clip_grad_norm(bk: Backend, grads: Mapping[str, Any], max_norm: float) -> An
     return norm
 
 
+def adamw_update(
+    bk: Backend,
+    p: Any,
+    g: Any,
+    m: Any,
+    v: Any,
+    decay: float,
+    b1: float,
+    b2: float,
+    step_size: float,
+    rsqrt_bc2: float,
+    eps: float,
+) -> None:
+    """p, m, v updated in place from g (all one shape); decay = 1 - lr·wd (1: none),
+    step_size = lr/(1-β1ᵗ), rsqrt_bc2 = 1/√(1-β2ᵗ)."""
+    if decay != 1.0:
+        p *= decay
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * (g * g)
+    p -= step_size * (m / (bk.xp.sqrt(v) * rsqrt_bc2 + eps))
+
+
 class AdamW:
     """``opt.step(grads, lr)`` updates ``params`` in place; ``state_dict()`` / ``load_state_dict()`` for resume."""
 
@@ -50,8 +75,9 @@ class AdamW:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        update: Callable[..., None] = adamw_update,
     ) -> None:
-        self.bk, self.params = bk, params
+        self.bk, self.params, self.update = bk, params, update
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
         self.m = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in params.items()}
@@ -68,16 +94,11 @@ class AdamW:
         self.t += 1
         step_size = lr / (1 - b1**self.t)
         rsqrt_bc2 = 1.0 / math.sqrt(1 - b2**self.t)
-        sqrt = self.bk.xp.sqrt
         for name, p in self.params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
-            if self.weight_decay and self.decays(p):
-                p *= 1.0 - lr * self.weight_decay
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * (g * g)
-            p -= step_size * (m / (sqrt(v) * rsqrt_bc2 + self.eps))
+            decay = 1.0 - lr * self.weight_decay if self.decays(p) else 1.0
+            self.update(
+                self.bk, p, grads[name], self.m[name], self.v[name], decay, b1, b2, step_size, rsqrt_bc2, self.eps
+            )
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays under 'm.<name>' / 'v.<name>' and the step count under 't' (for safetensors + JSON)."""

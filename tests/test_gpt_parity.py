@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
+from llmscratch.kernels import cpu_fused
 from llmscratch.models import GPT, GPTConfig
 
 torch = pytest.importorskip("torch")
@@ -31,9 +32,15 @@ def batch(cfg: GPTConfig, B: int = 3, T: int = 7, seed: int = 0):
     return idx, rng.integers(0, cfg.vocab_size, (B, T))
 
 
+FAST = dict(ops="cpu-fused", attention="cpu-softmax")  # the C++ kernels, where they run
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["array-api", "cpu-fused"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_gpt_matches_torch_reference(bk64, variant):
-    cfg = GPTConfig(**BASE, **VARIANTS[variant])
+def test_gpt_matches_torch_reference(bk64, variant, fast):
+    if fast and (reason := cpu_fused.unavailable(bk64)):
+        pytest.skip(reason)
+    cfg = GPTConfig(**BASE, **VARIANTS[variant], **(FAST if fast else {}))
     model = GPT(cfg, bk64, seed=1)
     idx, targets = batch(cfg)
     logits, loss = model.forward(idx, targets)

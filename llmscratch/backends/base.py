@@ -104,6 +104,14 @@ class Backend:
         """Uniform [0, 1) numbers of the backend dtype, drawn from ``gen`` (made by ``generator``)."""
         return self.from_numpy(gen.random(tuple(shape)))
 
+    def contiguous(self, x: Any) -> Any:
+        """``x`` laid out C-contiguous in memory (itself if it already is), for kernels that take raw pointers."""
+        raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
+
+    def pointer(self, x: Any) -> int:
+        """The address of a C-contiguous host array's first element (for ctypes kernels)."""
+        raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
+
     def synchronize(self) -> None:
         """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
 

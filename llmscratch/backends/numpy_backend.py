@@ -30,6 +30,12 @@ class NumpyBackend(Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.array(x, copy=True)
 
+    def contiguous(self, x: Any) -> Any:
+        return np.ascontiguousarray(x)
+
+    def pointer(self, x: Any) -> int:
+        return x.ctypes.data
+
     def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
         """np.add.at on flat indices idx·C + c (NumPy's fast 1-D path; 2-3x faster than row-wise add.at)."""
         C = out.shape[1]

@@ -58,6 +58,12 @@ class TorchBackend(Backend):
             x = x.float()
         return x.cpu().numpy().copy()
 
+    def contiguous(self, x: Any) -> Any:
+        return x.contiguous()
+
+    def pointer(self, x: Any) -> int:
+        return x.data_ptr()
+
     def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
         return out.index_add_(0, idx, src)
 

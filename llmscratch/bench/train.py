@@ -60,7 +60,14 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
     bk = get_backend(name, device or None, cfg.dtype)
     model_cfg = TrainConfig(**(cfg.to_dict() | {"backend": name})).model_config(vocab)
     model = GPT(model_cfg, bk, seed=cfg.seed)
-    opt = AdamW(bk, model.params, cfg.learning_rate, (cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    opt = AdamW(
+        bk,
+        model.params,
+        cfg.learning_rate,
+        (cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay,
+        update=model.op_set.adamw_update,
+    )
     device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
 
     def step(i: int) -> Any:
@@ -72,7 +79,13 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         return loss
 
     return Contestant(
-        spec, step, bk.synchronize, bk.peak_memory, str(bk.device), model_cfg.attention, matmul_peak_flops(bk)
+        spec,
+        step,
+        bk.synchronize,
+        bk.peak_memory,
+        str(bk.device),
+        f"{model_cfg.attention}, ops={model_cfg.ops}",
+        matmul_peak_flops(bk),
     )
 
 

@@ -1,23 +1,28 @@
-"""Interchangeable implementations of hot ops, selected by name. Attention first.
+"""Interchangeable implementations of hot ops, selected by name: attention kernels and op sets.
 
 Every attention kernel has the signature of the reference op (``ops.attention``):
 
     out, cache = kernel.forward(bk, q, k, v, causal=True, key_mask=None)   # q (B,H,T,D), k/v (B,Hkv,S,D)
     dq, dk, dv = kernel.backward(bk, dout, cache)
 
-and is tested against it ("naive") on every backend it supports.
+and is tested against it ("naive") on every backend it supports. An op set (``GPTConfig.ops``) supplies the
+elementwise ops a model spends its non-matmul time in, GELU, LayerNorm and the AdamW update, with the
+signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused" the C++ kernels of
+cpu_fused.py, and the two are tested against each other.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+from .. import ops
 from ..backends import Backend
 from ..errors import ConfigError, did_you_mean
 from ..ops import attention_backward, attention_forward
-from . import cuda_attention
+from ..optim import adamw_update
+from . import cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
 
@@ -28,6 +33,7 @@ class AttentionKernel:
     forward: Any  # (bk, q, k, v, causal=True, key_mask=None) -> (out, cache)
     backward: Any  # (bk, dout, cache) -> (dq, dk, dv)
     backends: tuple[str, ...]  # the backends it runs on
+    unavailable: Any = None  # (bk) -> why it cannot run on bk (device, dtype, no compiler), or None
 
 
 def _build_registry() -> dict[str, AttentionKernel]:
@@ -46,6 +52,14 @@ def _build_registry() -> dict[str, AttentionKernel]:
             cuda_attention.softmax_attention_backward,
             ("cupy",),
         ),
+        # the library's BLAS matmuls around a fused scale + mask + softmax C++ kernel
+        "cpu-softmax": AttentionKernel(
+            "cpu-softmax",
+            cpu_fused.attention_forward,
+            cpu_fused.attention_backward,
+            cpu_fused.BACKENDS,
+            cpu_fused.unavailable,
+        ),
     }
     for name in SDPA_VARIANTS:  # torch's scaled_dot_product_attention, "sdpa-x" forcing its backend x
         kernels[name] = AttentionKernel(name, partial(sdpa_forward, variant=name), sdpa_backward, ("torch",))
@@ -58,13 +72,18 @@ ATTENTION_KERNELS = tuple(KERNELS)
 
 # Up to this many positions the naive kernel is the faster one on the CPU (at T=256 flash takes 1.33x its time);
 # at 512-1024 they tie on time while flash needs 2-4.5x less memory, and beyond flash wins (1.3x at T=2048,
-# 2.8x at T=4096 on numpy): benchmarks/results/attention_cpu.md.
+# 2.8x at T=4096 on numpy): benchmarks/results/attention_cpu.md. The same holds for cpu-softmax, which stores
+# the same (B,H,T,S) probabilities as naive.
 NAIVE_MAX_T = 256
 
 
-def default_attention_kernel(backend_name: str, block_size: int) -> str:
-    """The kernel attention="auto" picks, from the measurements in benchmarks/results:
-    torch: SDPA (fused; fastest at every T measured); others: naive for short contexts, flash beyond."""
+def default_attention_kernel(
+    backend_name: str, block_size: int, device: str | None = None, dtype: str = "float32"
+) -> str:
+    """The kernel attention="auto" picks, from the measurements in benchmarks/results: short contexts on the
+    CPU: cpu-softmax where it compiles; otherwise torch: SDPA; others: naive for short contexts, flash beyond."""
+    if block_size <= NAIVE_MAX_T and cpu_fused.runs(backend_name, device, dtype):
+        return "cpu-softmax"
     if backend_name == "torch":
         return "sdpa"
     return "naive" if block_size <= NAIVE_MAX_T else "flash"
@@ -83,4 +102,68 @@ def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
             f"attention kernel {name!r} runs on the {'/'.join(kernel.backends)} backend(s), not {bk.name}; "
             "use attention='naive' or 'flash'"
         )
+    if kernel.unavailable and (reason := kernel.unavailable(bk)):
+        raise ConfigError(f"attention kernel {name!r}: {reason}; use attention='naive' or 'flash'")
     return kernel
+
+
+@dataclass(frozen=True)
+class OpSet:
+    """The elementwise ops a model and its optimizer take from an op set (see the module docstring)."""
+
+    name: str
+    gelu_forward: Any  # (bk, x, form="tanh") -> (out, cache)
+    gelu_backward: Any  # (bk, dout, cache) -> dx
+    layernorm_forward: Any  # (bk, x, w, b=None, eps=1e-5) -> (out, cache)
+    layernorm_backward: Any  # (bk, dout, cache) -> (dx, dw, db)
+    adamw_update: Any  # (bk, p, g, m, v, decay, b1, b2, step_size, rsqrt_bc2, eps) -> None, in place
+
+
+OP_SETS = {
+    "array-api": OpSet(
+        "array-api",
+        ops.gelu_forward,
+        ops.gelu_backward,
+        ops.layernorm_forward,
+        ops.layernorm_backward,
+        adamw_update,
+    ),
+    "cpu-fused": OpSet(
+        "cpu-fused",
+        cpu_fused.gelu_forward,
+        cpu_fused.gelu_backward,
+        cpu_fused.layernorm_forward,
+        cpu_fused.layernorm_backward,
+        cpu_fused.adamw_update,
+    ),
+}
+
+
+def default_ops(backend_name: str, device: str | None = None, dtype: str = "float32") -> str:
+    """The op set ops="auto" picks: cpu-fused for numpy and torch on the CPU in float32/float64 where a C++
+    compiler is at hand (benchmarks/results/train_cpu.md), else array-api."""
+    return "cpu-fused" if cpu_fused.runs(backend_name, device, dtype) else "array-api"
+
+
+def get_ops(name: str, bk: Backend) -> OpSet:
+    """The op set called ``name``, checked to run on ``bk``; a one-line error otherwise."""
+    if name not in OP_SETS:
+        raise ConfigError(f"unknown op set {name!r}{did_you_mean(name, OP_SETS)}; choose one of {', '.join(OP_SETS)}")
+    if name == "cpu-fused" and (reason := cpu_fused.unavailable(bk)):
+        raise ConfigError(f"{reason}; use ops='array-api'")
+    return OP_SETS[name]
+
+
+def fit_to_backend(config: Any, bk: Backend) -> Any:
+    """A model config (GPTConfig) whose attention kernel and op set run on ``bk``: each kept if it does, else
+    the default for ``bk`` (a checkpoint trained with torch's SDPA still loads on numpy)."""
+    attention, op_set = config.attention, config.ops
+    try:
+        get_attention_kernel(attention, bk)
+    except ConfigError:
+        attention = default_attention_kernel(bk.name, config.block_size, str(bk.device), bk.dtype_name)
+    try:
+        get_ops(op_set, bk)
+    except ConfigError:
+        op_set = default_ops(bk.name, str(bk.device), bk.dtype_name)
+    return replace(config, attention=attention, ops=op_set)

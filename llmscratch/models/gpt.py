@@ -25,20 +25,22 @@ import numpy as np
 from .. import ops
 from ..backends import Backend, get_backend
 from ..errors import ConfigError, DataError, ShapeError, did_you_mean
-from ..kernels import get_attention_kernel
+from ..kernels import OpSet, get_attention_kernel, get_ops
 from .kv_cache import KVCache
 
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_exact", "relu", "swiglu")
 
-# mlp option -> (forward, backward) of its activation
-ACTIVATIONS = {
-    "gelu": (lambda bk, h: ops.gelu_forward(bk, h, "tanh"), ops.gelu_backward),
-    "gelu_exact": (lambda bk, h: ops.gelu_forward(bk, h, "exact"), ops.gelu_backward),
-    "relu": (ops.relu_forward, ops.relu_backward),
-    "swiglu": (ops.swiglu_forward, ops.swiglu_backward),
-}
+
+def activation(mlp: str, op_set: OpSet) -> tuple[Any, Any]:
+    """mlp option -> (forward, backward) of its activation; GELU comes from the model's op set."""
+    if mlp in ("gelu", "gelu_exact"):
+        form = "tanh" if mlp == "gelu" else "exact"
+        return (lambda bk, h: op_set.gelu_forward(bk, h, form)), op_set.gelu_backward
+    if mlp == "relu":
+        return ops.relu_forward, ops.relu_backward
+    return ops.swiglu_forward, ops.swiglu_backward
 
 
 @dataclass
@@ -61,6 +63,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     attention: str = "naive"  # attention kernel, see llmscratch.kernels
+    ops: str = "array-api"  # op set for GELU, LayerNorm and AdamW: array-api | cpu-fused (llmscratch.kernels)
 
     def __post_init__(self) -> None:
         for name, value, choices in (("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS)):
@@ -162,6 +165,7 @@ class GPT:
         self.config = config
         self.bk = get_backend(backend)
         self.kernel = get_attention_kernel(config.attention, self.bk)
+        self.op_set = get_ops(config.ops, self.bk)
         self.params = init_params(config, self.bk, seed) if params is None else params
         self._check_params()
         # one fixed order (a loaded file's order can vary): sums over all parameters, such as the global
@@ -169,7 +173,7 @@ class GPT:
         self.params = {name: self.params[name] for name in parameter_specs(config)}
         self.training = True  # dropout is on in training mode only
         self._dropout_rng = self.bk.generator(seed, 0x0D0)
-        self._act_forward, self._act_backward = ACTIVATIONS[config.mlp]
+        self._act_forward, self._act_backward = activation(config.mlp, self.op_set)
         T, C = config.block_size, config.n_embd
         if config.pos == "rope":
             self._rope = ops.rope_tables(self.bk, T, config.head_dim, base=config.rope_base)
@@ -203,13 +207,13 @@ class GPT:
         w, eps = self.params[f"{name}.weight"], self.config.norm_eps
         if self.config.norm == "rmsnorm":
             return ops.rmsnorm_forward(self.bk, x, w, eps)
-        return ops.layernorm_forward(self.bk, x, w, self.params.get(f"{name}.bias"), eps)
+        return self.op_set.layernorm_forward(self.bk, x, w, self.params.get(f"{name}.bias"), eps)
 
     def _norm_backward(self, dout: Any, cache: Any, name: str, grads: dict) -> Any:
         if self.config.norm == "rmsnorm":
             dx, grads[f"{name}.weight"] = ops.rmsnorm_backward(self.bk, dout, cache)
             return dx
-        dx, grads[f"{name}.weight"], db = ops.layernorm_backward(self.bk, dout, cache)
+        dx, grads[f"{name}.weight"], db = self.op_set.layernorm_backward(self.bk, dout, cache)
         if db is not None:
             grads[f"{name}.bias"] = db
         return dx

@@ -1,0 +1,228 @@
+"""Fused CPU kernels (cpu/fused.cpp) for the numpy and torch backends on the CPU.
+
+Each function here has the signature of the Array API op it stands in for (``llmscratch.ops``) and computes
+the same math in one or two passes over memory instead of one per operator: the "cpu-fused" op set
+(``GPTConfig.ops``) and the "cpu-softmax" attention kernel. The C++ file is compiled on first use by the
+system's C++ compiler ($CXX, else c++ / g++ / clang++) with -O3 -march=native into the llmscratch cache (one
+library per source, compiler, flags and CPU) and loaded with ctypes. Without a compiler ``unavailable()``
+says why, and ops="auto" / attention="auto" keep the Array API versions.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .. import ops
+from ..backends import Backend
+from ..data import cache_dir
+from ..errors import BackendError
+from ..ops.attention import check_attention_inputs
+
+SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
+SUFFIX = {"float32": "f32", "float64": "f64"}
+BACKENDS = ("numpy", "torch")
+
+# argument kinds of each exported kernel: p pointer, i int64, f float (of the kernel's dtype)
+SIGNATURES = {
+    "gelu_forward": "pppi",
+    "gelu_backward": "ppppi",
+    "layernorm_forward": "ppppppiif",
+    "layernorm_backward": "ppppppppii",
+    "adamw_step": "ppppiffffff",
+    "attention_softmax_forward": "pppiiiiif",
+    "attention_softmax_backward": "ppiif",
+}
+
+
+def _compiler() -> str | None:
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for c in candidates if (path := shutil.which(c))), None)
+
+
+def _cpu_name() -> str:
+    """The CPU model and features: -march=native code must only ever run on the kind of CPU it was built for."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    return "\n".join(next((x for x in lines if x.startswith(key)), "") for key in ("model name", "flags"))
+
+
+def library() -> ctypes.CDLL:
+    """The compiled kernels; BackendError (one line, the same every time) if they cannot be built here."""
+    lib, error = _build()
+    if lib is None:
+        raise BackendError(error)
+    return lib
+
+
+def compiles() -> bool:
+    """Whether the kernels are compiled (or can be) on this machine."""
+    return _build()[0] is not None
+
+
+@cache
+def _build() -> tuple[ctypes.CDLL | None, str]:
+    """Compile once per machine into the cache (atomically), load once per process; (None, why) on failure."""
+    compiler = _compiler()
+    if compiler is None:
+        return None, "the cpu-fused kernels need a C++ compiler (install g++ or set $CXX); use ops='array-api'"
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_name()]).encode()).hexdigest()
+    target = cache_dir() / "kernels" / f"cpu-fused-{key[:16]}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".cpu-fused-", suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            if result.returncode != 0:
+                first = (result.stderr.strip().splitlines() or ["no output"])[0]
+                return None, f"compiling the cpu-fused kernels with {compiler} failed ({first}); use ops='array-api'"
+            os.replace(tmp, target)  # atomic: a concurrent process sees no library or the whole one
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    lib = ctypes.CDLL(str(target))
+    for name, kinds in SIGNATURES.items():
+        for dtype_name, suffix in SUFFIX.items():
+            real = ctypes.c_float if dtype_name == "float32" else ctypes.c_double
+            kind = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": real}
+            fn = getattr(lib, f"{name}_{suffix}")
+            fn.argtypes = [kind[k] for k in kinds]
+            fn.restype = None
+    return lib, ""
+
+
+def runs(backend_name: str, device: str | None, dtype: str) -> bool:
+    """Whether the kernels run there: numpy or torch, on the CPU, float32 or float64, compiled."""
+    return backend_name in BACKENDS and device in (None, "cpu") and dtype in SUFFIX and compiles()
+
+
+def unavailable(bk: Backend) -> str | None:
+    """Why the cpu-fused ops cannot run on ``bk``, or None when they can."""
+    if bk.name not in BACKENDS or bk.is_gpu:
+        return f"the cpu-fused ops run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
+    if bk.dtype_name not in SUFFIX:
+        return f"the cpu-fused ops compute in float32 or float64, not {bk.dtype_name}"
+    lib, error = _build()
+    return None if lib is not None else error.partition("; use")[0]
+
+
+def _kernel(bk: Backend, name: str) -> Any:
+    return getattr(library(), f"{name}_{SUFFIX[bk.dtype_name]}")
+
+
+def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:
+    """x (...) -> out (...); the tanh form in one pass (saving σ(2u)), the exact (erf) form by the Array API op"""
+    if form != "tanh":
+        out, cache = ops.gelu_forward(bk, x, form)
+        return out, (None, None, cache)
+    x = bk.contiguous(x)
+    out, sig = bk.xp.empty_like(x), bk.xp.empty_like(x)
+    _kernel(bk, "gelu_forward")(bk.pointer(out), bk.pointer(sig), bk.pointer(x), math.prod(x.shape))
+    return out, (x, sig, None)
+
+
+def gelu_backward(bk: Backend, dout: Any, cache: Any) -> Any:
+    """dout (...) -> dx (...)"""
+    x, sig, array_api_cache = cache
+    if x is None:
+        return ops.gelu_backward(bk, dout, array_api_cache)
+    dout = bk.contiguous(dout)
+    dx = bk.xp.empty_like(x)
+    _kernel(bk, "gelu_backward")(bk.pointer(dx), bk.pointer(dout), bk.pointer(x), bk.pointer(sig), math.prod(x.shape))
+    return dx
+
+
+def layernorm_forward(bk: Backend, x: Any, w: Any, b: Any = None, eps: float = 1e-5) -> tuple[Any, Any]:
+    """x (...,C), w (C,), b (C,) or None -> out (...,C); saves x, mean and rstd (N,) like llm.c"""
+    xp = bk.xp
+    C = x.shape[-1]
+    ops.checks.expect(tuple(w.shape) == (C,), "layernorm_forward", f"w must be ({C},), got {tuple(w.shape)}")
+    x = bk.contiguous(x)
+    N = math.prod(x.shape) // C
+    out = xp.empty_like(x)
+    mean, rstd = (xp.empty((N,), dtype=x.dtype, device=bk.device) for _ in range(2))
+    bias = 0 if b is None else bk.pointer(b)
+    args = (bk.pointer(out), bk.pointer(mean), bk.pointer(rstd), bk.pointer(x), bk.pointer(w), bias, N, C, eps)
+    _kernel(bk, "layernorm_forward")(*args)
+    return out, (x, mean, rstd, w, b is not None)
+
+
+def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """dout (...,C) -> dx (...,C), dw (C,), db (C,) or None"""
+    xp = bk.xp
+    x, mean, rstd, w, has_bias = cache
+    dout = bk.contiguous(dout)
+    C = w.shape[0]
+    dx, dw = xp.empty_like(x), xp.empty_like(w)
+    db = xp.empty_like(w) if has_bias else None
+    pointers = [bk.pointer(a) if a is not None else 0 for a in (dx, dw, db, dout, x, mean, rstd, w)]
+    _kernel(bk, "layernorm_backward")(*pointers, math.prod(x.shape) // C, C)
+    return dx, dw, db
+
+
+def adamw_update(
+    bk: Backend,
+    p: Any,
+    g: Any,
+    m: Any,
+    v: Any,
+    decay: float,
+    b1: float,
+    b2: float,
+    step_size: float,
+    rsqrt_bc2: float,
+    eps: float,
+) -> None:
+    """One AdamW update of p, m, v in place (see llmscratch.optim.adamw_update), in one pass."""
+    g = bk.contiguous(g)
+    args = (decay, b1, b2, step_size, rsqrt_bc2, eps)
+    _kernel(bk, "adamw_step")(bk.pointer(p), bk.pointer(m), bk.pointer(v), bk.pointer(g), math.prod(p.shape), *args)
+
+
+def attention_forward(
+    bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None
+) -> tuple[Any, Any]:
+    """q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,D), key_mask (B,S) bool or None -> out (B,H,T,D)
+
+    The naive kernel's matmuls (the library's BLAS) around one fused scale + mask + softmax pass.
+    """
+    xp = bk.xp
+    B, H, Hkv, T, S, D = check_attention_inputs(q, k, v, key_mask, "cpu-softmax attention")
+    G = H // Hkv
+    s = 1.0 / math.sqrt(D) if scale is None else scale
+    qg = xp.reshape(q, (B, Hkv, G * T, D))  # the G query heads of a kv head stacked along time
+    scores = bk.contiguous(qg @ xp.matrix_transpose(k))  # (B,Hkv,G·T,S), unscaled
+    probs = xp.empty_like(scores)
+    keep = 0 if key_mask is None else bk.contiguous(xp.astype(key_mask, xp.uint8))
+    mask = 0 if key_mask is None else bk.pointer(keep)
+    args = (bk.pointer(probs), bk.pointer(scores), mask, B, Hkv * G * T, T, S, int(causal), s)
+    _kernel(bk, "attention_softmax_forward")(*args)
+    out = xp.reshape(probs @ v, (B, H, T, D))
+    return out, (qg, k, v, probs, s)
+
+
+def attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """dout (B,H,T,D) -> dq (B,H,T,D), dk (B,Hkv,S,D), dv (B,Hkv,S,D)"""
+    xp = bk.xp
+    qg, k, v, probs, s = cache
+    dout_g = xp.reshape(dout, qg.shape)  # (B,Hkv,G·T,D)
+    dv = xp.matrix_transpose(probs) @ dout_g
+    dscores = bk.contiguous(dout_g @ xp.matrix_transpose(v))  # dP, turned into dS in place
+    S = probs.shape[-1]
+    _kernel(bk, "attention_softmax_backward")(bk.pointer(dscores), bk.pointer(probs), math.prod(probs.shape) // S, S, s)
+    dq = xp.reshape(dscores @ k, dout.shape)
+    dk = xp.matrix_transpose(dscores) @ qg
+    return dq, dk, dv

@@ -1,0 +1,217 @@
+"""The fused C++ CPU kernels (llmscratch/kernels/cpu/fused.cpp) against the Array API ops they stand in for.
+
+Every kernel, on numpy and torch, float64 (≤ 1e-12: the same math, summed in another order) and float32
+(≤ 1e-5), on odd shapes, non-contiguous inputs and extreme values; the float32 exp approximation against
+float64 truth; AdamW over many steps; and what happens without a compiler or off the CPU.
+The attention kernel ("cpu-softmax") is also in tests/test_kernels.py with every other attention kernel,
+and the whole model with these kernels is in tests/test_gpt_parity.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import make_backend, rel_err
+
+from llmscratch import ops
+from llmscratch.errors import ConfigError
+from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
+from llmscratch.kernels import cpu_fused as cf
+from llmscratch.optim import adamw_update
+
+CPU_IDS = ("numpy", "torch")
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+
+
+@pytest.fixture(params=[(b, d) for b in CPU_IDS for d in TOLERANCE], ids=lambda p: f"{p[0]}-{p[1]}")
+def bk(request):
+    backend = make_backend(*request.param)
+    if reason := cf.unavailable(backend):
+        pytest.skip(reason)
+    return backend
+
+
+def close(bk, got, want) -> bool:
+    return rel_err(bk.to_numpy(got), bk.to_numpy(want)) <= TOLERANCE[bk.dtype_name]
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (3, 7), (2, 5, 33), (12, 64, 128)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_layernorm_matches_array_api(bk, shape, bias, rng):
+    C = shape[-1]
+    x = bk.from_numpy(rng.standard_normal(shape) * 3 + 1)
+    w, b = bk.from_numpy(rng.standard_normal(C)), bk.from_numpy(rng.standard_normal(C)) if bias else None
+    dout = bk.from_numpy(rng.standard_normal(shape))
+    out, cache = cf.layernorm_forward(bk, x, w, b, 1e-5)
+    ref, ref_cache = ops.layernorm_forward(bk, x, w, b, 1e-5)
+    assert close(bk, out, ref)
+    grads, ref_grads = cf.layernorm_backward(bk, dout, cache), ops.layernorm_backward(bk, dout, ref_cache)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert (got is None) == (want is None)
+        if want is not None:
+            assert close(bk, got, want)
+
+
+@pytest.mark.parametrize("n", [1, 17, 12 * 64 * 512])
+def test_gelu_matches_array_api(bk, n, rng):
+    x = bk.from_numpy(rng.standard_normal(n) * 4)
+    dout = bk.from_numpy(rng.standard_normal(n))
+    out, cache = cf.gelu_forward(bk, x)
+    ref, ref_cache = ops.gelu_forward(bk, x)
+    assert close(bk, out, ref)
+    assert close(bk, cf.gelu_backward(bk, dout, cache), ops.gelu_backward(bk, dout, ref_cache))
+
+
+def test_gelu_exact_form_is_left_to_the_array_api_op(bk, rng):
+    x, dout = (bk.from_numpy(rng.standard_normal((4, 9))) for _ in range(2))
+    out, cache = cf.gelu_forward(bk, x, "exact")
+    ref, ref_cache = ops.gelu_forward(bk, x, "exact")
+    assert close(bk, out, ref)
+    assert close(bk, cf.gelu_backward(bk, dout, cache), ops.gelu_backward(bk, dout, ref_cache))
+
+
+def test_gelu_extremes_and_nan(bk):
+    """Large |x| saturates like the Array API op (x or 0, never inf/NaN); NaN stays NaN."""
+    x = bk.from_numpy(np.array([-1e4, -90.0, -20.0, -1e-30, 0.0, 1e-30, 20.0, 90.0, 1e4, np.nan]))
+    out, cache = cf.gelu_forward(bk, x)
+    ref, ref_cache = ops.gelu_forward(bk, x)
+    got, want = bk.to_numpy(out), bk.to_numpy(ref)
+    np.testing.assert_allclose(got, want, rtol=TOLERANCE[bk.dtype_name], atol=1e-30, equal_nan=True)
+    assert np.isnan(got[-1]) and np.all(np.isfinite(got[:-1]))
+    dx = bk.to_numpy(cf.gelu_backward(bk, bk.from_numpy(np.ones(10)), cache))
+    np.testing.assert_allclose(
+        dx,
+        bk.to_numpy(ops.gelu_backward(bk, bk.from_numpy(np.ones(10)), ref_cache)),
+        rtol=TOLERANCE[bk.dtype_name],
+        atol=1e-30,
+        equal_nan=True,
+    )
+
+
+def test_float32_exp_approximation_is_accurate():
+    """The float32 kernels use a polynomial e^x. Through GELU, measured in float32 ulps against float64 truth,
+    it is as accurate as the Array API op computing in float32 with the library's exp (both ~12 ulps at worst,
+    from rounding -2u before the exponential)."""
+    bk = make_backend("numpy", "float32")
+    if reason := cf.unavailable(bk):
+        pytest.skip(reason)
+    x = np.linspace(-12, 12, 200_001).astype(np.float32)
+    x64 = x.astype(np.float64)
+    truth = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
+    big = np.abs(truth) > 1e-3  # near 0 the float32 inputs of the formula already dominate
+    ulp = np.spacing(np.abs(truth[big]).astype(np.float32))
+    ours = np.abs(cf.gelu_forward(bk, x)[0] - truth)[big] / ulp
+    array_api = np.abs(ops.gelu_forward(bk, x)[0] - truth)[big] / ulp
+    assert ours.max() <= array_api.max() + 1, (ours.max(), array_api.max())
+    assert np.percentile(ours, 99) <= np.percentile(array_api, 99) + 0.5
+
+
+def test_non_contiguous_inputs(bk, rng):
+    """Transposed views are made contiguous first, not read with the wrong strides."""
+    x = bk.xp.matrix_transpose(bk.from_numpy(rng.standard_normal((16, 6))))  # (6,16) view
+    w = bk.from_numpy(rng.standard_normal(16))
+    out, _ = cf.layernorm_forward(bk, x, w)
+    assert close(bk, out, ops.layernorm_forward(bk, x, w)[0])
+    g, _ = cf.gelu_forward(bk, x)
+    assert close(bk, g, ops.gelu_forward(bk, x)[0])
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.9999])
+def test_adamw_update_matches_array_api_over_many_steps(bk, decay, rng):
+    shape = (37, 5)
+    p1, p2 = (bk.from_numpy(v) for v in [rng.standard_normal(shape)] * 2)
+    m1, v1, m2, v2 = (bk.zeros(shape) for _ in range(4))
+    for t in range(1, 21):
+        g = bk.from_numpy(rng.standard_normal(shape) * 1e-2)
+        args = (decay, 0.9, 0.99, 1e-3 / (1 - 0.9**t), 1 / np.sqrt(1 - 0.99**t), 1e-8)
+        cf.adamw_update(bk, p1, g, m1, v1, *args)
+        adamw_update(bk, p2, g, m2, v2, *args)
+    for got, want in ((p1, p2), (m1, m2), (v1, v2)):
+        assert close(bk, got, want)
+
+
+def test_op_sets_have_the_same_functions():
+    assert set(OP_SETS) == {"array-api", "cpu-fused"}
+    fields = [f for f in vars(OP_SETS["array-api"]) if f != "name"]
+    assert all(callable(getattr(s, f)) for s in OP_SETS.values() for f in fields)
+
+
+def test_refused_where_they_cannot_run():
+    strict = make_backend("strict", "float64")
+    with pytest.raises(ConfigError, match=r"cpu-fused ops run on numpy and torch on the CPU.*use ops='array-api'"):
+        get_ops("cpu-fused", strict)
+    with pytest.raises(ConfigError, match="runs on the numpy/torch backend"):
+        get_attention_kernel("cpu-softmax", strict)
+    with pytest.raises(ConfigError, match=r"unknown op set 'cpu-fuse'.*did you mean 'cpu-fused'"):
+        get_ops("cpu-fuse", strict)
+    assert default_ops("strict") == "array-api"
+    assert default_ops("torch", "cuda") == "array-api" and default_attention_kernel("torch", 64, "cuda") == "sdpa"
+    assert default_ops("torch", "cpu", "bfloat16") == "array-api"
+    with pytest.raises(ConfigError, match="float32 or float64, not bfloat16"):
+        get_ops("cpu-fused", make_backend("torch", "bfloat16"))
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=os.environ | env
+    )
+
+
+def test_without_a_compiler_auto_keeps_the_array_api_ops(tmp_path):
+    """No compiler: ops="auto" falls back quietly; asking for cpu-fused gives a one-line error."""
+    result = _python(
+        """
+        import llmscratch
+        from llmscratch.config import resolve_config
+        cfg = resolve_config(backend="numpy").model_config(10)
+        print(cfg.ops, cfg.attention)
+        try:
+            llmscratch.GPT(llmscratch.GPTConfig(vocab_size=10, ops="cpu-fused"), "numpy")
+        except llmscratch.LLMScratchError as e:
+            print(e)
+        """,
+        CXX=str(tmp_path / "no-such-compiler"),
+        LLMSCRATCH_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    fallback, error = result.stdout.strip().splitlines()
+    assert fallback == "array-api naive"
+    assert error == "the cpu-fused kernels need a C++ compiler (install g++ or set $CXX); use ops='array-api'"
+
+
+def test_a_failing_compiler_is_reported_in_one_line(tmp_path):
+    fake = tmp_path / "broken-c++"
+    fake.write_text("#!/bin/sh\necho 'fatal error: something is missing' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    result = _python(
+        """
+        from llmscratch.kernels import cpu_fused
+        from llmscratch.backends import get_backend
+        print(cpu_fused.unavailable(get_backend("numpy")))
+        """,
+        CXX=str(fake),
+        LLMSCRATCH_CACHE_DIR=str(tmp_path / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip()
+        == f"compiling the cpu-fused kernels with {fake} failed (fatal error: something is missing)"
+    )
+    assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-written left behind
+
+
+def test_compiled_once_into_the_cache(tmp_path):
+    if not cf.compiles():
+        pytest.skip("no C++ compiler here")
+    code = "from llmscratch.kernels import cpu_fused; print(cpu_fused.compiles())"
+    first = _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path))
+    assert first.stdout.strip() == "True", first.stderr
+    (lib,) = (tmp_path / "kernels").glob("cpu-fused-*.so")
+    stamp = lib.stat().st_mtime_ns
+    assert _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
+    assert lib.stat().st_mtime_ns == stamp and len(list((tmp_path / "kernels").iterdir())) == 1
