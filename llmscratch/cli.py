@@ -186,6 +186,21 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ops(args: argparse.Namespace) -> int:
+    from .backends import get_backend
+    from .bench.ops import bench_ops
+    from .bench.report import markdown_table, write_report
+
+    backends = [get_backend(spec, dtype=args.dtype) for spec in _backend_list(args.backend) if ":" not in spec]
+    records = bench_ops(backends, args.preset, rounds=args.rounds)
+    columns = [("backend", "backend", ""), ("op", "op", ""), ("op set", "ops", ""), ("µs per call", "time_us", ".1f")]
+    table = markdown_table(records, [*columns, ("× faster than array-api", "vs_array_api", ".2f")])
+    print(table)
+    paths = write_report(args.out, args.name, {f"elementwise ops at the {args.preset} shapes": (records, table)})
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
     from .bench.report import markdown_table, write_report
     from .bench.tokenizer import bench_tokenizers
@@ -269,9 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ids", nargs="*")
     p.set_defaults(func=cmd_tokenizer_decode)
 
-    bench = sub.add_parser("bench", help="benchmarks: attention kernels, training throughput").add_subparsers(
-        dest="suite", required=True
-    )
+    bench = sub.add_parser(
+        "bench", help="benchmarks: attention kernels, op sets, training throughput, tokenizers"
+    ).add_subparsers(dest="suite", required=True)
     p = bench.add_parser("attention", help="every attention kernel x backend x T, forward and forward+backward")
     p.add_argument("--backend", help="comma-separated, e.g. numpy,torch,torch:cuda,cupy [all available]")
     p.add_argument("--T", help="comma-separated sequence lengths [CPU 256..4096, GPU 256..16384]")
@@ -292,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-iters", type=int, help="for --full: stop earlier than the preset")
     _add_output_args(p, "train")
     p.set_defaults(func=cmd_bench_train)
+
+    p = bench.add_parser("ops", help="GELU, LayerNorm, AdamW: each op set at a preset's shapes, side by side")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--rounds", type=int, default=7, help="rounds of interleaved timing [7]")
+    _add_output_args(p, "ops")
+    p.set_defaults(func=cmd_bench_ops)
 
     p = bench.add_parser("tokenizer", help="BPE training time, encode MB/s, bytes/token vs HF tokenizers")
     p.add_argument("--data", default="shakespeare")

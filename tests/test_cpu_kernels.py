@@ -215,3 +215,13 @@ def test_compiled_once_into_the_cache(tmp_path):
     stamp = lib.stat().st_mtime_ns
     assert _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
     assert lib.stat().st_mtime_ns == stamp and len(list((tmp_path / "kernels").iterdir())) == 1
+
+
+def test_ops_benchmark_reports_every_op_set(bk):
+    from llmscratch.bench.ops import bench_ops
+
+    records = bench_ops([bk], rounds=1, calls=1)
+    assert {r["ops"] for r in records} == {"array-api", "cpu-fused"}
+    assert len({r["op"] for r in records}) == 5
+    assert all(r["time_us"] > 0 for r in records)
+    assert all(r["vs_array_api"] == 1.0 for r in records if r["ops"] == "array-api")

@@ -1,0 +1,91 @@
+"""The op sets side by side: each elementwise op of a training step, Array API vs fused, at the shapes of a model.
+
+For every backend and op (GELU, LayerNorm, forward and backward, and one AdamW step over all the model's
+parameters), the op sets that run there take turns for several rounds, so a noisy machine's slow phases hit
+them alike; the figure is the median call. The shapes are those of a preset's training step: GELU on
+(B,T,4C), LayerNorm on (B,T,C), AdamW over the preset model's parameters.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend
+from ..config import resolve_config
+from ..errors import ConfigError
+from ..kernels import OP_SETS, OpSet, get_ops
+from ..models.gpt import init_params
+
+
+def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str, Any]) -> dict[str, Callable]:
+    """op name -> a call of it on fresh inputs of the step's shapes"""
+    rng = np.random.default_rng(0)
+    h, dh = (bk.from_numpy(rng.standard_normal((B, T, 4 * C))) for _ in range(2))
+    x, dx = (bk.from_numpy(rng.standard_normal((B, T, C))) for _ in range(2))
+    w = bk.from_numpy(rng.standard_normal(C))
+    _, gelu_cache = op_set.gelu_forward(bk, h)
+    _, ln_cache = op_set.layernorm_forward(bk, x, w)
+    grads = {n: bk.from_numpy(rng.standard_normal(p.shape) * 1e-2) for n, p in params.items()}
+    moments = {n: (bk.zeros(p.shape), bk.zeros(p.shape)) for n, p in params.items()}
+
+    def adamw() -> None:
+        for n, p in params.items():
+            decay = 0.9999 if p.ndim >= 2 else 1.0
+            op_set.adamw_update(bk, p, grads[n], *moments[n], decay, 0.9, 0.99, 1e-3, 1.0, 1e-8)
+
+    return {
+        "gelu forward": lambda: op_set.gelu_forward(bk, h),
+        "gelu backward": lambda: op_set.gelu_backward(bk, dh, gelu_cache),
+        "layernorm forward": lambda: op_set.layernorm_forward(bk, x, w),
+        "layernorm backward": lambda: op_set.layernorm_backward(bk, dx, ln_cache),
+        "adamw step (all parameters)": adamw,
+    }
+
+
+def bench_ops(backends: list[Backend], preset: str = "shakespeare_char_cpu", rounds: int = 7, calls: int = 30) -> list:
+    """One record per (backend, op, op set): median µs per call, and the speed-up over the array-api op set."""
+    cfg = resolve_config(preset)
+    records = []
+    for bk in backends:
+        sets = {}
+        for name in OP_SETS:
+            try:
+                sets[name] = get_ops(name, bk)
+            except ConfigError:  # an op set that does not run here is left out
+                continue
+        params = init_params(cfg.model_config(65), bk)
+        runners = {
+            name: _calls(bk, op_set, cfg.batch_size, cfg.block_size, cfg.n_embd, params)
+            for name, op_set in sets.items()
+        }
+        ops = list(next(iter(runners.values())))
+        for op in ops:
+            times: dict[str, list[float]] = {name: [] for name in runners}
+            for _ in range(rounds):
+                for name, run in runners.items():
+                    run[op]()  # warm-up
+                    t0 = time.perf_counter()
+                    for _ in range(calls):
+                        run[op]()
+                    bk.synchronize()
+                    times[name].append((time.perf_counter() - t0) / calls)
+            base = statistics.median(times["array-api"])
+            for name, ts in times.items():
+                med = statistics.median(ts)
+                records.append(
+                    {
+                        "backend": bk.name,
+                        "device": str(bk.device),
+                        "dtype": bk.dtype_name,
+                        "op": op,
+                        "ops": name,
+                        "time_us": med * 1e6,
+                        "vs_array_api": base / med,
+                    }
+                )
+    return records
