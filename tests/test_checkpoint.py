@@ -47,6 +47,28 @@ def test_load_onto_another_backend(trained):
     assert ckpt.sample("d", 5, seed=0).startswith("d")
 
 
+def test_kernels_that_do_not_run_there_are_swapped_on_load(trained):
+    """A run on numpy used the C++ kernels (where they compile); on strict the same weights load with the Array
+    API ones, and compute the same logits."""
+    out, result = trained
+    ckpt = llmscratch.load(out, backend="strict", dtype="float64")
+    assert (ckpt.model.config.attention, ckpt.model.config.ops) == ("naive", "array-api")
+    assert ckpt.config.backend == result.model.bk.name == "numpy"
+    x = np.array([[1, 2, 3]])
+    a = result.model.bk.to_numpy(result.model.forward(x)[0])
+    np.testing.assert_allclose(ckpt.model.bk.to_numpy(ckpt.model.forward(x)[0]), a, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_other_kernels_continues(trained):
+    """attention and ops say how, not what, a model computes: resuming may change them."""
+    out, _ = trained
+    result = llmscratch.train(
+        max_iters=6, eval_interval=2, out_dir=str(out), resume=True, attention="naive", ops="array-api", **TINY
+    )
+    assert result.history[-1]["step"] == 6
+    assert (result.model.config.attention, result.model.config.ops) == ("naive", "array-api")
+
+
 def test_bfloat16_checkpoint_round_trip(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "bf16"

@@ -6,6 +6,10 @@ the same math in one or two passes over memory instead of one per operator: the 
 system's C++ compiler ($CXX, else c++ / g++ / clang++) with -O3 -march=native into the llmscratch cache (one
 library per source, compiler, flags and CPU) and loaded with ctypes. Without a compiler ``unavailable()``
 says why, and ops="auto" / attention="auto" keep the Array API versions.
+
+Two builds of the one source: "serial" for numpy, and "openmp" for torch, which splits the loops across
+torch's own OpenMP threads (loaded only once torch is, it binds to torch's OpenMP runtime) and keeps those
+threads warm for the matmuls in between; where it does not build, torch uses the serial one too.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from ..errors import BackendError
 from ..ops.attention import check_attention_inputs
 
 SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
+BUILDS = {"serial": "-fopenmp-simd", "openmp": "-fopenmp"}  # only `omp simd` counts / every OpenMP pragma
 SUFFIX = {"float32": "f32", "float64": "f64"}
 BACKENDS = ("numpy", "torch")
 
@@ -59,9 +64,9 @@ def _cpu_name() -> str:
     return "\n".join(next((x for x in lines if x.startswith(key)), "") for key in ("model name", "flags"))
 
 
-def library() -> ctypes.CDLL:
+def library(build: str = "serial") -> ctypes.CDLL:
     """The compiled kernels; BackendError (one line, the same every time) if they cannot be built here."""
-    lib, error = _build()
+    lib, error = _build(build)
     if lib is None:
         raise BackendError(error)
     return lib
@@ -69,24 +74,25 @@ def library() -> ctypes.CDLL:
 
 def compiles() -> bool:
     """Whether the kernels are compiled (or can be) on this machine."""
-    return _build()[0] is not None
+    return _build("serial")[0] is not None
 
 
 @cache
-def _build() -> tuple[ctypes.CDLL | None, str]:
+def _build(build: str) -> tuple[ctypes.CDLL | None, str]:
     """Compile once per machine into the cache (atomically), load once per process; (None, why) on failure."""
     compiler = _compiler()
     if compiler is None:
         return None, "the cpu-fused kernels need a C++ compiler (install g++ or set $CXX); use ops='array-api'"
+    flags = (*FLAGS, BUILDS[build])
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_name()]).encode()).hexdigest()
-    target = cache_dir() / "kernels" / f"cpu-fused-{key[:16]}.so"
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *flags, _cpu_name()]).encode()).hexdigest()
+    target = cache_dir() / "kernels" / f"cpu-fused-{build}-{key[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-fused-", suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            result = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
             if result.returncode != 0:
                 first = (result.stderr.strip().splitlines() or ["no output"])[0]
                 return None, f"compiling the cpu-fused kernels with {compiler} failed ({first}); use ops='array-api'"
@@ -115,12 +121,14 @@ def unavailable(bk: Backend) -> str | None:
         return f"the cpu-fused ops run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
     if bk.dtype_name not in SUFFIX:
         return f"the cpu-fused ops compute in float32 or float64, not {bk.dtype_name}"
-    lib, error = _build()
+    lib, error = _build("serial")
     return None if lib is not None else error.partition("; use")[0]
 
 
 def _kernel(bk: Backend, name: str) -> Any:
-    return getattr(library(), f"{name}_{SUFFIX[bk.dtype_name]}")
+    """The kernel for bk's dtype, from the openmp build on torch where it builds, else the serial one."""
+    lib = _build("openmp")[0] if bk.name == "torch" else None
+    return getattr(lib or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
 
 
 def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:

@@ -4,6 +4,12 @@
 // each kernel here makes one or two, and keeps its temporaries in registers. The math is the same as
 // the op it replaces (see that op's docstring); tests/test_cpu_kernels.py checks every kernel against it.
 // Arrays are C-contiguous. Every kernel is a template over float and double, exported as name_f32 / name_f64.
+//
+// The file is built twice (llmscratch/kernels/cpu_fused.py). Built with -fopenmp-simd (the numpy backend's
+// build), only the `omp simd` hints count and every kernel runs on the calling thread: numpy's OpenBLAS keeps
+// its own threads, and an OpenMP team spinning beside them on the same cores made steps 5x slower. Built with
+// -fopenmp (the torch backend's build, loaded after torch, so it shares torch's OpenMP threads) the
+// `omp parallel for` loops split their rows or elements across those threads.
 
 #include <cmath>
 #include <cstdint>
@@ -42,6 +48,7 @@ static inline T gelu_sigma(T x) {  // σ(2u) = 1/(1 + e^{-2u}), the exponent cla
 
 template <typename T>
 void gelu_forward(T* out, T* sig, const T* x, int64_t n) {  // x, out, sig (n,); sig = σ(2u) saved for the backward
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         sig[i] = gelu_sigma(x[i]);
         out[i] = x[i] * sig[i];
@@ -50,6 +57,7 @@ void gelu_forward(T* out, T* sig, const T* x, int64_t n) {  // x, out, sig (n,);
 
 template <typename T>
 void gelu_backward(T* dx, const T* dout, const T* x, const T* sig, int64_t n) {  // dx = dout·(s + x·s(1-s)·2u')
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         const T s = sig[i];
         const T du = T(2 * 0.7978845608028654) + T(6 * 0.7978845608028654 * 0.044715) * (x[i] * x[i]);
@@ -60,8 +68,14 @@ void gelu_backward(T* dx, const T* dout, const T* x, const T* sig, int64_t n) { 
 // ---- LayerNorm over the last axis: out = (x - mean)·rstd·w + b ---------------------------------------
 
 template <typename T>
+static inline T xhat_of(T x, T mean, T rstd) {  // the normalised input, recomputed where the backward needs it
+    return (x - mean) * rstd;
+}
+
+template <typename T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t N, int64_t C, T eps) {
     // x, out (N,C); w, b (C,) (b may be null); mean, rstd (N,) saved for the backward
+#pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const T* xn = x + n * C;
         T* on = out + n * C;
@@ -73,7 +87,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T
 #pragma omp simd reduction(+ : var)
         for (int64_t c = 0; c < C; c++) var += (xn[c] - m) * (xn[c] - m);
         const T r = T(1) / std::sqrt(var / C + eps);
-        for (int64_t c = 0; c < C; c++) on[c] = (xn[c] - m) * r * w[c] + (b ? b[c] : T(0));
+        for (int64_t c = 0; c < C; c++) on[c] = xhat_of(xn[c], m, r) * w[c] + (b ? b[c] : T(0));
         mean[n] = m;
         rstd[n] = r;
     }
@@ -84,9 +98,8 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
                         int64_t N, int64_t C) {
     // dx (N,C) is written; dw, db (C,) are written (db may be null):
     // dx = rstd·(dout·w - mean(dout·w) - xhat·mean(dout·w·xhat)),  dw = Σ_n dout·xhat,  db = Σ_n dout
-    std::memset(dw, 0, C * sizeof(T));
-    if (db) std::memset(db, 0, C * sizeof(T));
-    for (int64_t n = 0; n < N; n++) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {  // dx: rows are independent
         const T *dn = dout + n * C, *xn = x + n * C;
         const T m = mean[n], r = rstd[n];
         T mean_d = 0, mean_dx = 0;
@@ -99,13 +112,23 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
         mean_d /= C;
         mean_dx /= C;
         T* dxn = dx + n * C;
-        for (int64_t c = 0; c < C; c++) {
-            const T xhat = (xn[c] - m) * r;
-            dxn[c] = r * (dn[c] * w[c] - mean_d - xhat * mean_dx);
-            dw[c] += dn[c] * xhat;
+        for (int64_t c = 0; c < C; c++) dxn[c] = r * (dn[c] * w[c] - mean_d - xhat_of(xn[c], m, r) * mean_dx);
+    }
+    // dw, db: sums down the rows, so each thread takes a block of columns (16 wide, one vector's worth)
+    const int64_t blocks = (C + 15) / 16;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        const int64_t c0 = blk * 16, c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t c = c0; c < c1; c++) {
+            dw[c] = 0;
+            if (db) db[c] = 0;
         }
-        if (db)
-            for (int64_t c = 0; c < C; c++) db[c] += dn[c];
+        for (int64_t n = 0; n < N; n++) {
+            const T *dn = dout + n * C, *xn = x + n * C;
+            for (int64_t c = c0; c < c1; c++) dw[c] += dn[c] * xhat_of(xn[c], mean[n], rstd[n]);
+            if (db)
+                for (int64_t c = c0; c < c1; c++) db[c] += dn[c];
+        }
     }
 }
 
@@ -114,6 +137,7 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
 template <typename T>
 void adamw_step(T* p, T* m, T* v, const T* g, int64_t n, T decay, T b1, T b2, T step_size, T rsqrt_bc2, T eps) {
     // decay = 1 - lr·wd (1 for tensors without weight decay); step_size = lr / (1 - β1ᵗ); rsqrt_bc2 = 1/√(1 - β2ᵗ)
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; i++) {
         m[i] = b1 * m[i] + (T(1) - b1) * g[i];
         v[i] = b2 * v[i] + (T(1) - b2) * (g[i] * g[i]);
@@ -144,6 +168,7 @@ void attention_softmax_forward(T* P, const T* S, const uint8_t* key_mask, int64_
     // S, P (B, rows, K): rows = heads·T_ queries, each over K keys. Query t = row % T_ may see key j when
     // j ≤ t + K - T_ (if causal) and key_mask[b, j] ≠ 0 (if given, (B, K)). Hidden keys get P = 0; a query
     // that sees no key at all gets a row of zeros (ops/attention.py's convention).
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < B * rows; r++) {
         int64_t seen = causal ? r % T_ + K - T_ + 1 : K;  // keys 0..seen-1 pass the causal mask
         seen = seen < 0 ? 0 : (seen > K ? K : seen);
@@ -157,6 +182,7 @@ void attention_softmax_forward(T* P, const T* S, const uint8_t* key_mask, int64_
 template <typename T>
 void attention_softmax_backward(T* dS, const T* P, int64_t n_rows, int64_t K, T scale) {
     // in place, dS (n_rows, K) holds dP on entry: dS = scale · P ∘ (dP - rowsum(dP ∘ P))
+#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < n_rows; r++) {
         const T* p = P + r * K;
         T* ds = dS + r * K;
