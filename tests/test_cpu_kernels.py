@@ -225,3 +225,17 @@ def test_ops_benchmark_reports_every_op_set(bk):
     assert len({r["op"] for r in records}) == 5
     assert all(r["time_us"] > 0 for r in records)
     assert all(r["vs_array_api"] == 1.0 for r in records if r["ops"] == "array-api")
+
+
+def test_a_damaged_cached_library_is_reported(tmp_path):
+    if not cf.compiles():
+        pytest.skip("no C++ compiler here")
+    code = "from llmscratch.kernels import cpu_fused; print(cpu_fused.compiles())"
+    assert _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
+    (lib,) = (tmp_path / "kernels").glob("cpu-fused-*.so")
+    lib.write_bytes(b"not a shared library")
+    check = "from llmscratch.kernels import cpu_fused; print(cpu_fused.library())"
+    result = _python(check, LLMSCRATCH_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 1
+    assert f"cannot load the cpu-fused kernels from {lib}" in result.stderr.strip().splitlines()[-1]
+    assert "delete that file to rebuild it" in result.stderr

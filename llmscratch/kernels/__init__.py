@@ -70,10 +70,10 @@ KERNELS = _build_registry()
 ATTENTION_KERNELS = tuple(KERNELS)
 
 
-# Up to this many positions the naive kernel is the faster one on the CPU (at T=256 flash takes 1.33x its time);
-# at 512-1024 they tie on time while flash needs 2-4.5x less memory, and beyond flash wins (1.3x at T=2048,
-# 2.8x at T=4096 on numpy): benchmarks/results/attention_cpu.md. The same holds for cpu-softmax, which stores
-# the same (B,H,T,S) probabilities as naive.
+# Up to this many positions the kernels that store the (B,H,T,S) probabilities are the faster ones on the CPU:
+# at T=256 flash takes 1.3x naive's time and 1.7x cpu-softmax's; at T=1024 flash is 1.4x faster than naive and
+# ties cpu-softmax while needing 3-4.5x less memory; at T=4096 it is 2.9x faster than naive on numpy
+# (benchmarks/results/attention_cpu.md).
 NAIVE_MAX_T = 256
 
 

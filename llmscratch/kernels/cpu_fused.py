@@ -64,9 +64,9 @@ def _cpu_name() -> str:
     return "\n".join(next((x for x in lines if x.startswith(key)), "") for key in ("model name", "flags"))
 
 
-def library(build: str = "serial") -> ctypes.CDLL:
-    """The compiled kernels; BackendError (one line, the same every time) if they cannot be built here."""
-    lib, error = _build(build)
+def library() -> ctypes.CDLL:
+    """The compiled (serial) kernels; BackendError (one line, the same every time) if they cannot be built here."""
+    lib, error = _build("serial")
     if lib is None:
         raise BackendError(error)
     return lib
@@ -99,7 +99,10 @@ def _build(build: str) -> tuple[ctypes.CDLL | None, str]:
             os.replace(tmp, target)  # atomic: a concurrent process sees no library or the whole one
         finally:
             Path(tmp).unlink(missing_ok=True)
-    lib = ctypes.CDLL(str(target))
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as e:
+        return None, f"cannot load the cpu-fused kernels from {target} ({e}); delete that file to rebuild it"
     for name, kinds in SIGNATURES.items():
         for dtype_name, suffix in SUFFIX.items():
             real = ctypes.c_float if dtype_name == "float32" else ctypes.c_double
