@@ -143,10 +143,12 @@ def test_op_sets_have_the_same_functions():
 
 def test_refused_where_they_cannot_run():
     strict = make_backend("strict", "float64")
-    with pytest.raises(ConfigError, match=r"cpu-fused ops run on numpy and torch on the CPU.*use ops='array-api'"):
+    with pytest.raises(ConfigError, match=r"cpu-fused kernels run on numpy and torch on the CPU.*use ops='array-api'"):
         get_ops("cpu-fused", strict)
     with pytest.raises(ConfigError, match="runs on the numpy/torch backend"):
         get_attention_kernel("cpu-softmax", strict)
+    with pytest.raises(ConfigError, match=r"'cpu-softmax': the cpu-fused kernels compute in float32 or float64"):
+        get_attention_kernel("cpu-softmax", make_backend("torch", "bfloat16"))
     with pytest.raises(ConfigError, match=r"unknown op set 'cpu-fuse'.*did you mean 'cpu-fused'"):
         get_ops("cpu-fuse", strict)
     assert default_ops("strict") == "array-api"

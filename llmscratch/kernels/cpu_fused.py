@@ -119,11 +119,11 @@ def runs(backend_name: str, device: str | None, dtype: str) -> bool:
 
 
 def unavailable(bk: Backend) -> str | None:
-    """Why the cpu-fused ops cannot run on ``bk``, or None when they can."""
+    """Why the cpu-fused kernels (op set and cpu-softmax attention) cannot run on ``bk``, or None when they can."""
     if bk.name not in BACKENDS or bk.is_gpu:
-        return f"the cpu-fused ops run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
+        return f"the cpu-fused kernels run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
     if bk.dtype_name not in SUFFIX:
-        return f"the cpu-fused ops compute in float32 or float64, not {bk.dtype_name}"
+        return f"the cpu-fused kernels compute in float32 or float64, not {bk.dtype_name}"
     lib, error = _build("serial")
     return None if lib is not None else error.partition("; use")[0]
 
