@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from llmscratch import ops
+from llmscratch.kernels import cpu_fused
 
 IGNORE = -100
 
@@ -31,6 +32,7 @@ class OpCase:
     torch_ref: Callable[..., Any] | None  # (torch, **tensors) -> out; None: no torch expression
     cross_backend: bool = True  # False where results legitimately differ per backend (native RNG)
     kwargs: dict = field(default_factory=dict)
+    cpu_kernels: bool = False  # runs the fused C++ kernels: numpy and torch on the CPU only
 
 
 def normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
@@ -89,8 +91,20 @@ def torch_sinusoidal(torch, x):
 # ---- the cases ----------------------------------------------------------------------------------------
 
 
-def attention_case(case_id, B=2, H=2, Hkv=2, T=7, S=None, D=4, causal=True, mask=None) -> OpCase:
-    """mask: None, 'some' (a few padded keys per row) or 'all_but_one' (row 0 keeps only key 2)."""
+def attention_case(
+    case_id,
+    B=2,
+    H=2,
+    Hkv=2,
+    T=7,
+    S=None,
+    D=4,
+    causal=True,
+    mask=None,
+    kernel=(ops.attention_forward, ops.attention_backward),
+) -> OpCase:
+    """mask: None, 'some' (a few padded keys per row) or 'all_but_one' (row 0 keeps only key 2);
+    kernel: the (forward, backward) pair under test."""
     S = T if S is None else S
 
     def make(rng):
@@ -106,14 +120,29 @@ def attention_case(case_id, B=2, H=2, Hkv=2, T=7, S=None, D=4, causal=True, mask
             inputs["key_mask"] = km
         return inputs
 
+    forward, backward = kernel
     return OpCase(
         case_id,
         make,
-        lambda bk, q, k, v, key_mask=None: ops.attention_forward(bk, q, k, v, causal=causal, key_mask=key_mask),
-        ops.attention_backward,
+        lambda bk, q, k, v, key_mask=None: forward(bk, q, k, v, causal=causal, key_mask=key_mask),
+        backward,
         ("q", "k", "v"),
         lambda torch, q, k, v, key_mask=None: torch_attention(torch, q, k, v, causal, key_mask),
+        cpu_kernels=kernel[0] is not ops.attention_forward,
     )
+
+
+ATTENTION_SHAPES = {  # case id -> attention_case arguments
+    "attention_causal": {},
+    "attention_bidirectional": dict(causal=False),
+    "attention_causal_T1": dict(T=1),
+    "attention_cross_S9": dict(T=5, S=9, causal=False, mask="some"),
+    "attention_causal_padded": dict(mask="some"),
+    "attention_all_but_one_padded": dict(causal=False, mask="all_but_one"),
+    "attention_causal_all_but_one_padded": dict(mask="all_but_one"),
+    "attention_gqa": dict(H=4, Hkv=2, mask="some"),
+    "attention_mqa_kv_cache": dict(H=4, Hkv=1, T=3, S=8),
+}
 
 
 def _ce_targets(rng, B, T, V, ignore_rows):
@@ -229,15 +258,7 @@ CASES: list[OpCase] = [
         ("x",),
         lambda torch, x: torch.softmax(x, -1),
     ),
-    attention_case("attention_causal"),
-    attention_case("attention_bidirectional", causal=False),
-    attention_case("attention_causal_T1", T=1),
-    attention_case("attention_cross_S9", T=5, S=9, causal=False, mask="some"),
-    attention_case("attention_causal_padded", mask="some"),
-    attention_case("attention_all_but_one_padded", causal=False, mask="all_but_one"),
-    attention_case("attention_causal_all_but_one_padded", mask="all_but_one"),
-    attention_case("attention_gqa", H=4, Hkv=2, mask="some"),
-    attention_case("attention_mqa_kv_cache", H=4, Hkv=1, T=3, S=8),
+    *(attention_case(case_id, **args) for case_id, args in ATTENTION_SHAPES.items()),
     OpCase(
         "rope_offset",
         lambda rng: {"x": normal(rng, 2, 2, 7, 6)},
@@ -273,5 +294,29 @@ CASES: list[OpCase] = [
         lambda torch, logits, targets: torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
         ),
+    ),
+]
+
+
+def _fused(case_id: str, forward: Callable, backward: Callable) -> OpCase:
+    """The Array API case ``case_id`` with the fused C++ kernel pair in place of the op."""
+    case = next(c for c in CASES if c.id == case_id)
+    return replace(case, id=f"{case_id}_cpu_fused", forward=forward, backward=backward, cpu_kernels=True)
+
+
+# The fused C++ CPU kernels (llmscratch/kernels/cpu_fused.py) through the same three checks.
+CASES += [
+    _fused("layernorm_bias", cpu_fused.layernorm_forward, cpu_fused.layernorm_backward),
+    _fused(
+        "layernorm_no_bias", cpu_fused.layernorm_forward, lambda bk, d, c: cpu_fused.layernorm_backward(bk, d, c)[:2]
+    ),
+    _fused(
+        "gelu_tanh", lambda bk, x: cpu_fused.gelu_forward(bk, x), lambda bk, d, c: (cpu_fused.gelu_backward(bk, d, c),)
+    ),
+    *(
+        attention_case(
+            f"{case_id}_cpu_softmax", kernel=(cpu_fused.attention_forward, cpu_fused.attention_backward), **args
+        )
+        for case_id, args in ATTENTION_SHAPES.items()
     ),
 ]

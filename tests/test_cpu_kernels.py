@@ -3,8 +3,10 @@
 Every kernel, on numpy and torch, float64 (≤ 1e-12: the same math, summed in another order) and float32
 (≤ 1e-5), on odd shapes, non-contiguous inputs and extreme values; the float32 exp approximation against
 float64 truth; AdamW over many steps; and what happens without a compiler or off the CPU.
-The attention kernel ("cpu-softmax") is also in tests/test_kernels.py with every other attention kernel,
-and the whole model with these kernels is in tests/test_gpt_parity.py.
+The kernels also run through tests/test_ops.py's finite-difference and PyTorch-autograd checks (the
+``*_cpu_fused`` and ``*_cpu_softmax`` cases of tests/op_cases.py), the attention kernel ("cpu-softmax") through
+tests/test_kernels.py with every other attention kernel, and the whole model with them through
+tests/test_gpt_parity.py.
 """
 
 from __future__ import annotations

@@ -14,9 +14,17 @@ import pytest
 from conftest import make_backend, rel_err
 from op_cases import CASES, OpCase
 
+from llmscratch.kernels import cpu_fused
+
 torch = pytest.importorskip("torch")
 
 CASE_IDS = [c.id for c in CASES]
+
+
+def skip_where_it_cannot_run(bk, case: OpCase) -> None:
+    """Cases of the fused C++ kernels run on numpy and torch on the CPU, where they compile."""
+    if case.cpu_kernels and (reason := cpu_fused.unavailable(bk)):
+        pytest.skip(reason)
 
 
 def run_case(bk, case: OpCase, inputs: dict[str, np.ndarray], dout: np.ndarray | None = None):
@@ -42,6 +50,7 @@ def case_inputs(case: OpCase) -> tuple[dict[str, np.ndarray], np.ndarray]:
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_finite_differences(bk64, case: OpCase):
     """Analytic gradients of L = Σ out·dout match central differences (eps 1e-6) for every input element."""
+    skip_where_it_cannot_run(bk64, case)
     inputs, dout = case_inputs(case)
     _, grads = run_case(bk64, case, inputs, dout)
     eps = 1e-6
@@ -63,6 +72,7 @@ def test_finite_differences(bk64, case: OpCase):
 @pytest.mark.parametrize("case", [c for c in CASES if c.torch_ref is not None], ids=lambda c: c.id)
 def test_matches_torch_autograd(bk64, case: OpCase):
     """Forward output and every input gradient equal torch.autograd's on the torch expression (≤ 1e-10)."""
+    skip_where_it_cannot_run(bk64, case)
     inputs, dout = case_inputs(case)
     out, grads = run_case(bk64, case, inputs, dout)
     tensors = {
@@ -81,6 +91,7 @@ def test_matches_torch_autograd(bk64, case: OpCase):
 def test_same_result_on_every_backend(backend_id, case: OpCase, dtype: str, tol: float):
     """The same inputs give the same output and gradients as the numpy backend."""
     bk = make_backend(backend_id, dtype)
+    skip_where_it_cannot_run(bk, case)
     inputs, dout = case_inputs(case)
     out, grads = run_case(bk, case, inputs, dout)
     ref_out, ref_grads = run_case(make_backend("numpy", dtype), case, inputs, dout)
