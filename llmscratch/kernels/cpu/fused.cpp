@@ -15,12 +15,12 @@
 #include <cstdint>
 #include <cstring>
 
-// e^x for x ≤ 88, written so that a loop of it vectorises (std::exp does not without -ffast-math).
+// e^x for x ≤ 88 (callers stay below 80), written so that a loop of it vectorises (std::exp does not without -ffast-math).
 // x = k·ln2 + r with |r| ≤ ln2/2, so e^x = 2^k · e^r: e^r is a degree-7 Taylor polynomial (relative error
 // below 6e-9 on that interval, under float's half ulp), and 2^k is built straight into the exponent bits.
 // double keeps std::exp: float64 runs are for checking, where accuracy matters more than speed.
 static inline float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x;  // (a NaN passes through) below this e^x would be a float denormal; treat it as e^-87 ≈ 0
+    x = x < -87.0f ? -87.0f : x;  // below -87 e^x is a denormal: e^-87 ≈ 0 serves (and a NaN passes through)
     const float k = std::nearbyint(x * 1.44269504f);  // round(x / ln2)
     const float r = (x - k * 0.693145752f) - k * 1.42860677e-6f;  // ln2 split in two for an exact product
     float p = 1.0f / 5040;
