@@ -15,7 +15,8 @@
 #include <cstdint>
 #include <cstring>
 
-// e^x for x ≤ 88 (callers stay below 80), written so that a loop of it vectorises (std::exp does not without -ffast-math).
+// e^x for x ≤ 88 (callers stay below 80), written so that a loop of it vectorises (std::exp does not
+// without -ffast-math).
 // x = k·ln2 + r with |r| ≤ ln2/2, so e^x = 2^k · e^r: e^r is a degree-7 Taylor polynomial (relative error
 // below 6e-9 on that interval, under float's half ulp), and 2^k is built straight into the exponent bits.
 // double keeps std::exp: float64 runs are for checking, where accuracy matters more than speed.
