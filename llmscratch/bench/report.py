@@ -100,6 +100,8 @@ def train_markdown(records: list[dict[str, Any]]) -> str:
             ("device", "device", ""),
             ("attention", "kernel", ""),
             ("ms/step", "step_ms", ".1f"),
+            ("linear matmuls ms", "linear_matmul_ms", ".1f"),
+            ("the rest ms", "rest_ms", ".1f"),
             ("tokens/s", "tokens_per_s", ",.0f"),
             ("× reference", "vs_reference", ".2f"),
             ("MFU", "mfu", ".1%"),

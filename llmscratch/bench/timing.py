@@ -5,10 +5,12 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from ..backends import Backend
+from ..models.gpt import GPTConfig, parameter_specs
 
 
 def median_time(
@@ -34,3 +36,32 @@ def matmul_peak_flops(bk: Backend, n: int = 2048) -> float:
     a = bk.from_numpy(np.random.default_rng(0).standard_normal((n, n)), bk.xp.float32)
     seconds = median_time(bk, lambda: a @ a, warmup=2, min_runs=5, budget_s=1.0)
     return 2 * n**3 / seconds
+
+
+def linear_layer_matmuls(bk: Backend, cfg: GPTConfig, rows: int) -> Callable[[], None]:
+    """The matmuls of one training step's linear layers, in the order a step runs them, as one call.
+
+    Each layer (c_attn, c_proj, c_fc, mlp c_proj of every block, then the output head) gets its own input x
+    (rows, n_in), weight w (n_in, n_out) and output gradient d (rows, n_out), so that, as in a real step, each
+    matmul reads operands the previous ones pushed out of the caches: the forward x @ w of every layer, then
+    the backward d @ wᵀ and xᵀ @ d from the last layer back to the first. Every implementation of the model
+    does this work with the same BLAS; what its step takes beyond it is everything else.
+    """
+    xp = bk.xp
+    rng = np.random.default_rng(0)
+
+    def normal(*shape: int) -> Any:
+        return bk.from_numpy(rng.standard_normal(shape))
+
+    weights = [normal(*shape) for name, (shape, _) in parameter_specs(cfg).items() if ".h." in name and len(shape) == 2]
+    weights.append(xp.matrix_transpose(normal(cfg.vocab_size, cfg.n_embd)))  # the head: logits = x @ wteᵀ
+    layers = [(normal(rows, w.shape[0]), w, normal(rows, w.shape[1])) for w in weights]
+
+    def step() -> None:
+        for x, w, _ in layers:
+            x @ w
+        for x, w, d in reversed(layers):
+            d @ xp.matrix_transpose(w)
+            xp.matrix_transpose(x) @ d
+
+    return step

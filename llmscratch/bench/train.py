@@ -3,7 +3,9 @@
 Every contestant trains the same model (same config, same initial weights, same batches) with the same
 step: forward, backward, global-norm clipping, AdamW, each in its own process. The processes take turns, a few
 steps each, for several rounds, so slow phases of a noisy machine hit them all alike, with a pause before each
-turn so the previous library's spinning threads do not steal the cores; the figure is the median step. MFU compares
+turn so the previous library's spinning threads do not steal the cores; the figure is the median step. Each turn
+also times the step's linear-layer matmuls alone (timing.linear_layer_matmuls), the part of a step every
+contestant spends in the same BLAS: the rest of the step is what an implementation itself costs. MFU compares
 achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with the best float32 matmul measured on the same
 device in the same run.
 
@@ -30,7 +32,7 @@ from ..config import TrainConfig, resolve_config
 from ..data import get_batch
 from ..models.gpt import GPT, init_params
 from ..optim import AdamW, clip_grad_norm, learning_rate
-from .timing import matmul_peak_flops
+from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
 # busy-wait for a while, and on 2 cores that slowed whichever library ran next by ~13% (measured).
@@ -43,6 +45,7 @@ class Contestant:
     step: Callable[[int], Any]  # one training step on batch i; returns the loss (a device scalar)
     sync: Callable[[], None]
     peak_memory: Any  # a Backend's peak_memory context manager
+    linear_matmuls: Callable[[], None]  # the step's linear-layer matmuls alone (timing.linear_layer_matmuls)
     device: str
     kernel: str
     peak_flops: float
@@ -83,6 +86,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         step,
         bk.synchronize,
         bk.peak_memory,
+        linear_layer_matmuls(bk, model_cfg, cfg.batch_size * cfg.block_size),
         str(bk.device),
         f"{model_cfg.attention}, ops={model_cfg.ops}",
         matmul_peak_flops(bk),
@@ -111,7 +115,14 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
         return loss.detach()
 
     return Contestant(
-        spec, step, bk.synchronize, bk.peak_memory, str(bk.device), "torch SDPA (autograd)", matmul_peak_flops(bk)
+        spec,
+        step,
+        bk.synchronize,
+        bk.peak_memory,
+        linear_layer_matmuls(bk, model_cfg, cfg.batch_size * cfg.block_size),
+        str(bk.device),
+        "torch SDPA (autograd)",
+        matmul_peak_flops(bk),
     )
 
 
@@ -128,14 +139,16 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
     conn.send({"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes})
     while (request := conn.recv()) is not None:
         first, n = request
-        times = []
-        for i in range(first, first + n):
-            t0 = time.perf_counter()
-            player.step(i)
-            player.sync()
-            times.append(time.perf_counter() - t0)
-        conn.send(times)
+        steps = [lambda i=i: player.step(i) for i in range(first, first + n)]
+        conn.send([_timed(player, fn) for fn in steps] + [_timed(player, player.linear_matmuls) for _ in range(n)])
     conn.send(_peak_rss())
+
+
+def _timed(player: Contestant, fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    player.sync()
+    return time.perf_counter() - t0
 
 
 def bench_train(
@@ -162,11 +175,14 @@ def bench_train(
         proc.start()
         workers[spec] = (proc, parent, parent.recv())  # waits until the contestant is built and warm
     times: dict[str, list[float]] = {spec: [] for spec in contestants}
+    matmul_times: dict[str, list[float]] = {spec: [] for spec in contestants}
     for r in range(rounds):
         for spec, (_, conn, _) in workers.items():
             time.sleep(SETTLE_S)
             conn.send((r * steps, steps))
-            times[spec] += conn.recv()
+            turn = conn.recv()  # the steps' times, then as many runs of the linear-layer matmuls alone
+            times[spec] += turn[:steps]
+            matmul_times[spec] += turn[steps:]
     rss = {}
     for spec, (proc, conn, _) in workers.items():
         conn.send(None)
@@ -194,6 +210,8 @@ def bench_train(
                 "n_embd": cfg.n_embd,
                 "dtype": cfg.dtype,
                 "step_ms": step_s * 1e3,
+                "linear_matmul_ms": statistics.median(matmul_times[spec]) * 1e3,
+                "rest_ms": (step_s - statistics.median(matmul_times[spec])) * 1e3,
                 "tokens_per_s": tokens_per_step / step_s,
                 "mfu": flops_per_token * tokens_per_step / step_s / peak[device],
                 "matmul_peak_gflops": peak[device] / 1e9,

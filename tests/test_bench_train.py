@@ -1,0 +1,47 @@
+"""The training benchmark's accounting: its linear-layer matmul floor is a real step's matmuls, and its
+records split each step into those matmuls and the rest."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmscratch.backends import get_backend
+from llmscratch.bench.timing import linear_layer_matmuls
+from llmscratch.bench.train import bench_train
+from llmscratch.models import GPT, GPTConfig
+
+
+@pytest.mark.parametrize("tie_embeddings", [True, False])
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+def test_linear_layer_matmuls_are_the_matmuls_of_a_real_step(monkeypatch, mlp, tie_embeddings):
+    """Every 2-D matmul a training step runs, with its operand layouts, in the order the step runs them."""
+    torch = pytest.importorskip("torch")
+    bk = get_backend("torch", dtype="float32")
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, mlp=mlp, tie_embeddings=tie_embeddings)
+    model = GPT(cfg, bk)
+    idx = bk.from_numpy(np.random.default_rng(0).integers(0, 11, (3, 8)))
+    seen: list[tuple] = []
+    matmul = torch.Tensor.__matmul__
+
+    def recording(a, b):
+        if a.ndim == 2 and b.ndim == 2:
+            seen.append((tuple(a.shape), a.is_contiguous(), tuple(b.shape), b.is_contiguous()))
+        return matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", recording)
+    model.forward(idx, idx)
+    model.backward()
+    step, seen[:] = list(seen), []
+    linear_layer_matmuls(bk, cfg, rows=3 * 8)()
+    assert len(step) == 3 * (4 * cfg.n_layer + 1)
+    assert seen == step
+
+
+def test_bench_train_splits_each_step_into_the_linear_matmuls_and_the_rest():
+    records = bench_train(
+        ["numpy"], "shakespeare_char_cpu", rounds=1, steps=2, n_layer=1, n_embd=32, n_head=2, block_size=16
+    )
+    (rec,) = records
+    assert 0 < rec["linear_matmul_ms"] < rec["step_ms"]
+    assert rec["rest_ms"] == pytest.approx(rec["step_ms"] - rec["linear_matmul_ms"])
