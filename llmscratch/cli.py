@@ -297,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p, "attention")
     p.set_defaults(func=cmd_bench_attention)
 
-    p = bench.add_parser("train", help="training tokens/s and MFU per backend vs the PyTorch autograd reference")
+    p = bench.add_parser(
+        "train",
+        help="training tokens/s, MFU and step time (linear-layer matmuls / the rest) per backend vs the PyTorch "
+        "autograd reference",
+    )
     p.add_argument("--backend", help="comma-separated, e.g. numpy,torch [all available]")
     p.add_argument("--preset", default="shakespeare_char_cpu")
     p.add_argument("--rounds", type=int, default=6, help="rounds of interleaved timing [6]")
