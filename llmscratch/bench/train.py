@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class Contestant:
     step: Callable[[int], Any]  # one training step on batch i; returns the loss (a device scalar)
     sync: Callable[[], None]
     peak_memory: Any  # a Backend's peak_memory context manager
-    linear_matmuls: Callable[[], None]  # the step's linear-layer matmuls alone (timing.linear_layer_matmuls)
+    linear_matmuls: Callable[[], Callable[[], None]]  # builds the step's linear-layer matmuls alone (timing)
     device: str
     kernel: str
     peak_flops: float
@@ -86,7 +87,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         step,
         bk.synchronize,
         bk.peak_memory,
-        linear_layer_matmuls(bk, model_cfg, cfg.batch_size * cfg.block_size),
+        partial(linear_layer_matmuls, bk, model_cfg, cfg.batch_size * cfg.block_size),
         str(bk.device),
         f"{model_cfg.attention}, ops={model_cfg.ops}",
         matmul_peak_flops(bk),
@@ -119,7 +120,7 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
         step,
         bk.synchronize,
         bk.peak_memory,
-        linear_layer_matmuls(bk, model_cfg, cfg.batch_size * cfg.block_size),
+        partial(linear_layer_matmuls, bk, model_cfg, cfg.batch_size * cfg.block_size),
         str(bk.device),
         "torch SDPA (autograd)",
         matmul_peak_flops(bk),
@@ -136,12 +137,13 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
     with player.peak_memory() as mem:
         player.step(0)
         player.sync()
-    conn.send({"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes})
+    info = {"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes}
+    conn.send(info | {"rss": _peak_rss()})  # the training's own peak, before the matmul floor's arrays exist
+    linear_matmuls = player.linear_matmuls()
     while (request := conn.recv()) is not None:
         first, n = request
         steps = [lambda i=i: player.step(i) for i in range(first, first + n)]
-        conn.send([_timed(player, fn) for fn in steps] + [_timed(player, player.linear_matmuls) for _ in range(n)])
-    conn.send(_peak_rss())
+        conn.send([_timed(player, fn) for fn in steps] + [_timed(player, linear_matmuls) for _ in range(n)])
 
 
 def _timed(player: Contestant, fn: Callable[[], Any]) -> float:
@@ -183,10 +185,8 @@ def bench_train(
             turn = conn.recv()  # the steps' times, then as many runs of the linear-layer matmuls alone
             times[spec] += turn[:steps]
             matmul_times[spec] += turn[steps:]
-    rss = {}
-    for spec, (proc, conn, _) in workers.items():
+    for proc, conn, _ in workers.values():
         conn.send(None)
-        rss[spec] = conn.recv()
         proc.join()
     flops_per_token = GPT(cfg.model_config(vocab), get_backend("numpy")).flops_per_token(cfg.block_size)
     tokens_per_step = cfg.batch_size * cfg.block_size
@@ -216,7 +216,7 @@ def bench_train(
                 "mfu": flops_per_token * tokens_per_step / step_s / peak[device],
                 "matmul_peak_gflops": peak[device] / 1e9,
                 "peak_step_mem_bytes": info[spec]["mem"],
-                "peak_rss_bytes": rss[spec],
+                "peak_rss_bytes": info[spec]["rss"],
                 "steps_timed": len(times[spec]),
             }
         )
