@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import get_backend
+from ..backends import Backend, get_backend
 from ..config import TrainConfig, resolve_config
 from ..data import get_batch
-from ..models.gpt import GPT, init_params
+from ..models.gpt import GPT, GPTConfig, init_params
 from ..optim import AdamW, clip_grad_norm, learning_rate
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
@@ -82,16 +82,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         opt.step(grads, cfg.learning_rate)
         return loss
 
-    return Contestant(
-        spec,
-        step,
-        bk.synchronize,
-        bk.peak_memory,
-        partial(linear_layer_matmuls, bk, model_cfg, cfg.batch_size * cfg.block_size),
-        str(bk.device),
-        f"{model_cfg.attention}, ops={model_cfg.ops}",
-        matmul_peak_flops(bk),
-    )
+    return _contestant(spec, step, bk, f"{model_cfg.attention}, ops={model_cfg.ops}", model_cfg, cfg)
 
 
 def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list, device: str) -> Contestant:
@@ -115,15 +106,17 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
         opt.step()
         return loss.detach()
 
+    return _contestant(spec, step, bk, "torch SDPA (autograd)", model_cfg, cfg)
+
+
+def _contestant(
+    spec: str, step: Callable[[int], Any], bk: Backend, kernel: str, model_cfg: GPTConfig, cfg: TrainConfig
+) -> Contestant:
+    """A contestant running ``step`` on ``bk``: everything else is the backend's, or measured on it."""
+    rows = cfg.batch_size * cfg.block_size
+    linear_matmuls = partial(linear_layer_matmuls, bk, model_cfg, rows)
     return Contestant(
-        spec,
-        step,
-        bk.synchronize,
-        bk.peak_memory,
-        partial(linear_layer_matmuls, bk, model_cfg, cfg.batch_size * cfg.block_size),
-        str(bk.device),
-        "torch SDPA (autograd)",
-        matmul_peak_flops(bk),
+        spec, step, bk.synchronize, bk.peak_memory, linear_matmuls, str(bk.device), kernel, matmul_peak_flops(bk)
     )
 
 
