@@ -315,7 +315,9 @@ CASES += [
     ),
     *(
         attention_case(
-            f"{case_id}_cpu_softmax", kernel=(cpu_fused.attention_forward, cpu_fused.attention_backward), **args
+            f"{case_id}_cpu_tiled",
+            kernel=(cpu_fused.tiled_attention_forward, cpu_fused.tiled_attention_backward),
+            **args,
         )
         for case_id, args in ATTENTION_SHAPES.items()
     ),

@@ -4,7 +4,7 @@ Every kernel, on numpy and torch, float64 (≤ 1e-12: the same math, summed in a
 (≤ 1e-5), on odd shapes, non-contiguous inputs and extreme values; the float32 exp approximation against
 float64 truth; AdamW over many steps; and what happens without a compiler or off the CPU.
 The kernels also run through tests/test_ops.py's finite-difference and PyTorch-autograd checks (the
-``*_cpu_fused`` and ``*_cpu_softmax`` cases of tests/op_cases.py), the attention kernel ("cpu-softmax") through
+``*_cpu_fused`` and ``*_cpu_tiled`` cases of tests/op_cases.py), the attention kernel ("cpu-tiled") through
 tests/test_kernels.py with every other attention kernel, and the whole model with them through
 tests/test_gpt_parity.py.
 """
@@ -123,6 +123,36 @@ def test_non_contiguous_inputs(bk, rng):
     assert close(bk, g, ops.gelu_forward(bk, x)[0])
 
 
+@pytest.mark.parametrize(
+    "B, H, Hkv, T, S, D, causal, masked",
+    [
+        (2, 4, 4, 64, 64, 32, True, False),  # the shakespeare_char_cpu shape
+        (1, 2, 2, 5, 5, 3, True, False),  # D and S well short of a vector
+        (2, 4, 2, 7, 11, 20, True, True),  # kv cache (S > T), GQA, padded keys
+        (2, 4, 1, 9, 9, 40, False, False),  # MQA; D over two vectors of float64, not of float32
+        (1, 3, 3, 1, 13, 8, True, False),  # one query
+        (2, 6, 2, 17, 17, 64, True, True),
+        (1, 1, 1, 70, 70, 130, True, False),  # D over several pairs of vectors, with a remainder
+    ],
+)
+def test_tiled_attention_reads_and_writes_head_views(bk, B, H, Hkv, T, S, D, causal, masked, rng):
+    """cpu-tiled takes q, k, v as the strided head views of a fused projection (as the model passes them) and
+    returns out, dq, dk, dv as views of (B,T,heads,D) arrays; every tile shape and remainder against naive."""
+    xp = bk.xp
+    qkv = xp.permute_dims(bk.from_numpy(rng.standard_normal((B, T, H + 2 * Hkv, D))), (0, 2, 1, 3))
+    kv = xp.permute_dims(bk.from_numpy(rng.standard_normal((B, S, 2 * Hkv, D))), (0, 2, 1, 3))
+    q, k, v = qkv[:, :H, ...], kv[:, :Hkv, ...], kv[:, Hkv:, ...]
+    mask = bk.from_numpy(rng.random((B, S)) > 0.3) if masked else None
+    dout = xp.permute_dims(bk.from_numpy(rng.standard_normal((B, T, H, D))), (0, 2, 1, 3))
+    out, cache = cf.tiled_attention_forward(bk, q, k, v, causal=causal, key_mask=mask)
+    ref, ref_cache = ops.attention_forward(bk, q, k, v, causal=causal, key_mask=mask)
+    assert close(bk, out, ref)
+    assert bk.strides(xp.permute_dims(out, (0, 2, 1, 3)))[-1] == 1 and bk.strides(out)[2] == H * D
+    grads = cf.tiled_attention_backward(bk, dout, cache)
+    for got, want in zip(grads, ops.attention_backward(bk, dout, ref_cache), strict=True):
+        assert close(bk, got, want)
+
+
 @pytest.mark.parametrize("decay", [1.0, 0.9999])
 def test_adamw_update_matches_array_api_over_many_steps(bk, decay, rng):
     shape = (37, 5)
@@ -148,9 +178,9 @@ def test_refused_where_they_cannot_run():
     with pytest.raises(ConfigError, match=r"cpu-fused kernels run on numpy and torch on the CPU.*use ops='array-api'"):
         get_ops("cpu-fused", strict)
     with pytest.raises(ConfigError, match="runs on the numpy/torch backend"):
-        get_attention_kernel("cpu-softmax", strict)
-    with pytest.raises(ConfigError, match=r"'cpu-softmax': the cpu-fused kernels compute in float32 or float64"):
-        get_attention_kernel("cpu-softmax", make_backend("torch", "bfloat16"))
+        get_attention_kernel("cpu-tiled", strict)
+    with pytest.raises(ConfigError, match=r"'cpu-tiled': the cpu-fused kernels compute in float32 or float64"):
+        get_attention_kernel("cpu-tiled", make_backend("torch", "bfloat16"))
     with pytest.raises(ConfigError, match=r"unknown op set 'cpu-fuse'.*did you mean 'cpu-fused'"):
         get_ops("cpu-fuse", strict)
     assert default_ops("strict") == "array-api"

@@ -32,7 +32,7 @@ def batch(cfg: GPTConfig, B: int = 3, T: int = 7, seed: int = 0):
     return idx, rng.integers(0, cfg.vocab_size, (B, T))
 
 
-FAST = dict(ops="cpu-fused", attention="cpu-softmax")  # the C++ kernels, where they run
+FAST = dict(ops="cpu-fused", attention="cpu-tiled")  # the C++ kernels, where they run
 
 
 @pytest.mark.parametrize("fast", [False, True], ids=["array-api", "cpu-fused"])

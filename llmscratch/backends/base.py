@@ -112,6 +112,10 @@ class Backend:
         """The address of a C-contiguous host array's first element (for ctypes kernels)."""
         raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
 
+    def strides(self, x: Any) -> tuple[int, ...]:
+        """How many elements apart consecutive indices along each axis of a host array are (for ctypes kernels)."""
+        raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
+
     def synchronize(self) -> None:
         """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
 

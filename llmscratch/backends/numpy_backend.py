@@ -36,6 +36,9 @@ class NumpyBackend(Backend):
     def pointer(self, x: Any) -> int:
         return x.ctypes.data
 
+    def strides(self, x: Any) -> tuple[int, ...]:
+        return tuple(s // x.itemsize for s in x.strides)
+
     def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
         """np.add.at on flat indices idx·C + c (NumPy's fast 1-D path; 2-3x faster than row-wise add.at)."""
         C = out.shape[1]

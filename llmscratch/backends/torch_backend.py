@@ -64,6 +64,9 @@ class TorchBackend(Backend):
     def pointer(self, x: Any) -> int:
         return x.data_ptr()
 
+    def strides(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.stride())
+
     def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
         return out.index_add_(0, idx, src)
 

@@ -52,11 +52,11 @@ def _build_registry() -> dict[str, AttentionKernel]:
             cuda_attention.softmax_attention_backward,
             ("cupy",),
         ),
-        # the library's BLAS matmuls around a fused scale + mask + softmax C++ kernel
-        "cpu-softmax": AttentionKernel(
-            "cpu-softmax",
-            cpu_fused.attention_forward,
-            cpu_fused.attention_backward,
+        # the whole attention in one C++ pass per (batch, kv head) on register tiles, heads read and written in place
+        "cpu-tiled": AttentionKernel(
+            "cpu-tiled",
+            cpu_fused.tiled_attention_forward,
+            cpu_fused.tiled_attention_backward,
             cpu_fused.BACKENDS,
             cpu_fused.unavailable,
         ),
@@ -81,9 +81,9 @@ def default_attention_kernel(
     backend_name: str, block_size: int, device: str | None = None, dtype: str = "float32"
 ) -> str:
     """The kernel attention="auto" picks, from the measurements in benchmarks/results: short contexts on the
-    CPU: cpu-softmax where it compiles; otherwise torch: SDPA; others: naive for short contexts, flash beyond."""
+    CPU: cpu-tiled where it compiles; otherwise torch: SDPA; others: naive for short contexts, flash beyond."""
     if block_size <= NAIVE_MAX_T and cpu_fused.runs(backend_name, device, dtype):
-        return "cpu-softmax"
+        return "cpu-tiled"
     if backend_name == "torch":
         return "sdpa"
     return "naive" if block_size <= NAIVE_MAX_T else "flash"

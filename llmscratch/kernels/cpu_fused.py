@@ -2,7 +2,7 @@
 
 Each function here has the signature of the Array API op it stands in for (``llmscratch.ops``) and computes
 the same math in one or two passes over memory instead of one per operator: the "cpu-fused" op set
-(``GPTConfig.ops``) and the "cpu-softmax" attention kernel. The C++ file is compiled on first use by the
+(``GPTConfig.ops``) and the "cpu-tiled" attention kernel. The C++ file is compiled on first use by the
 system's C++ compiler ($CXX, else c++ / g++ / clang++) with -O3 -march=native into the llmscratch cache (one
 library per source, compiler, flags and CPU) and loaded with ctypes. Without a compiler ``unavailable()``
 says why, and ops="auto" / attention="auto" keep the Array API versions.
@@ -45,8 +45,8 @@ SIGNATURES = {
     "layernorm_forward": "ppppppiif",
     "layernorm_backward": "ppppppppii",
     "adamw_step": "ppppiffffff",
-    "attention_softmax_forward": "pppiiiiif",
-    "attention_softmax_backward": "ppiif",
+    "attention_tiled_forward": "ppppppiiiiiipif",
+    "attention_tiled_backward": "ppppppppiiiiiipif",
 }
 
 
@@ -119,7 +119,7 @@ def runs(backend_name: str, device: str | None, dtype: str) -> bool:
 
 
 def unavailable(bk: Backend) -> str | None:
-    """Why the cpu-fused kernels (op set and cpu-softmax attention) cannot run on ``bk``, or None when they can."""
+    """Why the cpu-fused kernels (op set and cpu-tiled attention) cannot run on ``bk``, or None when they can."""
     if bk.name not in BACKENDS or bk.is_gpu:
         return f"the cpu-fused kernels run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
     if bk.dtype_name not in SUFFIX:
@@ -203,38 +203,56 @@ def adamw_update(
     _kernel(bk, "adamw_step")(bk.pointer(p), bk.pointer(m), bk.pointer(v), bk.pointer(g), math.prod(p.shape), *args)
 
 
-def attention_forward(
+def _heads(bk: Backend, x: Any) -> Any:
+    """x (B,heads,T,D) as is where its rows of D are contiguous (views of a QKV projection are), else a copy."""
+    return x if bk.strides(x)[-1] == 1 or x.shape[-1] == 1 else bk.contiguous(x)
+
+
+def _empty_heads(bk: Backend, B: int, heads: int, T: int, D: int) -> Any:
+    """An uninitialised (B,heads,T,D) view of a (B,T,heads,D) array: the heads land in the (B,T,C) layout."""
+    xp = bk.xp
+    return xp.permute_dims(xp.empty((B, T, heads, D), dtype=bk.dtype, device=bk.device), (0, 2, 1, 3))
+
+
+def _stride_table(bk: Backend, *arrays: Any) -> Any:
+    """The (batch, head, time) strides of (B,heads,T,D) arrays, as the int64 table the tiled kernels read."""
+    return (ctypes.c_int64 * (3 * len(arrays)))(*(s for a in arrays for s in bk.strides(a)[:3]))
+
+
+def tiled_attention_forward(
     bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None
 ) -> tuple[Any, Any]:
     """q (B,H,T,D), k (B,Hkv,S,D), v (B,Hkv,S,D), key_mask (B,S) bool or None -> out (B,H,T,D)
 
-    The naive kernel's matmuls (the library's BLAS) around one fused scale + mask + softmax pass.
+    The whole attention in one C++ pass per (batch, kv head), on register tiles; out is a view of a (B,T,H,D)
+    array, so the merge of the heads that follows costs no copy.
     """
     xp = bk.xp
-    B, H, Hkv, T, S, D = check_attention_inputs(q, k, v, key_mask, "cpu-softmax attention")
-    G = H // Hkv
+    B, H, Hkv, T, S, D = check_attention_inputs(q, k, v, key_mask, "cpu-tiled attention")
     s = 1.0 / math.sqrt(D) if scale is None else scale
-    qg = xp.reshape(q, (B, Hkv, G * T, D))  # the G query heads of a kv head stacked along time
-    # K is transposed into a contiguous copy first: NumPy's batched matmul is ~1.3x slower on a transposed view
-    scores = qg @ bk.contiguous(xp.matrix_transpose(k))  # (B,Hkv,G·T,S), unscaled
-    probs = xp.empty_like(scores)
-    keep = 0 if key_mask is None else bk.contiguous(xp.astype(key_mask, xp.uint8))
-    mask = 0 if key_mask is None else bk.pointer(keep)
-    args = (bk.pointer(probs), bk.pointer(scores), mask, B, Hkv * G * T, T, S, int(causal), s)
-    _kernel(bk, "attention_softmax_forward")(*args)
-    out = xp.reshape(probs @ v, (B, H, T, D))
-    return out, (qg, k, v, probs, s)
+    q, k, v = (_heads(bk, a) for a in (q, k, v))
+    lanes = 64 // (4 if bk.dtype_name == "float32" else 8)  # one 64-byte vector
+    S_padded = -(-S // lanes) * lanes
+    out = _empty_heads(bk, B, H, T, D)
+    probs = xp.empty((B, H, T, S_padded), dtype=bk.dtype, device=bk.device)
+    keep = None
+    if key_mask is not None:  # padded like the rows of probs: the kernel reads whole vectors of it
+        keep = xp.zeros((B, S_padded), dtype=xp.uint8, device=bk.device)
+        keep[:, :S] = xp.astype(key_mask, xp.uint8)
+    strides = _stride_table(bk, q, k, v, out)
+    pointers = [bk.pointer(a) for a in (out, probs, q, k, v)] + [0 if keep is None else bk.pointer(keep)]
+    _kernel(bk, "attention_tiled_forward")(*pointers, B, H, Hkv, T, S, D, ctypes.addressof(strides), int(causal), s)
+    return out, (q, k, v, probs, causal, s)
 
 
-def attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """dout (B,H,T,D) -> dq (B,H,T,D), dk (B,Hkv,S,D), dv (B,Hkv,S,D)"""
-    xp = bk.xp
-    qg, k, v, probs, s = cache
-    dout_g = xp.reshape(dout, qg.shape)  # (B,Hkv,G·T,D)
-    dv = xp.matrix_transpose(probs) @ dout_g
-    dscores = dout_g @ bk.contiguous(xp.matrix_transpose(v))  # dP, turned into dS in place
-    S = probs.shape[-1]
-    _kernel(bk, "attention_softmax_backward")(bk.pointer(dscores), bk.pointer(probs), math.prod(probs.shape) // S, S, s)
-    dq = xp.reshape(dscores @ k, dout.shape)
-    dk = xp.matrix_transpose(dscores) @ qg
+def tiled_attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+    """dout (B,H,T,D) -> dq (B,H,T,D), dk (B,Hkv,S,D), dv (B,Hkv,S,D), views of (B,T,heads,D) arrays"""
+    q, k, v, probs, causal, s = cache
+    B, H, T, D = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    dout = _heads(bk, dout)
+    dq, dk, dv = _empty_heads(bk, B, H, T, D), _empty_heads(bk, B, Hkv, S, D), _empty_heads(bk, B, Hkv, S, D)
+    strides = _stride_table(bk, dout, q, k, v, dq, dk, dv)
+    pointers = [bk.pointer(a) for a in (dq, dk, dv, dout, probs, q, k, v)]
+    _kernel(bk, "attention_tiled_backward")(*pointers, B, H, Hkv, T, S, D, ctypes.addressof(strides), int(causal), s)
     return dq, dk, dv

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 // e^x for x ≤ 88 (callers stay below 80), written so that a loop of it vectorises (std::exp does not
 // without -ffast-math).
@@ -146,51 +147,262 @@ void adamw_step(T* p, T* m, T* v, const T* g, int64_t n, T decay, T b1, T b2, T 
     }
 }
 
-// ---- attention probabilities: the rows of P = softmax(scale · S + M) -------------------------------------
-
-template <typename T, bool masked>
-static void softmax_row(T* p, const T* s, const uint8_t* keep, int64_t seen, int64_t K, T scale) {
-    // p[j] = e^{scale·(s[j] - max)} / Σ over the keys j < seen that keep (if masked) lets through; 0 elsewhere.
-    // Each loop does one thing over all K keys: simple loops with a fixed trip count vectorise.
-    T mx = -INFINITY;
-    for (int64_t j = 0; j < seen; j++) mx = (!masked || keep[j]) && s[j] > mx ? s[j] : mx;
-    for (int64_t j = 0; j < K; j++) p[j] = exp_approx((s[j] - mx) * scale);
-    for (int64_t j = 0; j < K; j++) p[j] = j < seen && (!masked || keep[j]) ? p[j] : T(0);
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < K; j++) sum += p[j];
-    const T inv = sum > 0 ? T(1) / sum : T(0);  // no visible key: every p[j] is 0 already
-    for (int64_t j = 0; j < K; j++) p[j] *= inv;
-}
+// ---- the whole attention, register-tiled ---------------------------------------------------------------
+//
+// One task per (batch, kv head): its keys and values are copied once into zero-padded local tiles, then for
+// each of its G query heads
+//   forward:  S = Q Kᵀ, P = softmax(scale·S) over the keys each query may see, O = P V
+//   backward: dP = dO Vᵀ, dS = scale · P ∘ (dP - rowsum(dP ∘ P)), dQ = dS K, dK += dSᵀ Q, dV += Pᵀ dO
+// Every product is one of two micro-kernels that keep their sums in registers: `rows_by_keys` (QROWS rows ×
+// one vector of keys, summing over D) and `rows_by_dims` (MROWS rows × two vectors of D, summing over keys or
+// queries). Under a causal mask a tile stops at the last key its last query sees. A tile that runs past the
+// last row repeats that row (the same values to the same place), so there is no remainder code.
+// q, k, v, out, dout, dq, dk, dv are strided (B, heads, T or S, D) views with D contiguous: the heads are read
+// straight out of the QKV projection and written straight into the (B,T,C) layout. P is (B,H,T,Sp), Sp = S
+// rounded up to whole vectors, zero beyond the keys each query may see.
 
 template <typename T>
-void attention_softmax_forward(T* P, const T* S, const uint8_t* key_mask, int64_t B, int64_t rows, int64_t T_,
-                               int64_t K, bool causal, T scale) {
-    // S, P (B, rows, K): rows = heads·T_ queries, each over K keys. Query t = row % T_ may see key j when
-    // j ≤ t + K - T_ (if causal) and key_mask[b, j] ≠ 0 (if given, (B, K)). Hidden keys get P = 0; a query
-    // that sees no key at all gets a row of zeros (ops/attention.py's convention).
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < B * rows; r++) {
-        int64_t seen = causal ? r % T_ + K - T_ + 1 : K;  // keys 0..seen-1 pass the causal mask
-        seen = seen < 0 ? 0 : (seen > K ? K : seen);
-        if (key_mask)
-            softmax_row<T, true>(P + r * K, S + r * K, key_mask + (r / rows) * K, seen, K, scale);
-        else
-            softmax_row<T, false>(P + r * K, S + r * K, nullptr, seen, K, scale);
+struct Vector;  // 64 bytes, 16 floats or 8 doubles: one AVX-512 register (two AVX2 ones, four SSE ones)
+template <>
+struct Vector<float> {
+    typedef float type __attribute__((vector_size(64)));
+};
+template <>
+struct Vector<double> {
+    typedef double type __attribute__((vector_size(64)));
+};
+template <typename T>
+using vec = typename Vector<T>::type;
+template <typename T>
+constexpr int64_t VL = 64 / sizeof(T);
+constexpr int QROWS = 8;  // rows per rows_by_keys tile: 8 independent sums hide the FMA latency
+constexpr int MROWS = 8;  // rows per rows_by_dims tile (× 2 vectors: 16 sums)
+
+template <typename T>
+static inline vec<T> load(const T* p) {
+    vec<T> v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+static inline int64_t clamp(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+static inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+struct Strides {  // of a (B, heads, T, D) view, in elements; D is contiguous
+    int64_t b, h, t;
+};
+
+// out[r][j0:j0+VL] = Σ_d a[r][d] · bt[d·ldb + j0 : j0+VL] for r < QROWS: a tile of rows against VL keys
+template <typename T>
+static inline void rows_by_keys(T* const (&out)[QROWS], const T* const (&a)[QROWS], const T* bt, int64_t ldb,
+                                int64_t j0, int64_t D) {
+    vec<T> acc[QROWS] = {};
+    for (int64_t d = 0; d < D; d++) {
+        const vec<T> b = load(bt + d * ldb + j0);
+#pragma GCC unroll 8
+        for (int r = 0; r < QROWS; r++) acc[r] += a[r][d] * b;
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < QROWS; r++) std::memcpy(out[r] + j0, &acc[r], sizeof acc[r]);
+}
+
+// acc[r] = Σ_{j<n} w[r][j·wj] · m[j·ldm : j·ldm + 2VL] for r < MROWS: weighted sums of n rows of m
+template <typename T>
+static inline void rows_by_dims(vec<T> (&acc)[MROWS][2], const T* const (&w)[MROWS], int64_t wj, const T* m,
+                                int64_t ldm, int64_t n) {
+    for (auto& a : acc) a[0] = a[1] = vec<T>{};
+    for (int64_t j = 0; j < n; j++) {
+        const vec<T> m0 = load(m + j * ldm), m1 = load(m + j * ldm + VL<T>);
+#pragma GCC unroll 8
+        for (int r = 0; r < MROWS; r++) {
+            const T x = w[r][j * wj];
+            acc[r][0] += x * m0;
+            acc[r][1] += x * m1;
+        }
+    }
+}
+
+// The rows i0..last of out = W·M, out[i] = Σ_j W[i][j]·M[j], D columns, by rows_by_dims tiles. W's row i starts at
+// w_row(i) with its elements wj apart; M is (n, ldm) with ldm ≥ D rounded up to 2VL. span(r0, r1) gives the range
+// of j that rows r0..r1 sum over (the keys they may see); put(i, c0, sums, cols) takes out[i][c0 : c0+cols].
+template <typename T, typename Row, typename Span, typename Put>
+static void mix_rows(int64_t i0, int64_t last, Row w_row, int64_t wj, const T* m, int64_t ldm, int64_t D, Span span,
+                     Put put) {
+    for (int64_t r0 = i0; r0 <= last; r0 += MROWS) {
+        const int64_t r1 = min(r0 + MROWS - 1, last);
+        const auto [first, end] = span(r0, r1);
+        const T* w[MROWS];
+        for (int r = 0; r < MROWS; r++) w[r] = w_row(min(r0 + r, r1)) + first * wj;
+        for (int64_t c0 = 0; c0 < D; c0 += 2 * VL<T>) {
+            vec<T> acc[MROWS][2];
+            rows_by_dims(acc, w, wj, m + first * ldm + c0, ldm, end - first);
+            for (int64_t i = r0; i <= r1; i++) put(i, c0, acc[i - r0], min(D - c0, 2 * VL<T>));
+        }
     }
 }
 
 template <typename T>
-void attention_softmax_backward(T* dS, const T* P, int64_t n_rows, int64_t K, T scale) {
-    // in place, dS (n_rows, K) holds dP on entry: dS = scale · P ∘ (dP - rowsum(dP ∘ P))
+static void gather_rows(T* dst, int64_t ld, const T* src, int64_t stride, int64_t n, int64_t D) {
+    for (int64_t i = 0; i < n; i++) {  // (n, D) strided -> (n, ld), zero-padded
+        std::memcpy(dst + i * ld, src + i * stride, D * sizeof(T));
+        std::memset(dst + i * ld + D, 0, (ld - D) * sizeof(T));
+    }
+}
+
+template <typename T>
+static void gather_transposed(T* dst, int64_t ld, const T* src, int64_t stride, int64_t n, int64_t D) {
+    for (int64_t d = 0; d < D; d++) {  // (n, D) strided -> (D, ld), zero-padded
+        for (int64_t j = 0; j < n; j++) dst[d * ld + j] = src[j * stride + d];
+        for (int64_t j = n; j < ld; j++) dst[d * ld + j] = 0;
+    }
+}
+
+// keys 0..seen-1 pass the causal mask for query i (all S without one); a kv cache puts the T queries last
+static inline int64_t keys_seen(int64_t i, int64_t T_, int64_t S, bool causal) {
+    return causal ? clamp(i + S - T_ + 1, 0, S) : S;
+}
+
+// One row of P, in place: p[j] = e^{scale·(p[j] - max)} / Σ over the keys j < seen that keep (if given) lets
+// through, 0 for the rest of the row's K keys (whole vectors; keep is read for all K). The loops run over whole
+// vectors with per-lane maxima and sums, the hidden keys selected away: they vectorise without remainders.
+template <typename T>
+static void softmax_row(T* p, const uint8_t* keep, int64_t seen, int64_t K, T scale) {
+    T lane_max[VL<T>], lane_sum[VL<T>];
+    for (int64_t l = 0; l < VL<T>; l++) lane_max[l] = -INFINITY, lane_sum[l] = 0;
+    for (int64_t j0 = 0; j0 < K; j0 += VL<T>) {
+#pragma omp simd
+        for (int64_t l = 0; l < VL<T>; l++) {
+            const T x = j0 + l < seen && (!keep || keep[j0 + l]) ? p[j0 + l] : -INFINITY;
+            lane_max[l] = x > lane_max[l] ? x : lane_max[l];
+        }
+    }
+    T mx = -INFINITY;
+    for (int64_t l = 0; l < VL<T>; l++) mx = lane_max[l] > mx ? lane_max[l] : mx;
+    for (int64_t j0 = 0; j0 < K; j0 += VL<T>) {
+#pragma omp simd
+        for (int64_t l = 0; l < VL<T>; l++) {
+            const T e = exp_approx((p[j0 + l] - mx) * scale);
+            p[j0 + l] = j0 + l < seen && (!keep || keep[j0 + l]) ? e : T(0);
+            lane_sum[l] += p[j0 + l];
+        }
+    }
+    T sum = 0;
+    for (int64_t l = 0; l < VL<T>; l++) sum += lane_sum[l];
+    const T inv = sum > 0 ? T(1) / sum : T(0);  // no visible key: every p[j] is 0 already
+    for (int64_t j = 0; j < K; j++) p[j] *= inv;
+}
+
+// the scores of query rows i0..last against keys 0..width-1: out[i][j] = Σ_d a[i][d]·bt[d][j], rows lda / ldo apart
+template <typename T>
+static void score_tile(T* out, int64_t ldo, const T* a, int64_t lda, const T* bt, int64_t ldb, int64_t i0,
+                       int64_t last, int64_t width, int64_t D) {
+    T* o[QROWS];
+    const T* x[QROWS];
+    for (int r = 0; r < QROWS; r++) {
+        o[r] = out + min(i0 + r, last) * ldo;
+        x[r] = a + min(i0 + r, last) * lda;
+    }
+    for (int64_t j0 = 0; j0 < width; j0 += VL<T>) rows_by_keys(o, x, bt, ldb, j0, D);
+}
+
+template <typename T>
+void attention_tiled_forward(T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B,
+                             int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D, Strides sq, Strides sk,
+                             Strides sv, Strides so, bool causal, T scale) {
+    const int64_t G = H / Hkv, Sp = round_up(S, VL<T>), Dp = round_up(D, 2 * VL<T>);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n_rows; r++) {
-        const T* p = P + r * K;
-        T* ds = dS + r * K;
-        T dot = 0;
+    for (int64_t task = 0; task < B * Hkv; task++) {
+        const int64_t b = task / Hkv, hk = task % Hkv;
+        T* kt = new T[D * Sp + S * Dp];  // Kᵀ (D, Sp), then V (S, Dp)
+        T* vl = kt + D * Sp;
+        gather_transposed(kt, Sp, k + b * sk.b + hk * sk.h, sk.t, S, D);
+        gather_rows(vl, Dp, v + b * sv.b + hk * sv.h, sv.t, S, D);
+        const uint8_t* keep = key_mask ? key_mask + b * Sp : nullptr;
+        for (int64_t h = hk * G; h < hk * G + G; h++) {
+            const T* qh = q + b * sq.b + h * sq.h;
+            T* oh = out + b * so.b + h * so.h;
+            T* Ph = P + (b * H + h) * T_ * Sp;
+            for (int64_t i0 = 0; i0 < T_; i0 += QROWS) {
+                const int64_t last = min(i0 + QROWS, T_) - 1;
+                const int64_t width = round_up(keys_seen(last, T_, S, causal), VL<T>);
+                score_tile(Ph, Sp, qh, sq.t, kt, Sp, i0, last, width, D);
+                for (int64_t i = i0; i <= last; i++) {
+                    T* row = Ph + i * Sp;
+                    softmax_row(row, keep, keys_seen(i, T_, S, causal), width, scale);
+                    std::memset(row + width, 0, (Sp - width) * sizeof(T));
+                }
+                mix_rows<T>(
+                    i0, last, [&](int64_t i) { return Ph + i * Sp; }, 1, vl, Dp, D,
+                    [&](int64_t, int64_t r1) { return std::pair<int64_t, int64_t>(0, keys_seen(r1, T_, S, causal)); },
+                    [&](int64_t i, int64_t c0, const vec<T>* sums, int64_t cols) {
+                        std::memcpy(oh + i * so.t + c0, sums, cols * sizeof(T));
+                    });
+            }
+        }
+        delete[] kt;
+    }
+}
+
+template <typename T>
+void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, const T* q, const T* k, const T* v,
+                              int64_t B, int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D, Strides sdo,
+                              Strides sq, Strides sk, Strides sv, Strides sdq, Strides sdk, Strides sdv, bool causal,
+                              T scale) {
+    const int64_t G = H / Hkv, Sp = round_up(S, VL<T>), Dp = round_up(D, 2 * VL<T>);
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < B * Hkv; task++) {
+        const int64_t b = task / Hkv, hk = task % Hkv;
+        // K (S, Dp), Vᵀ (D, Sp), dK and dV sums (S, Dp), and per query head Q and dO (T, Dp), dS (T, Sp)
+        T* kl = new T[S * Dp * 3 + D * Sp + T_ * Dp * 2 + T_ * Sp];
+        T *vt = kl + S * Dp, *dks = vt + D * Sp, *dvs = dks + S * Dp, *ql = dvs + S * Dp, *dol = ql + T_ * Dp;
+        T* ds = dol + T_ * Dp;
+        gather_rows(kl, Dp, k + b * sk.b + hk * sk.h, sk.t, S, D);
+        gather_transposed(vt, Sp, v + b * sv.b + hk * sv.h, sv.t, S, D);
+        std::memset(dks, 0, 2 * S * Dp * sizeof(T));
+        for (int64_t h = hk * G; h < hk * G + G; h++) {
+            gather_rows(ql, Dp, q + b * sq.b + h * sq.h, sq.t, T_, D);
+            gather_rows(dol, Dp, dout + b * sdo.b + h * sdo.h, sdo.t, T_, D);
+            const T* Ph = P + (b * H + h) * T_ * Sp;
+            T* dqh = dq + b * sdq.b + h * sdq.h;
+            for (int64_t i0 = 0; i0 < T_; i0 += QROWS) {
+                const int64_t last = min(i0 + QROWS, T_) - 1;
+                const int64_t width = round_up(keys_seen(last, T_, S, causal), VL<T>);
+                score_tile(ds, Sp, dol, Dp, vt, Sp, i0, last, width, D);  // dP
+                for (int64_t i = i0; i <= last; i++) {
+                    const T* p = Ph + i * Sp;
+                    T* d = ds + i * Sp;
+                    T dot = 0;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t j = 0; j < K; j++) dot += ds[j] * p[j];
-        for (int64_t j = 0; j < K; j++) ds[j] = scale * p[j] * (ds[j] - dot);
+                    for (int64_t j = 0; j < width; j++) dot += d[j] * p[j];
+                    for (int64_t j = 0; j < width; j++) d[j] = scale * p[j] * (d[j] - dot);
+                    std::memset(d + width, 0, (Sp - width) * sizeof(T));
+                }
+                mix_rows<T>(  // dQ = dS K
+                    i0, last, [&](int64_t i) { return ds + i * Sp; }, 1, kl, Dp, D,
+                    [&](int64_t, int64_t r1) { return std::pair<int64_t, int64_t>(0, keys_seen(r1, T_, S, causal)); },
+                    [&](int64_t i, int64_t c0, const vec<T>* sums, int64_t cols) {
+                        std::memcpy(dqh + i * sdq.t + c0, sums, cols * sizeof(T));
+                    });
+            }
+            // dK += dSᵀ Q and dV += Pᵀ dO: a key j sums over the queries that may see it, i ≥ j - (S - T)
+            const auto queries = [&](int64_t j0, int64_t) {
+                return std::pair<int64_t, int64_t>(causal ? clamp(j0 - (S - T_), 0, T_) : 0, T_);
+            };
+            const auto add_to = [&](T* sums) {
+                return [=](int64_t j, int64_t c0, const vec<T>* s, int64_t) {
+                    T* row = sums + j * Dp + c0;
+                    for (int64_t c = 0; c < 2 * VL<T>; c++) row[c] += reinterpret_cast<const T*>(s)[c];
+                };
+            };
+            mix_rows<T>(0, S - 1, [&](int64_t j) { return ds + j; }, Sp, ql, Dp, D, queries, add_to(dks));
+            mix_rows<T>(0, S - 1, [&](int64_t j) { return Ph + j; }, Sp, dol, Dp, D, queries, add_to(dvs));
+        }
+        for (int64_t j = 0; j < S; j++) {
+            std::memcpy(dk + b * sdk.b + hk * sdk.h + j * sdk.t, dks + j * Dp, D * sizeof(T));
+            std::memcpy(dv + b * sdv.b + hk * sdv.h + j * sdv.t, dvs + j * Dp, D * sizeof(T));
+        }
+        delete[] kl;
     }
 }
 
@@ -213,13 +425,20 @@ void attention_softmax_backward(T* dS, const T* P, int64_t n_rows, int64_t K, T 
                                         T step_size, T rsqrt_bc2, T eps) {                                     \
         adamw_step(p, m, v, g, n, decay, b1, b2, step_size, rsqrt_bc2, eps);                                   \
     }                                                                                                          \
-    extern "C" void attention_softmax_forward_##suffix(T* P, const T* S, const uint8_t* key_mask, int64_t B,   \
-                                                       int64_t rows, int64_t T_, int64_t K, int64_t causal,    \
-                                                       T scale) {                                              \
-        attention_softmax_forward(P, S, key_mask, B, rows, T_, K, causal != 0, scale);                         \
+    extern "C" void attention_tiled_forward_##suffix(                                                          \
+        T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B, int64_t H,       \
+        int64_t Hkv, int64_t T_, int64_t S, int64_t D, const int64_t* strides, int64_t causal, T scale) {      \
+        const Strides* s = reinterpret_cast<const Strides*>(strides); /* q, k, v, out */                        \
+        attention_tiled_forward(out, P, q, k, v, key_mask, B, H, Hkv, T_, S, D, s[0], s[1], s[2], s[3],         \
+                                causal != 0, scale);                                                           \
     }                                                                                                          \
-    extern "C" void attention_softmax_backward_##suffix(T* dS, const T* P, int64_t n_rows, int64_t K, T scale) { \
-        attention_softmax_backward(dS, P, n_rows, K, scale);                                                   \
+    extern "C" void attention_tiled_backward_##suffix(T* dq, T* dk, T* dv, const T* dout, const T* P,          \
+                                                      const T* q, const T* k, const T* v, int64_t B, int64_t H, \
+                                                      int64_t Hkv, int64_t T_, int64_t S, int64_t D,           \
+                                                      const int64_t* strides, int64_t causal, T scale) {       \
+        const Strides* s = reinterpret_cast<const Strides*>(strides); /* dout, q, k, v, dq, dk, dv */          \
+        attention_tiled_backward(dq, dk, dv, dout, P, q, k, v, B, H, Hkv, T_, S, D, s[0], s[1], s[2], s[3],    \
+                                 s[4], s[5], s[6], causal != 0, scale);                                        \
     }
 
 EXPORT_ALL(float, f32)
