@@ -4,14 +4,15 @@ AdamW (Loshchilov & Hutter), step t, for each parameter p with gradient g:
     p ← p · (1 - lr·wd)                                   decoupled weight decay (matrices only, as nanoGPT)
     m ← β1·m + (1-β1)·g;   v ← β2·v + (1-β2)·g²
     p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + eps)        (the same order of operations as torch.optim.AdamW)
-Updates are in place (the standard's in-place operators), so no parameter is reallocated. ``adamw_update``
-is one tensor's update; an op set may bring a fused one (``AdamW(update=...)``, see llmscratch.kernels).
+Updates are in place (the standard's in-place operators), so no parameter is reallocated. ``grad_norm`` and
+``adamw_update`` take every tensor at once, so an op set may bring fused versions that do all of them in one
+call (``AdamW(update=..., norm=...)``, see llmscratch.kernels).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .backends import Backend
@@ -27,14 +28,22 @@ def learning_rate(it: int, lr: float, min_lr: float, warmup_iters: int, lr_decay
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
-def clip_grad_norm(bk: Backend, grads: Mapping[str, Any], max_norm: float) -> Any:
-    """Scale every gradient by min(1, max_norm / (‖g‖ + 1e-6)), ‖g‖ the global L2 norm; returns ‖g‖ (0-d).
-
-    The norm stays on the device (no wait on a GPU); the scale is applied even when it is 1, as torch does.
-    """
+def grad_norm(bk: Backend, grads: Sequence[Any]) -> Any:
+    """‖g‖, the L2 norm of all the gradients together (0-d, left on the device: no wait on a GPU)."""
     xp = bk.xp
-    norm = xp.sqrt(sum(xp.sum(g * g) for g in grads.values()))
-    scale = xp.minimum(max_norm / (norm + 1e-6), 1.0)
+    return xp.sqrt(sum(xp.sum(g * g) for g in grads))
+
+
+def clip_scale(bk: Backend, norm: Any, max_norm: float) -> Any:
+    """min(1, max_norm / (‖g‖ + 1e-6)): the factor that clips the gradients to max_norm, as torch's (0-d)."""
+    return bk.xp.minimum(max_norm / (norm + 1e-6), 1.0)
+
+
+def clip_grad_norm(bk: Backend, grads: Mapping[str, Any], max_norm: float) -> Any:
+    """Scale every gradient in place by clip_scale (even when it is 1, as torch does); returns ‖g‖ (0-d).
+    ``AdamW.step(grads, lr, max_grad_norm)`` does the same without writing the gradients."""
+    norm = grad_norm(bk, list(grads.values()))
+    scale = clip_scale(bk, norm, max_norm)
     for g in grads.values():
         g *= scale
     return norm
@@ -42,26 +51,30 @@ def clip_grad_norm(bk: Backend, grads: Mapping[str, Any], max_norm: float) -> An
 
 def adamw_update(
     bk: Backend,
-    p: Any,
-    g: Any,
-    m: Any,
-    v: Any,
-    decay: float,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    ms: Sequence[Any],
+    vs: Sequence[Any],
+    decays: Sequence[float],
     b1: float,
     b2: float,
     step_size: float,
     rsqrt_bc2: float,
     eps: float,
+    grad_scale: Any = None,
 ) -> None:
-    """p, m, v updated in place from g (all one shape); decay = 1 - lr·wd (1: none),
-    step_size = lr/(1-β1ᵗ), rsqrt_bc2 = 1/√(1-β2ᵗ)."""
-    if decay != 1.0:
-        p *= decay
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * (g * g)
-    p -= step_size * (m / (bk.xp.sqrt(v) * rsqrt_bc2 + eps))
+    """Each p, m, v updated in place from its g (times grad_scale, if given: clipping folded in);
+    decay = 1 - lr·wd (1: none), step_size = lr/(1-β1ᵗ), rsqrt_bc2 = 1/√(1-β2ᵗ)."""
+    for p, g, m, v, decay in zip(params, grads, ms, vs, decays, strict=True):
+        if grad_scale is not None:
+            g = g * grad_scale
+        if decay != 1.0:
+            p *= decay
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        p -= step_size * (m / (bk.xp.sqrt(v) * rsqrt_bc2 + eps))
 
 
 class AdamW:
@@ -76,8 +89,9 @@ class AdamW:
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         update: Callable[..., None] = adamw_update,
+        norm: Callable[..., Any] = grad_norm,
     ) -> None:
-        self.bk, self.params, self.update = bk, params, update
+        self.bk, self.params, self.update, self.norm = bk, params, update, norm
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
         self.m = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in params.items()}
@@ -88,17 +102,37 @@ class AdamW:
         """Weight decay on matrices (linear weights, embeddings), not on biases and norm weights."""
         return p.ndim >= 2
 
-    def step(self, grads: Mapping[str, Any], lr: float | None = None) -> None:
+    def step(self, grads: Mapping[str, Any], lr: float | None = None, max_grad_norm: float = 0.0) -> Any:
+        """One update of every parameter. With max_grad_norm > 0 the gradients are first clipped to that global
+        norm, as clip_grad_norm would (the same numbers), but without writing them; returns the norm before
+        clipping (0-d), or None without clipping."""
         lr = self.lr if lr is None else lr
         b1, b2 = self.betas
         self.t += 1
         step_size = lr / (1 - b1**self.t)
         rsqrt_bc2 = 1.0 / math.sqrt(1 - b2**self.t)
-        for name, p in self.params.items():
-            decay = 1.0 - lr * self.weight_decay if self.decays(p) else 1.0
-            self.update(
-                self.bk, p, grads[name], self.m[name], self.v[name], decay, b1, b2, step_size, rsqrt_bc2, self.eps
-            )
+        names = list(self.params)
+        grads_list = [grads[n] for n in names]
+        norm = scale = None
+        if max_grad_norm > 0:
+            norm = self.norm(self.bk, grads_list)
+            scale = clip_scale(self.bk, norm, max_grad_norm)
+        decays = [1.0 - lr * self.weight_decay if self.decays(self.params[n]) else 1.0 for n in names]
+        self.update(
+            self.bk,
+            [self.params[n] for n in names],
+            grads_list,
+            [self.m[n] for n in names],
+            [self.v[n] for n in names],
+            decays,
+            b1,
+            b2,
+            step_size,
+            rsqrt_bc2,
+            self.eps,
+            scale,
+        )
+        return norm
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays under 'm.<name>' / 'v.<name>' and the step count under 't' (for safetensors + JSON)."""

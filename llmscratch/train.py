@@ -31,7 +31,7 @@ from .config import TrainConfig, resolve_config
 from .data import check_split_size, get_batch, load_text, split_tokens
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .models.gpt import GPT
-from .optim import AdamW, clip_grad_norm, learning_rate
+from .optim import AdamW, learning_rate
 from .tokenizers import CharTokenizer, Tokenizer
 from .tokenizers import load as load_tokenizer
 
@@ -114,9 +114,15 @@ class Trainer:
 
     def _optimizer(self) -> AdamW:
         c = self.cfg
-        update = self.model.op_set.adamw_update
+        op_set = self.model.op_set
         return AdamW(
-            self.bk, self.model.params, c.learning_rate, (c.beta1, c.beta2), weight_decay=c.weight_decay, update=update
+            self.bk,
+            self.model.params,
+            c.learning_rate,
+            (c.beta1, c.beta2),
+            weight_decay=c.weight_decay,
+            update=op_set.adamw_update,
+            norm=op_set.grad_norm,
         )
 
     def _resume(self) -> None:
@@ -164,9 +170,7 @@ class Trainer:
             else:
                 grads = g
             total = loss if total is None else total + loss
-        if c.grad_clip > 0:
-            clip_grad_norm(bk, grads, c.grad_clip)
-        self.opt.step(grads, self.lr(it))
+        self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
         return total / accum
 
     def evaluate(self, it: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ from llmscratch import ops
 from llmscratch.errors import ConfigError
 from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
-from llmscratch.optim import adamw_update
+from llmscratch.optim import adamw_update, grad_norm
 
 CPU_IDS = ("numpy", "torch")
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -153,18 +153,27 @@ def test_tiled_attention_reads_and_writes_head_views(bk, B, H, Hkv, T, S, D, cau
         assert close(bk, got, want)
 
 
-@pytest.mark.parametrize("decay", [1.0, 0.9999])
-def test_adamw_update_matches_array_api_over_many_steps(bk, decay, rng):
-    shape = (37, 5)
-    p1, p2 = (bk.from_numpy(v) for v in [rng.standard_normal(shape)] * 2)
-    m1, v1, m2, v2 = (bk.zeros(shape) for _ in range(4))
+def test_adamw_update_matches_array_api_over_many_steps(bk, rng):
+    """Several tensors (a few past one chunk of the kernel's work split), with and without decay and clipping."""
+    shapes = [(37, 5), (40000,), (3,), (130, 300)]
+    decays = [0.9999, 1.0, 1.0, 0.9999]
+    p1 = [bk.from_numpy(rng.standard_normal(s)) for s in shapes]
+    p2 = [bk.xp.asarray(p, copy=True) for p in p1]
+    m1, v1, m2, v2 = ([bk.zeros(s) for s in shapes] for _ in range(4))
     for t in range(1, 21):
-        g = bk.from_numpy(rng.standard_normal(shape) * 1e-2)
-        args = (decay, 0.9, 0.99, 1e-3 / (1 - 0.9**t), 1 / np.sqrt(1 - 0.99**t), 1e-8)
-        cf.adamw_update(bk, p1, g, m1, v1, *args)
-        adamw_update(bk, p2, g, m2, v2, *args)
-    for got, want in ((p1, p2), (m1, m2), (v1, v2)):
+        grads = [bk.from_numpy(rng.standard_normal(s) * 1e-2) for s in shapes]
+        scale = None if t % 2 else bk.xp.asarray(0.5 + t / 100, dtype=bk.dtype)
+        args = (decays, 0.9, 0.99, 1e-3 / (1 - 0.9**t), 1 / np.sqrt(1 - 0.99**t), 1e-8, scale)
+        cf.adamw_update(bk, p1, grads, m1, v1, *args)
+        adamw_update(bk, p2, grads, m2, v2, *args)
+    for got, want in zip(p1 + m1 + v1, p2 + m2 + v2, strict=True):
         assert close(bk, got, want)
+
+
+def test_grad_norm_matches_array_api(bk, rng):
+    grads = [bk.from_numpy(rng.standard_normal(s)) for s in [(37, 5), (40000,), (3,), (130, 300)]]
+    assert close(bk, cf.grad_norm(bk, grads), grad_norm(bk, grads))
+    assert close(bk, cf.grad_norm(bk, grads[2:3]), bk.xp.sqrt(bk.xp.sum(grads[2] ** 2)))
 
 
 def test_op_sets_have_the_same_functions():
@@ -256,7 +265,7 @@ def test_ops_benchmark_reports_every_op_set(bk):
 
     records = bench_ops([bk], rounds=1, calls=1)
     assert {r["ops"] for r in records} == {"array-api", "cpu-fused"}
-    assert len({r["op"] for r in records}) == 5
+    assert len({r["op"] for r in records}) == 6
     assert all(r["time_us"] > 0 for r in records)
     assert all(r["vs_array_api"] == 1.0 for r in records if r["ops"] == "array-api")
 

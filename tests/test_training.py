@@ -10,6 +10,7 @@ from conftest import make_backend
 
 import llmscratch
 from llmscratch.data import get_batch
+from llmscratch.kernels import cpu_fused, get_ops
 from llmscratch.models import GPT, GPTConfig
 from llmscratch.optim import AdamW, clip_grad_norm, learning_rate
 
@@ -33,13 +34,27 @@ def test_learning_rate_schedule_is_nanogpts():
         assert learning_rate(it, 1e-3, 1e-4, 100, 2000) == pytest.approx(nanogpt_lr(it), rel=1e-15)
 
 
-@pytest.mark.parametrize("backend_id", ["numpy", "torch", "strict"])
-def test_ten_adamw_steps_match_pytorch(backend_id):
-    """Same weights, same batches, AdamW with decay groups, clipping and warmup: losses equal to 1e-10."""
+@pytest.mark.parametrize(
+    "backend_id, op_set, clip_in_step",
+    [
+        ("numpy", "array-api", False),
+        ("torch", "array-api", False),
+        ("strict", "array-api", False),
+        ("strict", "array-api", True),
+        ("numpy", "cpu-fused", True),
+        ("torch", "cpu-fused", True),
+    ],
+)
+def test_ten_adamw_steps_match_pytorch(backend_id, op_set, clip_in_step):
+    """Same weights, same batches, AdamW with decay groups, clipping and warmup: losses equal to 1e-10. Clipping
+    by clip_grad_norm, or folded into opt.step (max_grad_norm) with the op set's norm and update."""
     cfg = GPTConfig(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=True)
     bk = make_backend(backend_id, "float64")
+    if op_set == "cpu-fused" and (reason := cpu_fused.unavailable(bk)):
+        pytest.skip(reason)
+    ops = get_ops(op_set, bk)
     model = GPT(cfg, bk, seed=5)
-    opt = AdamW(bk, model.params, 1e-2, (0.9, 0.95), weight_decay=0.1)
+    opt = AdamW(bk, model.params, 1e-2, (0.9, 0.95), weight_decay=0.1, update=ops.adamw_update, norm=ops.grad_norm)
     ref = TorchGPT.from_params(cfg, {n: bk.to_numpy(p) for n, p in model.params.items()})
     ref_opt = ref.configure_optimizer(0.1, 1e-2, (0.9, 0.95))
     tokens = np.random.default_rng(0).integers(0, 23, 500)
@@ -48,8 +63,11 @@ def test_ten_adamw_steps_match_pytorch(backend_id):
         x, y = get_batch(tokens, 4, 8, 0, step)
         _, loss = model.forward(x, y)
         grads = model.backward()
-        clip_grad_norm(bk, grads, 0.5)  # small enough to clip on some steps
-        opt.step(grads, lr)
+        if clip_in_step:
+            opt.step(grads, lr, max_grad_norm=0.5)  # small enough to clip on some steps
+        else:
+            clip_grad_norm(bk, grads, 0.5)
+            opt.step(grads, lr)
 
         for group in ref_opt.param_groups:
             group["lr"] = lr

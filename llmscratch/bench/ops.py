@@ -33,16 +33,19 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str,
     grads = {n: bk.from_numpy(rng.standard_normal(p.shape) * 1e-2) for n, p in params.items()}
     moments = {n: (bk.zeros(p.shape), bk.zeros(p.shape)) for n, p in params.items()}
 
+    names = list(params)
+    tensors = [[params[n] for n in names], [grads[n] for n in names], *([moments[n][i] for n in names] for i in (0, 1))]
+    decays = [0.9999 if params[n].ndim >= 2 else 1.0 for n in names]
+
     def adamw() -> None:
-        for n, p in params.items():
-            decay = 0.9999 if p.ndim >= 2 else 1.0
-            op_set.adamw_update(bk, p, grads[n], *moments[n], decay, 0.9, 0.99, 1e-3, 1.0, 1e-8)
+        op_set.adamw_update(bk, *tensors, decays, 0.9, 0.99, 1e-3, 1.0, 1e-8)
 
     return {
         "gelu forward": lambda: op_set.gelu_forward(bk, h),
         "gelu backward": lambda: op_set.gelu_backward(bk, dh, gelu_cache),
         "layernorm forward": lambda: op_set.layernorm_forward(bk, x, w),
         "layernorm backward": lambda: op_set.layernorm_backward(bk, dx, ln_cache),
+        "gradient norm (all parameters)": lambda: op_set.grad_norm(bk, tensors[1]),
         "adamw step (all parameters)": adamw,
     }
 

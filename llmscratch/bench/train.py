@@ -32,7 +32,7 @@ from ..backends import Backend, get_backend
 from ..config import TrainConfig, resolve_config
 from ..data import get_batch
 from ..models.gpt import GPT, GPTConfig, init_params
-from ..optim import AdamW, clip_grad_norm, learning_rate
+from ..optim import AdamW, learning_rate
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
@@ -71,6 +71,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         (cfg.beta1, cfg.beta2),
         weight_decay=cfg.weight_decay,
         update=model.op_set.adamw_update,
+        norm=model.op_set.grad_norm,
     )
     device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
 
@@ -78,8 +79,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         x, y = device_batches[i % len(device_batches)]
         _, loss = model.forward(x, y)
         grads = model.backward()
-        clip_grad_norm(bk, grads, cfg.grad_clip)
-        opt.step(grads, cfg.learning_rate)
+        opt.step(grads, cfg.learning_rate, max_grad_norm=cfg.grad_clip)
         return loss
 
     return _contestant(spec, step, bk, f"{model_cfg.attention}, ops={model_cfg.ops}", model_cfg, cfg)

@@ -6,9 +6,9 @@ Every attention kernel has the signature of the reference op (``ops.attention``)
     dq, dk, dv = kernel.backward(bk, dout, cache)
 
 and is tested against it ("naive") on every backend it supports. An op set (``GPTConfig.ops``) supplies the
-elementwise ops a model spends its non-matmul time in, GELU, LayerNorm and the AdamW update, with the
-signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused" the C++ kernels of
-cpu_fused.py, and the two are tested against each other.
+elementwise ops a model spends its non-matmul time in, GELU, LayerNorm, the gradient norm and the AdamW
+update, with the signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused" the C++
+kernels of cpu_fused.py, and the two are tested against each other.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .. import ops
 from ..backends import Backend
 from ..errors import ConfigError, did_you_mean
 from ..ops import attention_backward, attention_forward
-from ..optim import adamw_update
+from ..optim import adamw_update, grad_norm
 from . import cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
@@ -116,7 +116,8 @@ class OpSet:
     gelu_backward: Any  # (bk, dout, cache) -> dx
     layernorm_forward: Any  # (bk, x, w, b=None, eps=1e-5) -> (out, cache)
     layernorm_backward: Any  # (bk, dout, cache) -> (dx, dw, db)
-    adamw_update: Any  # (bk, p, g, m, v, decay, b1, b2, step_size, rsqrt_bc2, eps) -> None, in place
+    grad_norm: Any  # (bk, grads) -> ‖g‖ (0-d)
+    adamw_update: Any  # (bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale) -> None
 
 
 OP_SETS = {
@@ -126,6 +127,7 @@ OP_SETS = {
         ops.gelu_backward,
         ops.layernorm_forward,
         ops.layernorm_backward,
+        grad_norm,
         adamw_update,
     ),
     "cpu-fused": OpSet(
@@ -134,6 +136,7 @@ OP_SETS = {
         cpu_fused.gelu_backward,
         cpu_fused.layernorm_forward,
         cpu_fused.layernorm_backward,
+        cpu_fused.grad_norm,
         cpu_fused.adamw_update,
     ),
 }

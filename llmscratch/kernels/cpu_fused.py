@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ SIGNATURES = {
     "gelu_backward": "ppppi",
     "layernorm_forward": "ppppppiif",
     "layernorm_backward": "ppppppppii",
-    "adamw_step": "ppppiffffff",
+    "sum_of_squares": "ppip",
+    "adamw_step": "ppppppiffffff",
     "attention_tiled_forward": "ppppppiiiiiipif",
     "attention_tiled_backward": "ppppppppiiiiiipif",
 }
@@ -184,23 +186,45 @@ def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, An
     return dx, dw, db
 
 
+def _pointers(bk: Backend, arrays: Sequence[Any]) -> Any:
+    """A C array of the arrays' addresses (void*[n])."""
+    return (ctypes.c_void_p * len(arrays))(*(bk.pointer(a) for a in arrays))
+
+
+def _sizes(arrays: Sequence[Any]) -> Any:
+    """A C array of the arrays' element counts (int64[n])."""
+    return (ctypes.c_int64 * len(arrays))(*(math.prod(a.shape) for a in arrays))
+
+
+def grad_norm(bk: Backend, grads: Sequence[Any]) -> Any:
+    """‖g‖ over all the gradients (see llmscratch.optim.grad_norm), in one pass, summed in float64."""
+    grads = [bk.contiguous(g) for g in grads]
+    total = ctypes.c_double()
+    _kernel(bk, "sum_of_squares")(_pointers(bk, grads), _sizes(grads), len(grads), ctypes.addressof(total))
+    return bk.xp.asarray(math.sqrt(total.value), dtype=bk.dtype, device=bk.device)
+
+
 def adamw_update(
     bk: Backend,
-    p: Any,
-    g: Any,
-    m: Any,
-    v: Any,
-    decay: float,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    ms: Sequence[Any],
+    vs: Sequence[Any],
+    decays: Sequence[float],
     b1: float,
     b2: float,
     step_size: float,
     rsqrt_bc2: float,
     eps: float,
+    grad_scale: Any = None,
 ) -> None:
-    """One AdamW update of p, m, v in place (see llmscratch.optim.adamw_update), in one pass."""
-    g = bk.contiguous(g)
-    args = (decay, b1, b2, step_size, rsqrt_bc2, eps)
-    _kernel(bk, "adamw_step")(bk.pointer(p), bk.pointer(m), bk.pointer(v), bk.pointer(g), math.prod(p.shape), *args)
+    """Every tensor's AdamW update in place (see llmscratch.optim.adamw_update), in one pass over them all."""
+    grads = [bk.contiguous(g) for g in grads]
+    real = ctypes.c_float if bk.dtype_name == "float32" else ctypes.c_double
+    tables = [_pointers(bk, arrays) for arrays in (params, grads, ms, vs)]
+    scale = 1.0 if grad_scale is None else float(grad_scale)  # × 1.0 is exact: the same bits as no scaling
+    args = (len(params), scale, b1, b2, step_size, rsqrt_bc2, eps)
+    _kernel(bk, "adamw_step")(*tables, _sizes(params), (real * len(decays))(*decays), *args)
 
 
 def _heads(bk: Backend, x: Any) -> Any:

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 // e^x for x ≤ 88 (callers stay below 80), written so that a loop of it vectorises (std::exp does not
 // without -ffast-math).
@@ -134,16 +135,62 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
     }
 }
 
-// ---- AdamW, one parameter tensor, in place (the same order of operations as llmscratch/optim.py) ----------
+// ---- the global gradient norm and AdamW, over every parameter tensor in one call ------------------------------
+//
+// The tensors' elements are cut into chunks of at most CHUNK (a tensor is one chunk or more, never part of
+// two), so a single OpenMP team shares all the work however the sizes fall. The norm's partial sums, one per
+// chunk, are added up in chunk order afterwards: the same bits whatever the number of threads.
+
+constexpr int64_t CHUNK = 16384;
+
+struct Chunk {
+    int64_t tensor, begin, end;
+};
+
+static std::vector<Chunk> chunks_of(const int64_t* sizes, int64_t count) {
+    std::vector<Chunk> chunks;
+    for (int64_t t = 0; t < count; t++)
+        for (int64_t i = 0; i < sizes[t]; i += CHUNK) chunks.push_back({t, i, i + CHUNK < sizes[t] ? i + CHUNK : sizes[t]});
+    return chunks;
+}
 
 template <typename T>
-void adamw_step(T* p, T* m, T* v, const T* g, int64_t n, T decay, T b1, T b2, T step_size, T rsqrt_bc2, T eps) {
-    // decay = 1 - lr·wd (1 for tensors without weight decay); step_size = lr / (1 - β1ᵗ); rsqrt_bc2 = 1/√(1 - β2ᵗ)
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (T(1) - b1) * g[i];
-        v[i] = b2 * v[i] + (T(1) - b2) * (g[i] * g[i]);
-        p[i] = p[i] * decay - step_size * (m[i] / (std::sqrt(v[i]) * rsqrt_bc2 + eps));
+double sum_of_squares(const T* const* xs, const int64_t* sizes, int64_t count) {  // Σ_t Σ_i xs[t][i]², in double
+    const std::vector<Chunk> chunks = chunks_of(sizes, count);
+    std::vector<double> partial(chunks.size());
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks.size(); c++) {
+        const T* x = xs[chunks[c].tensor];
+        double s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int64_t i = chunks[c].begin; i < chunks[c].end; i++) s += double(x[i]) * double(x[i]);
+        partial[c] = s;
+    }
+    double total = 0;
+    for (double s : partial) total += s;
+    return total;
+}
+
+template <typename T>
+void adamw_step(T* const* ps, const T* const* gs, T* const* ms, T* const* vs, const int64_t* sizes, const T* decays,
+                int64_t count, T grad_scale, T b1, T b2, T step_size, T rsqrt_bc2, T eps) {
+    // for each tensor t (the same order of operations as llmscratch/optim.py), with g = grad_scale·gs[t]:
+    //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p = p·decay - step_size·m / (√v·rsqrt_bc2 + eps)
+    // decays[t] = 1 - lr·wd (1 for tensors without weight decay); step_size = lr / (1 - β1ᵗ); rsqrt_bc2 = 1/√(1 - β2ᵗ)
+    const std::vector<Chunk> chunks = chunks_of(sizes, count);
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < chunks.size(); c++) {
+        const int64_t t = chunks[c].tensor;
+        T *p = ps[t], *m = ms[t], *v = vs[t];
+        const T* g = gs[t];
+        const T decay = decays[t];
+#pragma omp simd
+        for (int64_t i = chunks[c].begin; i < chunks[c].end; i++) {
+            const T gi = g[i] * grad_scale;
+            m[i] = b1 * m[i] + (T(1) - b1) * gi;
+            v[i] = b2 * v[i] + (T(1) - b2) * (gi * gi);
+            p[i] = p[i] * decay - step_size * (m[i] / (std::sqrt(v[i]) * rsqrt_bc2 + eps));
+        }
     }
 }
 
@@ -421,9 +468,13 @@ void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, co
                                                 const T* rstd, const T* w, int64_t N, int64_t C) {             \
         layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, N, C);                                          \
     }                                                                                                          \
-    extern "C" void adamw_step_##suffix(T* p, T* m, T* v, const T* g, int64_t n, T decay, T b1, T b2,          \
-                                        T step_size, T rsqrt_bc2, T eps) {                                     \
-        adamw_step(p, m, v, g, n, decay, b1, b2, step_size, rsqrt_bc2, eps);                                   \
+    extern "C" void sum_of_squares_##suffix(const T* const* xs, const int64_t* sizes, int64_t count, double* out) { \
+        *out = sum_of_squares(xs, sizes, count);                                                               \
+    }                                                                                                          \
+    extern "C" void adamw_step_##suffix(T* const* ps, const T* const* gs, T* const* ms, T* const* vs,          \
+                                        const int64_t* sizes, const T* decays, int64_t count, T grad_scale,    \
+                                        T b1, T b2, T step_size, T rsqrt_bc2, T eps) {                         \
+        adamw_step(ps, gs, ms, vs, sizes, decays, count, grad_scale, b1, b2, step_size, rsqrt_bc2, eps);       \
     }                                                                                                          \
     extern "C" void attention_tiled_forward_##suffix(                                                          \
         T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B, int64_t H,       \
