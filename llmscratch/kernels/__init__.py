@@ -70,10 +70,10 @@ KERNELS = _build_registry()
 ATTENTION_KERNELS = tuple(KERNELS)
 
 
-# Up to this many positions the kernels that store the (B,H,T,S) probabilities are the faster ones on the CPU:
-# at T=256 flash takes 1.3x naive's time and 1.7x cpu-softmax's; at T=1024 flash is 1.4x faster than naive and
-# ties cpu-softmax while needing 3-4.5x less memory; at T=4096 it is 2.9x faster than naive on numpy
-# (benchmarks/results/attention_cpu.md).
+# Up to this many positions the kernels that store the (B,H,T,S) probabilities are used on the CPU. cpu-tiled
+# is the fastest kernel up to T=1024 (at T=256: 2.2x flash on numpy, 2.2x SDPA on torch), but its stored
+# probabilities grow as T² (a training batch's would outweigh its activations past a few hundred positions),
+# and at T=4096 flash is 1.6x faster than it on numpy (benchmarks/results/attention_cpu.md).
 NAIVE_MAX_T = 256
 
 

@@ -3,7 +3,8 @@
 // The Array API ops in llmscratch/ops make one pass over memory per operator (GELU's forward is eight);
 // each kernel here makes one or two, and keeps its temporaries in registers. The math is the same as
 // the op it replaces (see that op's docstring); tests/test_cpu_kernels.py checks every kernel against it.
-// Arrays are C-contiguous. Every kernel is a template over float and double, exported as name_f32 / name_f64.
+// Arrays are C-contiguous (the attention kernels read strided head views, see there). Every kernel is a template
+// over float and double, exported as name_f32 / name_f64.
 //
 // The file is built twice (llmscratch/kernels/cpu_fused.py). Built with -fopenmp-simd (the numpy backend's
 // build), only the `omp simd` hints count and every kernel runs on the calling thread: numpy's OpenBLAS keeps
