@@ -142,6 +142,10 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
 // two), so a single OpenMP team shares all the work however the sizes fall. The norm's partial sums, one per
 // chunk, are added up in chunk order afterwards: the same bits whatever the number of threads.
 
+static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+static inline int64_t clamp(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+static inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
+
 constexpr int64_t CHUNK = 16384;
 
 struct Chunk {
@@ -151,7 +155,7 @@ struct Chunk {
 static std::vector<Chunk> chunks_of(const int64_t* sizes, int64_t count) {
     std::vector<Chunk> chunks;
     for (int64_t t = 0; t < count; t++)
-        for (int64_t i = 0; i < sizes[t]; i += CHUNK) chunks.push_back({t, i, i + CHUNK < sizes[t] ? i + CHUNK : sizes[t]});
+        for (int64_t i = 0; i < sizes[t]; i += CHUNK) chunks.push_back({t, i, min(i + CHUNK, sizes[t])});
     return chunks;
 }
 
@@ -177,7 +181,8 @@ void adamw_step(T* const* ps, const T* const* gs, T* const* ms, T* const* vs, co
                 int64_t count, T grad_scale, T b1, T b2, T step_size, T rsqrt_bc2, T eps) {
     // for each tensor t (the same order of operations as llmscratch/optim.py), with g = grad_scale·gs[t]:
     //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  p = p·decay - step_size·m / (√v·rsqrt_bc2 + eps)
-    // decays[t] = 1 - lr·wd (1 for tensors without weight decay); step_size = lr / (1 - β1ᵗ); rsqrt_bc2 = 1/√(1 - β2ᵗ)
+    // decays[t] = 1 - lr·wd (1 for tensors without weight decay);
+    // step_size = lr / (1 - β1ᵗ); rsqrt_bc2 = 1/√(1 - β2ᵗ)
     const std::vector<Chunk> chunks = chunks_of(sizes, count);
 #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks.size(); c++) {
@@ -232,10 +237,6 @@ static inline vec<T> load(const T* p) {
     std::memcpy(&v, p, sizeof v);
     return v;
 }
-
-static inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-static inline int64_t clamp(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
-static inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 struct Strides {  // of a (B, heads, T, D) view, in elements; D is contiguous
     int64_t b, h, t;
@@ -311,6 +312,36 @@ static inline int64_t keys_seen(int64_t i, int64_t T_, int64_t S, bool causal) {
     return causal ? clamp(i + S - T_ + 1, 0, S) : S;
 }
 
+// The pieces mix_rows is built from. Row i of a matrix: base + i·stride (stride 1 walks a column instead).
+template <typename T>
+static inline auto rows_of(T* base, int64_t stride) {
+    return [=](int64_t i) { return base + i * stride; };
+}
+// Queries r0..r1 sum over the keys the last of them may see (P V, dS K).
+static inline auto keys_seen_by(int64_t T_, int64_t S, bool causal) {
+    return [=](int64_t, int64_t r1) { return std::pair<int64_t, int64_t>(0, keys_seen(r1, T_, S, causal)); };
+}
+// Keys j0..j1 sum over the queries that may see the first of them, i ≥ j0 - (S - T) (dSᵀ Q, Pᵀ dO).
+static inline auto queries_seeing(int64_t T_, int64_t S, bool causal) {
+    return [=](int64_t j0, int64_t) {
+        return std::pair<int64_t, int64_t>(causal ? clamp(j0 - (S - T_), 0, T_) : 0, T_);
+    };
+}
+// Row i's sums stored into a strided output row, or added into a padded (·, ld) one.
+template <typename T>
+static inline auto store_into(T* base, int64_t stride) {
+    return [=](int64_t i, int64_t c0, const vec<T>* sums, int64_t cols) {
+        std::memcpy(base + i * stride + c0, sums, cols * sizeof(T));
+    };
+}
+template <typename T>
+static inline auto add_into(T* base, int64_t ld) {
+    return [=](int64_t i, int64_t c0, const vec<T>* sums, int64_t) {
+        T* row = base + i * ld + c0;
+        for (int64_t c = 0; c < 2 * VL<T>; c++) row[c] += reinterpret_cast<const T*>(sums)[c];
+    };
+}
+
 // One row of P, in place: p[j] = e^{scale·(p[j] - max)} / Σ over the keys j < seen that keep (if given) lets
 // through, 0 for the rest of the row's K keys (whole vectors; keep is read for all K). The loops run over whole
 // vectors with per-lane maxima and sums, the hidden keys selected away: they vectorise without remainders.
@@ -380,12 +411,7 @@ void attention_tiled_forward(T* out, T* P, const T* q, const T* k, const T* v, c
                     softmax_row(row, keep, keys_seen(i, T_, S, causal), width, scale);
                     std::memset(row + width, 0, (Sp - width) * sizeof(T));
                 }
-                mix_rows<T>(
-                    i0, last, [&](int64_t i) { return Ph + i * Sp; }, 1, vl, Dp, D,
-                    [&](int64_t, int64_t r1) { return std::pair<int64_t, int64_t>(0, keys_seen(r1, T_, S, causal)); },
-                    [&](int64_t i, int64_t c0, const vec<T>* sums, int64_t cols) {
-                        std::memcpy(oh + i * so.t + c0, sums, cols * sizeof(T));
-                    });
+                mix_rows<T>(i0, last, rows_of(Ph, Sp), 1, vl, Dp, D, keys_seen_by(T_, S, causal), store_into(oh, so.t));
             }
         }
         delete[] kt;
@@ -426,25 +452,12 @@ void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, co
                     for (int64_t j = 0; j < width; j++) d[j] = scale * p[j] * (d[j] - dot);
                     std::memset(d + width, 0, (Sp - width) * sizeof(T));
                 }
-                mix_rows<T>(  // dQ = dS K
-                    i0, last, [&](int64_t i) { return ds + i * Sp; }, 1, kl, Dp, D,
-                    [&](int64_t, int64_t r1) { return std::pair<int64_t, int64_t>(0, keys_seen(r1, T_, S, causal)); },
-                    [&](int64_t i, int64_t c0, const vec<T>* sums, int64_t cols) {
-                        std::memcpy(dqh + i * sdq.t + c0, sums, cols * sizeof(T));
-                    });
+                const auto dq_rows = store_into(dqh, sdq.t);
+                mix_rows<T>(i0, last, rows_of(ds, Sp), 1, kl, Dp, D, keys_seen_by(T_, S, causal), dq_rows);  // dQ
             }
-            // dK += dSᵀ Q and dV += Pᵀ dO: a key j sums over the queries that may see it, i ≥ j - (S - T)
-            const auto queries = [&](int64_t j0, int64_t) {
-                return std::pair<int64_t, int64_t>(causal ? clamp(j0 - (S - T_), 0, T_) : 0, T_);
-            };
-            const auto add_to = [&](T* sums) {
-                return [=](int64_t j, int64_t c0, const vec<T>* s, int64_t) {
-                    T* row = sums + j * Dp + c0;
-                    for (int64_t c = 0; c < 2 * VL<T>; c++) row[c] += reinterpret_cast<const T*>(s)[c];
-                };
-            };
-            mix_rows<T>(0, S - 1, [&](int64_t j) { return ds + j; }, Sp, ql, Dp, D, queries, add_to(dks));
-            mix_rows<T>(0, S - 1, [&](int64_t j) { return Ph + j; }, Sp, dol, Dp, D, queries, add_to(dvs));
+            // dK += dSᵀ Q and dV += Pᵀ dO: the rows of dSᵀ and Pᵀ are the columns of dS and P
+            mix_rows<T>(0, S - 1, rows_of(ds, 1), Sp, ql, Dp, D, queries_seeing(T_, S, causal), add_into(dks, Dp));
+            mix_rows<T>(0, S - 1, rows_of(Ph, 1), Sp, dol, Dp, D, queries_seeing(T_, S, causal), add_into(dvs, Dp));
         }
         for (int64_t j = 0; j < S; j++) {
             std::memcpy(dk + b * sdk.b + hk * sdk.h + j * sdk.t, dks + j * Dp, D * sizeof(T));
