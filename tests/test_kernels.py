@@ -135,6 +135,9 @@ def test_kernel_selection_errors():
         get_attention_kernel("flsh", make_backend("numpy"))
     with pytest.raises(ConfigError, match="attention kernel 'sdpa' runs on the torch backend"):
         get_attention_kernel("sdpa", make_backend("numpy"))
+    retired = r"^attention kernel 'cpu-softmax' was replaced by 'cpu-tiled'; use that name$"
+    with pytest.raises(ConfigError, match=retired):
+        get_attention_kernel("cpu-softmax", make_backend("numpy"))
 
 
 def test_model_trains_the_same_with_every_kernel(backend_id):

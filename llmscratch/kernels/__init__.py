@@ -68,6 +68,7 @@ def _build_registry() -> dict[str, AttentionKernel]:
 
 KERNELS = _build_registry()
 ATTENTION_KERNELS = tuple(KERNELS)
+RETIRED_KERNELS = {"cpu-softmax": "cpu-tiled"}  # old name -> the kernel that replaced it (same math, faster)
 
 
 # Up to this many positions the kernels that store the (B,H,T,S) probabilities are used on the CPU. cpu-tiled
@@ -92,6 +93,8 @@ def default_attention_kernel(
 def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
     """The kernel called ``name``, checked to run on ``bk``; a one-line error otherwise."""
     kernels = KERNELS
+    if name in RETIRED_KERNELS:
+        raise ConfigError(f"attention kernel {name!r} was replaced by {RETIRED_KERNELS[name]!r}; use that name")
     if name not in kernels:
         raise ConfigError(
             f"unknown attention kernel {name!r}{did_you_mean(name, kernels)}; choose one of {', '.join(kernels)}"
