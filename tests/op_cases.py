@@ -304,8 +304,14 @@ def _fused(case_id: str, forward: Callable, backward: Callable) -> OpCase:
     return replace(case, id=f"{case_id}_cpu_fused", forward=forward, backward=backward, cpu_kernels=True)
 
 
+def _fused_linear_forward(bk: Any, x: Any, w: Any, b: Any = None) -> tuple[Any, Any]:
+    return ops.linear_forward(bk, x, w, b, matmul=cpu_fused.matmul)
+
+
 # The fused C++ CPU kernels (llmscratch/kernels/cpu_fused.py) through the same three checks.
 CASES += [
+    _fused("linear_bias", _fused_linear_forward, ops.linear_backward),
+    _fused("linear_no_bias_T1", _fused_linear_forward, lambda bk, d, c: ops.linear_backward(bk, d, c)[:2]),
     _fused("layernorm_bias", cpu_fused.layernorm_forward, cpu_fused.layernorm_backward),
     _fused(
         "layernorm_no_bias", cpu_fused.layernorm_forward, lambda bk, d, c: cpu_fused.layernorm_backward(bk, d, c)[:2]

@@ -42,6 +42,36 @@ def close(bk, got, want) -> bool:
     return rel_err(bk.to_numpy(got), bk.to_numpy(want)) <= TOLERANCE[bk.dtype_name]
 
 
+@pytest.mark.parametrize(
+    "M, K, N",
+    [
+        (768, 128, 512),  # c_fc of shakespeare_char_cpu: packed B kept in cache, row tiles outside
+        (64, 768, 512),  # a weight gradient's shape: packed B too big for that, panels outside
+        (7, 5, 3),  # everything short of one tile
+        (33, 70, 65),  # remainders of the 8-row tile and of the panel
+        (1, 1, 1),
+        (9, 0, 4),  # K = 0: the bias alone
+        (0, 3, 4),
+    ],
+)
+@pytest.mark.parametrize("a_transposed, b_transposed", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matmul_matches_array_api(bk, M, K, N, a_transposed, b_transposed, bias, rng):
+    """Either operand may be a transposed view, as the linear layers' backward passes them (d·wᵀ, xᵀ·d)."""
+    xp = bk.xp
+
+    def operand(rows, cols, transposed):
+        if transposed:
+            return xp.matrix_transpose(bk.from_numpy(rng.standard_normal((cols, rows))))
+        return bk.from_numpy(rng.standard_normal((rows, cols)))
+
+    a, b = operand(M, K, a_transposed), operand(K, N, b_transposed)
+    c = bk.from_numpy(rng.standard_normal(N)) if bias else None
+    got, want = cf.matmul(bk, a, b, c), ops.matmul(bk, a, b, c)
+    assert tuple(got.shape) == (M, N)
+    assert close(bk, got, want)
+
+
 @pytest.mark.parametrize("shape", [(1, 3), (3, 7), (2, 5, 33), (12, 64, 128)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_layernorm_matches_array_api(bk, shape, bias, rng):
@@ -265,7 +295,7 @@ def test_ops_benchmark_reports_every_op_set(bk):
 
     records = bench_ops([bk], rounds=1, calls=1)
     assert {r["ops"] for r in records} == {"array-api", "cpu-fused"}
-    assert len({r["op"] for r in records}) == 6
+    assert len({r["op"] for r in records}) == 8
     assert all(r["time_us"] > 0 for r in records)
     assert all(r["vs_array_api"] == 1.0 for r in records if r["ops"] == "array-api")
 

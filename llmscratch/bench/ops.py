@@ -1,9 +1,10 @@
-"""The op sets side by side: each elementwise op of a training step, Array API vs fused, at the shapes of a model.
+"""The op sets side by side: each op an op set supplies, Array API vs fused, at the shapes of a model.
 
-For every backend and op (GELU, LayerNorm, forward and backward, and one AdamW step over all the model's
-parameters), the op sets that run there take turns for several rounds, so a noisy machine's slow phases hit
-them alike; the figure is the median call. The shapes are those of a preset's training step: GELU on
-(B,T,4C), LayerNorm on (B,T,C), AdamW over the preset model's parameters.
+For every backend and op (the MLP's c_fc matmuls, GELU, LayerNorm, forward and backward, and one AdamW step
+over all the model's parameters), the op sets that run there take turns for several rounds, so a noisy
+machine's slow phases hit them alike; the figure is the median call. The shapes are those of a preset's
+training step: matmuls (B·T,C)·(C,4C) + bias and its weight gradient (C,B·T)·(B·T,4C), GELU on (B,T,4C),
+LayerNorm on (B,T,C), AdamW over the preset model's parameters.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str,
     h, dh = (bk.from_numpy(rng.standard_normal((B, T, 4 * C))) for _ in range(2))
     x, dx = (bk.from_numpy(rng.standard_normal((B, T, C))) for _ in range(2))
     w = bk.from_numpy(rng.standard_normal(C))
+    w_fc, b_fc = bk.from_numpy(rng.standard_normal((C, 4 * C))), bk.from_numpy(rng.standard_normal(4 * C))
+    x2, dh2 = bk.xp.reshape(x, (B * T, C)), bk.xp.reshape(dh, (B * T, 4 * C))
     _, gelu_cache = op_set.gelu_forward(bk, h)
     _, ln_cache = op_set.layernorm_forward(bk, x, w)
     grads = {n: bk.from_numpy(rng.standard_normal(p.shape) * 1e-2) for n, p in params.items()}
@@ -41,6 +44,8 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str,
         op_set.adamw_update(bk, *tensors, decays, 0.9, 0.99, 1e-3, 1.0, 1e-8)
 
     return {
+        "matmul x·w + b (c_fc forward)": lambda: op_set.matmul(bk, x2, w_fc, b_fc),
+        "matmul xᵀ·dh (c_fc weight gradient)": lambda: op_set.matmul(bk, bk.xp.matrix_transpose(x2), dh2),
         "gelu forward": lambda: op_set.gelu_forward(bk, h),
         "gelu backward": lambda: op_set.gelu_backward(bk, dh, gelu_cache),
         "layernorm forward": lambda: op_set.layernorm_forward(bk, x, w),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ..backends import Backend
+from ..kernels import get_ops
 from ..models.gpt import GPTConfig, parameter_specs
 
 
@@ -44,10 +46,12 @@ def linear_layer_matmuls(bk: Backend, cfg: GPTConfig, rows: int) -> Callable[[],
     Each layer (c_attn, c_proj, c_fc, mlp c_proj of every block, then the output head) gets its own input x
     (rows, n_in), weight w (n_in, n_out) and output gradient d (rows, n_out), so that, as in a real step, each
     matmul reads operands the previous ones pushed out of the caches: the forward x @ w of every layer, then
-    the backward d @ wᵀ and xᵀ @ d from the last layer back to the first. Every implementation of the model
-    does this work with the same BLAS; what its step takes beyond it is everything else.
+    the backward d @ wᵀ and xᵀ @ d from the last layer back to the first. They run on the matmul of the
+    config's op set (``cfg.ops``), the one the model's step uses: the library's BLAS, or the cpu-fused GEMM.
+    What a step takes beyond them is everything else.
     """
     xp = bk.xp
+    matmul = partial(get_ops(cfg.ops, bk).matmul, bk)
     rng = np.random.default_rng(0)
 
     def normal(*shape: int) -> Any:
@@ -59,9 +63,9 @@ def linear_layer_matmuls(bk: Backend, cfg: GPTConfig, rows: int) -> Callable[[],
 
     def step() -> None:
         for x, w, _ in layers:
-            x @ w
+            matmul(x, w)
         for x, w, d in reversed(layers):
-            d @ xp.matrix_transpose(w)
-            xp.matrix_transpose(x) @ d
+            matmul(d, xp.matrix_transpose(w))
+            matmul(xp.matrix_transpose(x), d)
 
     return step

@@ -4,8 +4,8 @@ Every contestant trains the same model (same config, same initial weights, same 
 step: forward, backward, global-norm clipping, AdamW, each in its own process. The processes take turns, a few
 steps each, for several rounds, so slow phases of a noisy machine hit them all alike, with a pause before each
 turn so the previous library's spinning threads do not steal the cores; the figure is the median step. Each turn
-also times the step's linear-layer matmuls alone (timing.linear_layer_matmuls), the part of a step every
-contestant spends in the same BLAS: the rest of the step is what an implementation itself costs. MFU compares
+also times the step's linear-layer matmuls alone (timing.linear_layer_matmuls) on the contestant's own matmul
+(the library's BLAS, or the cpu-fused GEMM on torch): the rest of the step is everything else it costs. MFU compares
 achieved FLOP/s (nanoGPT's 6N + 12·L·C·T per token) with the best float32 matmul measured on the same
 device in the same run.
 
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -91,7 +91,7 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
     from ..reference.torch_gpt import TorchGPT
 
     bk = get_backend("torch", device, cfg.dtype)
-    model_cfg = cfg.model_config(vocab)
+    model_cfg = replace(cfg.model_config(vocab), ops="array-api")  # its linear layers: torch's own matmul
     host = {n: bk.to_numpy(p) for n, p in init_params(model_cfg, bk, cfg.seed).items()}
     model = TorchGPT.from_params(model_cfg, host, dtype=bk.dtype, device=device)
     opt = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))

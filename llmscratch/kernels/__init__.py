@@ -6,9 +6,9 @@ Every attention kernel has the signature of the reference op (``ops.attention``)
     dq, dk, dv = kernel.backward(bk, dout, cache)
 
 and is tested against it ("naive") on every backend it supports. An op set (``GPTConfig.ops``) supplies the
-elementwise ops a model spends its non-matmul time in, GELU, LayerNorm, the gradient norm and the AdamW
-update, with the signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused" the C++
-kernels of cpu_fused.py, and the two are tested against each other.
+ops a model spends the rest of its time in, the linear layers' matmul, GELU, LayerNorm, the gradient norm and
+the AdamW update, with the signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused"
+the C++ kernels of cpu_fused.py, and the two are tested against each other.
 """
 
 from __future__ import annotations
@@ -112,9 +112,10 @@ def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
 
 @dataclass(frozen=True)
 class OpSet:
-    """The elementwise ops a model and its optimizer take from an op set (see the module docstring)."""
+    """The ops a model and its optimizer take from an op set (see the module docstring)."""
 
     name: str
+    matmul: Any  # (bk, a, b, bias=None) -> a @ b + bias, for the linear layers
     gelu_forward: Any  # (bk, x, form="tanh") -> (out, cache)
     gelu_backward: Any  # (bk, dout, cache) -> dx
     layernorm_forward: Any  # (bk, x, w, b=None, eps=1e-5) -> (out, cache)
@@ -126,6 +127,7 @@ class OpSet:
 OP_SETS = {
     "array-api": OpSet(
         "array-api",
+        ops.matmul,
         ops.gelu_forward,
         ops.gelu_backward,
         ops.layernorm_forward,
@@ -135,6 +137,7 @@ OP_SETS = {
     ),
     "cpu-fused": OpSet(
         "cpu-fused",
+        cpu_fused.matmul,
         cpu_fused.gelu_forward,
         cpu_fused.gelu_backward,
         cpu_fused.layernorm_forward,

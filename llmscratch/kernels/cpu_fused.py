@@ -1,11 +1,11 @@
 """Fused CPU kernels (cpu/fused.cpp) for the numpy and torch backends on the CPU.
 
 Each function here has the signature of the Array API op it stands in for (``llmscratch.ops``) and computes
-the same math in one or two passes over memory instead of one per operator: the "cpu-fused" op set
-(``GPTConfig.ops``) and the "cpu-tiled" attention kernel. The C++ file is compiled on first use by the
-system's C++ compiler ($CXX, else c++ / g++ / clang++) with -O3 -march=native into the llmscratch cache (one
-library per source, compiler, flags and CPU) and loaded with ctypes. Without a compiler ``unavailable()``
-says why, and ops="auto" / attention="auto" keep the Array API versions.
+the same math in one or two passes over memory instead of one per operator, and a GEMM for the linear
+layers: the "cpu-fused" op set (``GPTConfig.ops``) and the "cpu-tiled" attention kernel. The C++ file is
+compiled on first use by the system's C++ compiler ($CXX, else c++ / g++ / clang++) with -O3 -march=native
+into the llmscratch cache (one library per source, compiler, flags and CPU) and loaded with ctypes. Without
+a compiler ``unavailable()`` says why, and ops="auto" / attention="auto" keep the Array API versions.
 
 Two builds of the one source: "serial" for numpy, and "openmp" for torch, which splits the loops across
 torch's own OpenMP threads (loaded only once torch is, it binds to torch's OpenMP runtime) and keeps those
@@ -45,6 +45,7 @@ SIGNATURES = {
     "gelu_backward": "ppppi",
     "layernorm_forward": "ppppppiif",
     "layernorm_backward": "ppppppppii",
+    "matmul": "ppppiiiiiii",
     "sum_of_squares": "ppip",
     "adamw_step": "ppppppiffffff",
     "attention_tiled_forward": "ppppppiiiiiipif",
@@ -134,6 +135,26 @@ def _kernel(bk: Backend, name: str) -> Any:
     """The kernel for bk's dtype, from the openmp build on torch where it builds, else the serial one."""
     lib = _build("openmp")[0] if bk.name == "torch" else None
     return getattr(lib or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
+
+
+def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
+    """a (M,K), b (K,N), bias (N,) or None -> a @ b + bias (M,N), a and b read through their strides.
+
+    On torch the C++ GEMM, threaded on torch's OpenMP threads: in a training step it beat torch's own
+    matmul (MKL) on the model's layers (benchmarks/README.md). numpy keeps its BLAS, which runs on every core,
+    where the kernels here run on one.
+    """
+    lib = _build("openmp")[0] if bk.name == "torch" else None
+    if lib is None:
+        return ops.matmul(bk, a, b, bias)
+    (M, K), N = a.shape, b.shape[1]
+    if 1 not in bk.strides(b):  # the kernel packs B from rows or columns laid out contiguously
+        b = bk.contiguous(b)
+    out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
+    bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
+    pointers = (bk.pointer(out), bk.pointer(a), bk.pointer(b), bias_pointer)
+    getattr(lib, f"matmul_{SUFFIX[bk.dtype_name]}")(*pointers, M, N, K, *bk.strides(a), *bk.strides(b))
+    return out
 
 
 def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:

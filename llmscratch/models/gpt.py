@@ -63,7 +63,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     attention: str = "naive"  # attention kernel, see llmscratch.kernels
-    ops: str = "array-api"  # op set for GELU, LayerNorm and AdamW: array-api | cpu-fused (llmscratch.kernels)
+    ops: str = "array-api"  # op set for matmul, GELU, LayerNorm, AdamW: array-api | cpu-fused (llmscratch.kernels)
 
     def __post_init__(self) -> None:
         for name, value, choices in (("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS)):
@@ -195,7 +195,8 @@ class GPT:
     # ---- small helpers: one named layer's forward and backward ----------------------------------------------
 
     def _linear_forward(self, x: Any, name: str) -> tuple[Any, Any]:
-        return ops.linear_forward(self.bk, x, self.params[f"{name}.weight"], self.params.get(f"{name}.bias"))
+        w, b = self.params[f"{name}.weight"], self.params.get(f"{name}.bias")
+        return ops.linear_forward(self.bk, x, w, b, matmul=self.op_set.matmul)
 
     def _linear_backward(self, dout: Any, cache: Any, name: str, grads: dict) -> Any:
         dx, grads[f"{name}.weight"], db = ops.linear_backward(self.bk, dout, cache)
@@ -341,7 +342,8 @@ class GPT:
         if kv_cache is not None:
             kv_cache.advance(T)
         x, c_lnf = self._norm_forward(x, "transformer.ln_f")
-        logits, c_head = ops.linear_forward(bk, x, xp.matrix_transpose(p[self._head_weight_name()]))  # (B,T,V)
+        head = xp.matrix_transpose(p[self._head_weight_name()])  # (C,V)
+        logits, c_head = ops.linear_forward(bk, x, head, matmul=self.op_set.matmul)  # (B,T,V)
         loss = c_loss = None
         if targets is not None:
             loss, c_loss = ops.cross_entropy_forward(bk, logits, self.as_ids(targets))

@@ -17,7 +17,7 @@ from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
-from .linear import linear_backward, linear_forward
+from .linear import linear_backward, linear_forward, matmul
 from .positions import positions_backward, positions_forward, sinusoidal_table
 from .rmsnorm import rmsnorm_backward, rmsnorm_forward
 from .rope import rope_backward, rope_forward, rope_tables
@@ -38,6 +38,7 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "matmul",
     "positions_backward",
     "positions_forward",
     "relu_backward",
