@@ -196,7 +196,7 @@ def cmd_bench_ops(args: argparse.Namespace) -> int:
     columns = [("backend", "backend", ""), ("op", "op", ""), ("op set", "ops", ""), ("µs per call", "time_us", ".1f")]
     table = markdown_table(records, [*columns, ("× faster than array-api", "vs_array_api", ".2f")])
     print(table)
-    paths = write_report(args.out, args.name, {f"elementwise ops at the {args.preset} shapes": (records, table)})
+    paths = write_report(args.out, args.name, {f"the op sets' ops at the {args.preset} shapes": (records, table)})
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
