@@ -469,45 +469,49 @@ void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, co
 
 // ---- matrix multiply: out = A·B (+ bias), the linear layers' GEMMs ------------------------------------------
 //
-// out (M,N) is C-contiguous; A (M,K) and B (K,N) are any 2-D views, element (i,k) at a[i·a_rs + k·a_cs]. B is first
-// packed into a zero-padded (K, Np) copy, Np = N rounded up to 2VL (gather_rows, or gather_transposed for a
-// transposed B such as wᵀ), the threads sharing its rows. The product then runs as tasks of MROWS rows × one
-// 2VL-wide panel of columns, each one rows_by_dims tile summing over all K with its sums in registers, so the
-// output is written once, with the bias added, and never zeroed or read. Which operand stays in cache decides
-// the order of the tasks: where the packed B fits in L2 they go row tile by row tile (A streams past once,
-// every panel of B is reused from L2), else panel by panel (one K × 2VL panel of B is reused while A streams).
-// In a training step, with operands coming cold from memory, this beat MKL's SGEMM by ~5% (benchmarks/README.md).
+// out (M,N) is C-contiguous; A (M,K) and B (K,N) are any 2-D views, element (i,k) at a[i·a_rs + k·a_cs]. The
+// product runs as tasks of MROWS rows × one 2VL-wide panel of columns, each one rows_by_dims tile summing over
+// all K with its sums in registers, so the output is written once, with the bias added, and never zeroed or
+// read. A panel is read where it lies when B's rows are contiguous (x·w, xᵀ·d); the columns that do not fill a
+// whole panel, or all of a transposed B (d·wᵀ), are first copied into a zero-padded (K, ·) array (gather_rows,
+// gather_transposed), the threads sharing its rows. Which operand stays in cache decides the order of the
+// tasks: where B fits in L2 they go row tile by row tile (A streams past once, every panel of B is reused from
+// L2), else panel by panel (one K × 2VL panel of B is reused while A streams past).
 
-constexpr int64_t PACKED_B_KEPT = 512 << 10;  // bytes of packed B a core's L2 keeps while A streams past
+constexpr int64_t B_KEPT = 512 << 10;  // bytes of B a core's L2 keeps while A streams past
 
 template <typename T>
 void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N, int64_t K, int64_t a_rs, int64_t a_cs,
             int64_t b_rs, int64_t b_cs) {
-    const int64_t Np = round_up(N, 2 * VL<T>), panels = Np / (2 * VL<T>), tiles = (M + MROWS - 1) / MROWS;
-    T* packed = new T[K * Np];
-    const bool rows_outer = K * Np * int64_t(sizeof(T)) <= PACKED_B_KEPT;
+    constexpr int64_t PANEL = 2 * VL<T>;
+    const int64_t Np = round_up(N, PANEL), panels = Np / PANEL, tiles = (M + MROWS - 1) / MROWS;
+    const int64_t in_place = b_cs == 1 ? N / PANEL * PANEL : 0;  // B's columns read where they lie
+    const int64_t ldp = Np - in_place;                            // the rest, copied: (K, ldp)
+    T* packed = new T[K * ldp];
+    const bool rows_outer = K * Np * int64_t(sizeof(T)) <= B_KEPT;
     const auto all_of_k = [=](int64_t, int64_t) { return std::pair<int64_t, int64_t>(0, K); };
 #pragma omp parallel
     {
 #pragma omp for schedule(static)
-        for (int64_t k0 = 0; k0 < K; k0 += 64) {  // B -> packed (K, Np), in blocks of 64 of its rows
+        for (int64_t k0 = 0; k0 < K; k0 += 64) {  // in blocks of 64 rows of B
             const int64_t n = min(64, K - k0);
             if (b_cs == 1)
-                gather_rows(packed + k0 * Np, Np, b + k0 * b_rs, b_rs, n, N);
+                gather_rows(packed + k0 * ldp, ldp, b + k0 * b_rs + in_place, b_rs, n, N - in_place);
             else  // b_rs == 1: the columns of B are rows in memory
-                gather_transposed(packed + k0 * Np, Np, b + k0, b_cs, N, n);
+                gather_transposed(packed + k0 * ldp, ldp, b + k0, b_cs, N, n);
         }
 #pragma omp for schedule(static)
         for (int64_t task = 0; task < panels * tiles; task++) {
-            const int64_t panel = rows_outer ? task % panels : task / tiles;
-            const int64_t c0 = panel * 2 * VL<T>, i0 = (rows_outer ? task / panels : task % tiles) * MROWS;
+            const int64_t c0 = (rows_outer ? task % panels : task / tiles) * PANEL;
+            const int64_t i0 = (rows_outer ? task / panels : task % tiles) * MROWS;
+            const bool direct = c0 < in_place;
             const auto put = [=](int64_t i, int64_t, const vec<T>* sums, int64_t cols) {
                 const T* s = reinterpret_cast<const T*>(sums);
                 T* row = out + i * N + c0;
                 for (int64_t c = 0; c < cols; c++) row[c] = bias ? s[c] + bias[c0 + c] : s[c];
             };
-            const int64_t width = min(N - c0, 2 * VL<T>);
-            mix_rows<T>(i0, min(i0 + MROWS, M) - 1, rows_of(a, a_rs), a_cs, packed + c0, Np, width, all_of_k, put);
+            mix_rows<T>(i0, min(i0 + MROWS, M) - 1, rows_of(a, a_rs), a_cs, direct ? b + c0 : packed + c0 - in_place,
+                        direct ? b_rs : ldp, min(N - c0, PANEL), all_of_k, put);
         }
     }
     delete[] packed;
