@@ -311,6 +311,10 @@ def _fused_linear_forward(bk: Any, x: Any, w: Any, b: Any = None) -> tuple[Any, 
 # The fused C++ CPU kernels (llmscratch/kernels/cpu_fused.py) through the same three checks.
 CASES += [
     _fused("linear_bias", _fused_linear_forward, ops.linear_backward),
+    *(
+        _fused(case_id, cpu_fused.cross_entropy_forward, lambda bk, d, c: (cpu_fused.cross_entropy_backward(bk, d, c),))
+        for case_id in ("cross_entropy_ignore_rows", "cross_entropy_T1")
+    ),
     _fused("linear_no_bias_T1", _fused_linear_forward, lambda bk, d, c: ops.linear_backward(bk, d, c)[:2]),
     _fused("layernorm_bias", cpu_fused.layernorm_forward, cpu_fused.layernorm_backward),
     _fused(

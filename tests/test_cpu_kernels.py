@@ -21,7 +21,7 @@ import pytest
 from conftest import make_backend, rel_err
 
 from llmscratch import ops
-from llmscratch.errors import ConfigError
+from llmscratch.errors import ConfigError, DataError
 from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
 from llmscratch.optim import adamw_update, grad_norm
@@ -70,6 +70,32 @@ def test_matmul_matches_array_api(bk, M, K, N, a_transposed, b_transposed, bias,
     got, want = cf.matmul(bk, a, b, c), ops.matmul(bk, a, b, c)
     assert tuple(got.shape) == (M, N)
     assert close(bk, got, want)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (12, 64, 65), (40, 1000)])
+def test_cross_entropy_matches_array_api(bk, shape, rng):
+    """Loss and gradient on rows with and without an ignored target, at the model's shape and a wide vocabulary."""
+    V = shape[-1]
+    logits = bk.from_numpy(rng.standard_normal(shape) * 3)
+    ids = rng.integers(0, V, shape[:-1])
+    ids.reshape(-1)[::3] = -100  # every third row ignored
+    targets = bk.from_numpy(ids)
+    loss, cache = cf.cross_entropy_forward(bk, logits, targets)
+    ref, ref_cache = ops.cross_entropy_forward(bk, logits, targets)
+    assert close(bk, loss, ref)
+    assert close(bk, cf.cross_entropy_backward(bk, 0.7, cache), ops.cross_entropy_backward(bk, 0.7, ref_cache))
+
+
+def test_cross_entropy_checks_its_targets(bk):
+    """An out-of-range target gets the Array API op's error; all targets ignored: loss 0, gradient 0."""
+    logits = bk.zeros((2, 3, 5))
+    for bad in (5, -1):
+        targets = bk.from_numpy(np.array([[0, 1, 2], [3, bad, 4]]))
+        for op in (cf.cross_entropy_forward, ops.cross_entropy_forward):
+            with pytest.raises(DataError, match=rf"cross_entropy_forward: id {bad} is out of range .* of 5"):
+                op(bk, logits, targets)
+    loss, cache = cf.cross_entropy_forward(bk, logits, bk.from_numpy(np.full((2, 3), -100)))
+    assert float(loss) == 0.0 and not np.any(bk.to_numpy(cf.cross_entropy_backward(bk, 1.0, cache)))
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (3, 7), (2, 5, 33), (12, 64, 128)])

@@ -6,9 +6,9 @@ Every attention kernel has the signature of the reference op (``ops.attention``)
     dq, dk, dv = kernel.backward(bk, dout, cache)
 
 and is tested against it ("naive") on every backend it supports. An op set (``GPTConfig.ops``) supplies the
-ops a model spends the rest of its time in, the linear layers' matmul, GELU, LayerNorm, the gradient norm and
-the AdamW update, with the signatures of the Array API ops; "array-api" is those ops themselves, "cpu-fused"
-the C++ kernels of cpu_fused.py, and the two are tested against each other.
+ops a model spends the rest of its time in, the linear layers' matmul, GELU, LayerNorm, the softmax-cross-entropy
+loss, the gradient norm and the AdamW update, with the signatures of the Array API ops; "array-api" is those
+ops themselves, "cpu-fused" the C++ kernels of cpu_fused.py, and the two are tested against each other.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ class OpSet:
     gelu_backward: Any  # (bk, dout, cache) -> dx
     layernorm_forward: Any  # (bk, x, w, b=None, eps=1e-5) -> (out, cache)
     layernorm_backward: Any  # (bk, dout, cache) -> (dx, dw, db)
+    cross_entropy_forward: Any  # (bk, logits, targets, ignore_index=-100) -> (loss, cache)
+    cross_entropy_backward: Any  # (bk, dloss, cache) -> dlogits
     grad_norm: Any  # (bk, grads) -> ‖g‖ (0-d)
     adamw_update: Any  # (bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale) -> None
 
@@ -132,6 +134,8 @@ OP_SETS = {
         ops.gelu_backward,
         ops.layernorm_forward,
         ops.layernorm_backward,
+        ops.cross_entropy_forward,
+        ops.cross_entropy_backward,
         grad_norm,
         adamw_update,
     ),
@@ -142,6 +146,8 @@ OP_SETS = {
         cpu_fused.gelu_backward,
         cpu_fused.layernorm_forward,
         cpu_fused.layernorm_backward,
+        cpu_fused.cross_entropy_forward,
+        cpu_fused.cross_entropy_backward,
         cpu_fused.grad_norm,
         cpu_fused.adamw_update,
     ),

@@ -31,6 +31,7 @@ from .. import ops
 from ..backends import Backend
 from ..data import cache_dir
 from ..errors import BackendError
+from ..ops import cross_entropy
 from ..ops.attention import check_attention_inputs
 
 SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
@@ -46,6 +47,8 @@ SIGNATURES = {
     "layernorm_forward": "ppppppiif",
     "layernorm_backward": "ppppppppii",
     "matmul": "ppppiiiiiii",
+    "cross_entropy_forward": "pppppiii",
+    "cross_entropy_backward": "pppiiif",
     "sum_of_squares": "ppip",
     "adamw_step": "ppppppiffffff",
     "attention_tiled_forward": "ppppppiiiiiipif",
@@ -205,6 +208,37 @@ def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, An
     pointers = [bk.pointer(a) if a is not None else 0 for a in (dx, dw, db, dout, x, mean, rstd, w)]
     _kernel(bk, "layernorm_backward")(*pointers, math.prod(x.shape) // C, C)
     return dx, dw, db
+
+
+def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: int = -100) -> tuple[Any, Any]:
+    """logits (...,V), targets (...) int -> loss () (see llmscratch.ops.cross_entropy_forward), in one pass that
+    also checks the targets' range"""
+    xp = bk.xp
+    V = logits.shape[-1]
+    cross_entropy.check_targets(logits, targets)
+    ops.checks.expect(xp.isdtype(targets.dtype, "integral"), "cross_entropy_forward", "targets must be integers")
+    z = bk.contiguous(xp.reshape(logits, (-1, V)))  # (N,V)
+    y = bk.contiguous(xp.reshape(xp.astype(targets, xp.int64), (-1,)))  # (N,)
+    probs = xp.empty_like(z)
+    loss_sum, kept_and_bad = ctypes.c_double(), (ctypes.c_int64 * 2)()
+    pointers = (bk.pointer(probs), ctypes.addressof(loss_sum), ctypes.addressof(kept_and_bad), bk.pointer(z))
+    _kernel(bk, "cross_entropy_forward")(*pointers, bk.pointer(y), z.shape[0], V, ignore_index)
+    kept, bad = kept_and_bad
+    if bad >= 0:
+        raise ops.checks.id_out_of_range("cross_entropy_forward", int(y[bad]), V)
+    n = max(kept, 1)  # every target ignored: loss 0 with a zero gradient
+    loss = xp.asarray(loss_sum.value / n, dtype=bk.dtype, device=bk.device)
+    return loss, (probs, y, n, ignore_index, logits.shape)
+
+
+def cross_entropy_backward(bk: Backend, dloss: Any, cache: Any) -> Any:
+    """dloss () or float -> dlogits (...,V)"""
+    probs, y, n, ignore_index, shape = cache
+    dz = bk.xp.empty_like(probs)
+    N, V = probs.shape
+    pointers = (bk.pointer(dz), bk.pointer(probs), bk.pointer(y))
+    _kernel(bk, "cross_entropy_backward")(*pointers, N, V, ignore_index, float(dloss) / n)
+    return bk.xp.reshape(dz, shape)
 
 
 def _pointers(bk: Backend, arrays: Sequence[Any]) -> Any:

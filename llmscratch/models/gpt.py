@@ -63,7 +63,7 @@ class GPTConfig:
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
     attention: str = "naive"  # attention kernel, see llmscratch.kernels
-    ops: str = "array-api"  # op set for matmul, GELU, LayerNorm, AdamW: array-api | cpu-fused (llmscratch.kernels)
+    ops: str = "array-api"  # op set for matmul, GELU, LayerNorm, loss, AdamW: array-api | cpu-fused (kernels)
 
     def __post_init__(self) -> None:
         for name, value, choices in (("pos", self.pos, POSITIONS), ("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS)):
@@ -346,7 +346,7 @@ class GPT:
         logits, c_head = ops.linear_forward(bk, x, head, matmul=self.op_set.matmul)  # (B,T,V)
         loss = c_loss = None
         if targets is not None:
-            loss, c_loss = ops.cross_entropy_forward(bk, logits, self.as_ids(targets))
+            loss, c_loss = self.op_set.cross_entropy_forward(bk, logits, self.as_ids(targets))
         self._cache = (
             None
             if kv_cache is not None
@@ -369,7 +369,7 @@ class GPT:
             raise RuntimeError("backward() needs a forward(idx, targets) first (with targets, without a kv_cache)")
         bk, xp, cfg = self.bk, self.bk.xp, self.config
         grads: dict[str, Any] = {}
-        dlogits = ops.cross_entropy_backward(bk, dloss, cache["loss"])  # (B,T,V)
+        dlogits = self.op_set.cross_entropy_backward(bk, dloss, cache["loss"])  # (B,T,V)
         dx, dhead_t, _ = ops.linear_backward(bk, dlogits, cache["head"])
         head_grad = xp.matrix_transpose(dhead_t)  # (V,C)
         dx = self._norm_backward(dx, cache["ln_f"], "transformer.ln_f", grads)

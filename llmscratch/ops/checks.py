@@ -27,5 +27,9 @@ def check_ids(bk: Backend, ids: Any, size: int, op: str, ignore_index: int | Non
     kept = ids if ignore_index is None else xp.where(ids == ignore_index, 0, ids)
     lo, hi = int(xp.min(kept)), int(xp.max(kept))
     if lo < 0 or hi >= size:
-        bad = lo if lo < 0 else hi
-        raise DataError(f"{op}: id {bad} is out of range for a vocabulary of {size} (valid: 0..{size - 1})")
+        raise id_out_of_range(op, lo if lo < 0 else hi, size)
+
+
+def id_out_of_range(op: str, bad: int, size: int) -> DataError:
+    """The error for a token id outside a vocabulary of ``size``."""
+    return DataError(f"{op}: id {bad} is out of range for a vocabulary of {size} (valid: 0..{size - 1})")

@@ -14,15 +14,20 @@ from ..backends import Backend
 from .checks import check_ids, expect
 
 
-def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: int = -100) -> tuple[Any, Any]:
-    """logits (...,V), targets (...) int -> loss () mean over the targets that are not ignore_index"""
-    xp = bk.xp
-    V = logits.shape[-1]
+def check_targets(logits: Any, targets: Any) -> None:
+    """targets must have the shape of logits without its last axis."""
     expect(
         tuple(targets.shape) == tuple(logits.shape[:-1]),
         "cross_entropy_forward",
         f"targets {tuple(targets.shape)} must match logits {tuple(logits.shape)} without its last axis",
     )
+
+
+def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: int = -100) -> tuple[Any, Any]:
+    """logits (...,V), targets (...) int -> loss () mean over the targets that are not ignore_index"""
+    xp = bk.xp
+    V = logits.shape[-1]
+    check_targets(logits, targets)
     check_ids(bk, targets, V, "cross_entropy_forward", ignore_index)
     z = xp.reshape(logits, (-1, V))  # (N,V)
     y = xp.reshape(targets, (-1,))  # (N,)

@@ -136,6 +136,68 @@ void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T*
     }
 }
 
+// ---- softmax + cross-entropy over the vocabulary, fused -----------------------------------------------------
+//
+// forward: for each row n whose target y is kept (y ≠ ignore_index): probs[n] = softmax(z[n]) and its loss
+// logsumexp(z[n]) - z[n][y]; ignored rows get probs 0. Writes the sum of the kept rows' losses (added in row
+// order, in double: the same bits for any thread count), the number of kept rows, and a row whose target is
+// out of range (-1 if none) for the caller's error. backward: dz[n] = scale·(probs[n] - onehot(y)) on kept
+// rows, 0 on the rest (scale = dloss / the number of kept rows).
+
+template <typename T>
+void cross_entropy_forward(T* probs, double* loss_sum, int64_t* kept_and_bad, const T* logits, const int64_t* targets,
+                           int64_t N, int64_t V, int64_t ignore_index) {
+    std::vector<double> row_loss(N, 0.0);
+    int64_t bad = -1;
+#pragma omp parallel for schedule(static) reduction(max : bad)
+    for (int64_t n = 0; n < N; n++) {
+        const T* z = logits + n * V;
+        T* p = probs + n * V;
+        const int64_t y = targets[n];
+        if (y == ignore_index || y < 0 || y >= V) {
+            if (y != ignore_index) bad = n;
+            std::memset(p, 0, V * sizeof(T));
+            continue;
+        }
+        T mx = z[0];
+        for (int64_t v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+        T sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t v = 0; v < V; v++) {
+            p[v] = exp_approx(z[v] - mx);
+            sum += p[v];
+        }
+        const T inv = T(1) / sum;
+#pragma omp simd
+        for (int64_t v = 0; v < V; v++) p[v] *= inv;
+        row_loss[n] = double(mx + std::log(sum) - z[y]);
+    }
+    double total = 0;
+    int64_t kept = 0;
+    for (int64_t n = 0; n < N; n++) {
+        total += row_loss[n];
+        kept += targets[n] != ignore_index;
+    }
+    *loss_sum = total;
+    kept_and_bad[0] = kept;
+    kept_and_bad[1] = bad;
+}
+
+template <typename T>
+void cross_entropy_backward(T* dlogits, const T* probs, const int64_t* targets, int64_t N, int64_t V,
+                            int64_t ignore_index, T scale) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        T* d = dlogits + n * V;
+        const T* p = probs + n * V;
+        const int64_t y = targets[n];
+        const T s = y == ignore_index ? T(0) : scale;
+#pragma omp simd
+        for (int64_t v = 0; v < V; v++) d[v] = s * p[v];
+        if (y != ignore_index) d[y] -= scale;
+    }
+}
+
 // ---- the global gradient norm and AdamW, over every parameter tensor in one call ------------------------------
 //
 // The tensors' elements are cut into chunks of at most CHUNK (a tensor is one chunk or more, never part of
@@ -531,6 +593,15 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
     extern "C" void layernorm_backward_##suffix(T* dx, T* dw, T* db, const T* dout, const T* x, const T* mean,  \
                                                 const T* rstd, const T* w, int64_t N, int64_t C) {             \
         layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, N, C);                                          \
+    }                                                                                                          \
+    extern "C" void cross_entropy_forward_##suffix(T* probs, double* loss_sum, int64_t* kept_and_bad,          \
+                                                   const T* logits, const int64_t* targets, int64_t N, int64_t V, \
+                                                   int64_t ignore) {                                           \
+        cross_entropy_forward(probs, loss_sum, kept_and_bad, logits, targets, N, V, ignore);                   \
+    }                                                                                                          \
+    extern "C" void cross_entropy_backward_##suffix(T* dlogits, const T* probs, const int64_t* targets,        \
+                                                    int64_t N, int64_t V, int64_t ignore, T scale) {           \
+        cross_entropy_backward(dlogits, probs, targets, N, V, ignore, scale);                                  \
     }                                                                                                          \
     extern "C" void sum_of_squares_##suffix(const T* const* xs, const int64_t* sizes, int64_t count, double* out) { \
         *out = sum_of_squares(xs, sizes, count);                                                               \
