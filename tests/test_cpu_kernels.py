@@ -304,6 +304,13 @@ def test_a_failing_compiler_is_reported_in_one_line(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-written left behind
 
 
+def test_the_kernels_compile_wherever_there_is_a_compiler():
+    """An error in fused.cpp must fail the suite, not quietly skip every test of its kernels."""
+    if cf._compiler() is None:
+        pytest.skip("no C++ compiler here")
+    assert cf.compiles(), cf._build("serial")[1]
+
+
 def test_compiled_once_into_the_cache(tmp_path):
     if not cf.compiles():
         pytest.skip("no C++ compiler here")

@@ -567,10 +567,11 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
             const int64_t c0 = (rows_outer ? task % panels : task / tiles) * PANEL;
             const int64_t i0 = (rows_outer ? task / panels : task % tiles) * MROWS;
             const bool direct = c0 < in_place;
+            vec<T> add[2] = {};  // the bias of this panel's columns, 0 beyond N
+            if (bias) std::memcpy(add, bias + c0, min(N - c0, PANEL) * sizeof(T));
             const auto put = [=](int64_t i, int64_t, const vec<T>* sums, int64_t cols) {
-                const T* s = reinterpret_cast<const T*>(sums);
-                T* row = out + i * N + c0;
-                for (int64_t c = 0; c < cols; c++) row[c] = bias ? s[c] + bias[c0 + c] : s[c];
+                const vec<T> row[2] = {sums[0] + add[0], sums[1] + add[1]};
+                std::memcpy(out + i * N + c0, row, cols * sizeof(T));
             };
             mix_rows<T>(i0, min(i0 + MROWS, M) - 1, rows_of(a, a_rs), a_cs, direct ? b + c0 : packed + c0 - in_place,
                         direct ? b_rs : ldp, min(N - c0, PANEL), all_of_k, put);
