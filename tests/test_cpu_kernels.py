@@ -328,7 +328,7 @@ def test_ops_benchmark_reports_every_op_set(bk):
 
     records = bench_ops([bk], rounds=1, calls=1)
     assert {r["ops"] for r in records} == {"array-api", "cpu-fused"}
-    assert len({r["op"] for r in records}) == 8
+    assert len({r["op"] for r in records}) == 10
     assert all(r["time_us"] > 0 for r in records)
     assert all(r["vs_array_api"] == 1.0 for r in records if r["ops"] == "array-api")
 

@@ -1,10 +1,11 @@
 """The op sets side by side: each op an op set supplies, Array API vs fused, at the shapes of a model.
 
-For every backend and op (the MLP's c_fc matmuls, GELU, LayerNorm, forward and backward, and one AdamW step
-over all the model's parameters), the op sets that run there take turns for several rounds, so a noisy
-machine's slow phases hit them alike; the figure is the median call. The shapes are those of a preset's
-training step: matmuls (B·T,C)·(C,4C) + bias and its weight gradient (C,B·T)·(B·T,4C), GELU on (B,T,4C),
-LayerNorm on (B,T,C), AdamW over the preset model's parameters.
+For every backend and op (the MLP's c_fc matmuls; GELU, LayerNorm and the loss, forward and backward; the
+gradient norm and one AdamW step over all the model's parameters), the op sets that run there take turns for
+several rounds, so a noisy machine's slow phases hit them alike; the figure is the median call. The shapes
+are those of a preset's training step: matmuls (B·T,C)·(C,4C) + bias and its weight gradient (C,B·T)·(B·T,4C),
+GELU on (B,T,4C), LayerNorm on (B,T,C), the loss on (B,T,V) logits (V = 65, the characters of
+tinyshakespeare), AdamW over the preset model's parameters.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from ..errors import ConfigError
 from ..kernels import OP_SETS, OpSet, get_ops
 from ..models.gpt import init_params
 
+VOCAB = 65  # tinyshakespeare's characters
 
-def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str, Any]) -> dict[str, Callable]:
+
+def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, V: int, params: dict[str, Any]) -> dict[str, Callable]:
     """op name -> a call of it on fresh inputs of the step's shapes"""
     rng = np.random.default_rng(0)
     h, dh = (bk.from_numpy(rng.standard_normal((B, T, 4 * C))) for _ in range(2))
@@ -31,6 +34,8 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str,
     w = bk.from_numpy(rng.standard_normal(C))
     w_fc, b_fc = bk.from_numpy(rng.standard_normal((C, 4 * C))), bk.from_numpy(rng.standard_normal(4 * C))
     x2, dh2 = bk.xp.reshape(x, (B * T, C)), bk.xp.reshape(dh, (B * T, 4 * C))
+    logits, targets = bk.from_numpy(rng.standard_normal((B, T, V))), bk.from_numpy(rng.integers(0, V, (B, T)))
+    _, loss_cache = op_set.cross_entropy_forward(bk, logits, targets)
     _, gelu_cache = op_set.gelu_forward(bk, h)
     _, ln_cache = op_set.layernorm_forward(bk, x, w)
     grads = {n: bk.from_numpy(rng.standard_normal(p.shape) * 1e-2) for n, p in params.items()}
@@ -50,6 +55,8 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, params: dict[str,
         "gelu backward": lambda: op_set.gelu_backward(bk, dh, gelu_cache),
         "layernorm forward": lambda: op_set.layernorm_forward(bk, x, w),
         "layernorm backward": lambda: op_set.layernorm_backward(bk, dx, ln_cache),
+        "cross-entropy forward": lambda: op_set.cross_entropy_forward(bk, logits, targets),
+        "cross-entropy backward": lambda: op_set.cross_entropy_backward(bk, 1.0, loss_cache),
         "gradient norm (all parameters)": lambda: op_set.grad_norm(bk, tensors[1]),
         "adamw step (all parameters)": adamw,
     }
@@ -66,9 +73,9 @@ def bench_ops(backends: list[Backend], preset: str = "shakespeare_char_cpu", rou
                 sets[name] = get_ops(name, bk)
             except ConfigError:  # an op set that does not run here is left out
                 continue
-        params = init_params(cfg.model_config(65), bk)
+        params = init_params(cfg.model_config(VOCAB), bk)
         runners = {
-            name: _calls(bk, op_set, cfg.batch_size, cfg.block_size, cfg.n_embd, params)
+            name: _calls(bk, op_set, cfg.batch_size, cfg.block_size, cfg.n_embd, VOCAB, params)
             for name, op_set in sets.items()
         }
         ops = list(next(iter(runners.values())))

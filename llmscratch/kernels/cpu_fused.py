@@ -218,7 +218,7 @@ def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: 
     cross_entropy.check_targets(logits, targets)
     ops.checks.expect(xp.isdtype(targets.dtype, "integral"), "cross_entropy_forward", "targets must be integers")
     z = bk.contiguous(xp.reshape(logits, (-1, V)))  # (N,V)
-    y = bk.contiguous(xp.reshape(xp.astype(targets, xp.int64), (-1,)))  # (N,)
+    y = bk.contiguous(xp.reshape(xp.astype(targets, xp.int64, copy=False), (-1,)))  # (N,)
     probs = xp.empty_like(z)
     loss_sum, kept_and_bad = ctypes.c_double(), (ctypes.c_int64 * 2)()
     pointers = (bk.pointer(probs), ctypes.addressof(loss_sum), ctypes.addressof(kept_and_bad), bk.pointer(z))
