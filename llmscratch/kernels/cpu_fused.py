@@ -151,7 +151,7 @@ def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     if lib is None:
         return ops.matmul(bk, a, b, bias)
     (M, K), N = a.shape, b.shape[1]
-    if 1 not in bk.strides(b):  # the kernel packs B from rows or columns laid out contiguously
+    if 1 not in bk.strides(b):  # the kernel reads B by its rows or by its columns: one must be contiguous
         b = bk.contiguous(b)
     out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
     bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
