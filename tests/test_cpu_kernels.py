@@ -21,7 +21,7 @@ import pytest
 from conftest import make_backend, rel_err
 
 from llmscratch import ops
-from llmscratch.errors import ConfigError, DataError
+from llmscratch.errors import ConfigError, DataError, ShapeError
 from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
 from llmscratch.optim import adamw_update, grad_norm
@@ -87,8 +87,11 @@ def test_cross_entropy_matches_array_api(bk, shape, rng):
 
 
 def test_cross_entropy_checks_its_targets(bk):
-    """An out-of-range target gets the Array API op's error; all targets ignored: loss 0, gradient 0."""
+    """An out-of-range or non-integer target gets the Array API op's error; all targets ignored: loss 0, gradient 0."""
     logits = bk.zeros((2, 3, 5))
+    for op in (cf.cross_entropy_forward, ops.cross_entropy_forward):
+        with pytest.raises(ShapeError, match=r"cross_entropy_forward: ids must be integers"):
+            op(bk, logits, bk.zeros((2, 3)))
     for bad in (5, -1):
         targets = bk.from_numpy(np.array([[0, 1, 2], [3, bad, 4]]))
         for op in (cf.cross_entropy_forward, ops.cross_entropy_forward):

@@ -134,10 +134,14 @@ def unavailable(bk: Backend) -> str | None:
     return None if lib is not None else error.partition("; use")[0]
 
 
+def _threaded(bk: Backend) -> ctypes.CDLL | None:
+    """The openmp build where bk is torch and it builds (it runs on torch's OpenMP threads), else None."""
+    return _build("openmp")[0] if bk.name == "torch" else None
+
+
 def _kernel(bk: Backend, name: str) -> Any:
     """The kernel for bk's dtype, from the openmp build on torch where it builds, else the serial one."""
-    lib = _build("openmp")[0] if bk.name == "torch" else None
-    return getattr(lib or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
+    return getattr(_threaded(bk) or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
 
 
 def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
@@ -147,8 +151,7 @@ def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     matmul (MKL) on the model's layers (benchmarks/README.md). numpy keeps its BLAS, which runs on every core,
     where the kernels here run on one.
     """
-    lib = _build("openmp")[0] if bk.name == "torch" else None
-    if lib is None:
+    if _threaded(bk) is None:
         return ops.matmul(bk, a, b, bias)
     (M, K), N = a.shape, b.shape[1]
     if 1 not in bk.strides(b):  # the kernel reads B by its rows or by its columns: one must be contiguous
@@ -156,7 +159,7 @@ def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
     bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
     pointers = (bk.pointer(out), bk.pointer(a), bk.pointer(b), bias_pointer)
-    getattr(lib, f"matmul_{SUFFIX[bk.dtype_name]}")(*pointers, M, N, K, *bk.strides(a), *bk.strides(b))
+    _kernel(bk, "matmul")(*pointers, M, N, K, *bk.strides(a), *bk.strides(b))
     return out
 
 
@@ -216,7 +219,7 @@ def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: 
     xp = bk.xp
     V = logits.shape[-1]
     cross_entropy.check_targets(logits, targets)
-    ops.checks.expect(xp.isdtype(targets.dtype, "integral"), "cross_entropy_forward", "targets must be integers")
+    ops.checks.expect_integers(bk, targets, "cross_entropy_forward")
     z = bk.contiguous(xp.reshape(logits, (-1, V)))  # (N,V)
     y = bk.contiguous(xp.reshape(xp.astype(targets, xp.int64, copy=False), (-1,)))  # (N,)
     probs = xp.empty_like(z)

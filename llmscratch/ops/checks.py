@@ -14,6 +14,11 @@ def expect(ok: bool, op: str, message: str) -> None:
         raise ShapeError(f"{op}: {message}")
 
 
+def expect_integers(bk: Backend, ids: Any, op: str) -> None:
+    """Raise ShapeError('<op>: ids must be integers, ...') unless ``ids`` has an integer dtype."""
+    expect(bk.xp.isdtype(ids.dtype, "integral"), op, f"ids must be integers, got dtype {ids.dtype}")
+
+
 def check_ids(bk: Backend, ids: Any, size: int, op: str, ignore_index: int | None = None) -> None:
     """Every id must lie in [0, size) (or equal ``ignore_index``); a bad one raises DataError naming it.
 
@@ -21,7 +26,7 @@ def check_ids(bk: Backend, ids: Any, size: int, op: str, ignore_index: int | Non
     kills the CUDA context instead of raising.
     """
     xp = bk.xp
-    expect(xp.isdtype(ids.dtype, "integral"), op, f"ids must be integers, got dtype {ids.dtype}")
+    expect_integers(bk, ids, op)
     if ids.size == 0:  # reductions of an empty array are undefined
         return
     kept = ids if ignore_index is None else xp.where(ids == ignore_index, 0, ids)
