@@ -542,6 +542,16 @@ void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, co
 
 constexpr int64_t B_KEPT = 512 << 10;  // bytes of B a core's L2 keeps while A streams past
 
+// Asks for the cache lines of a rows × cols block, rows `stride` elements apart, that is about to be written.
+// A task's sums take all of K to form, so lines asked for as it starts are there when it stores them; left to
+// the hardware, whose prefetchers do not follow a tile's short scattered rows, every store into a fresh output
+// waited for its line (in a training step, where the outputs are not in cache, this made the GEMMs 14% slower).
+template <typename T>
+static inline void prefetch_for_writing(const T* block, int64_t stride, int64_t rows, int64_t cols) {
+    for (int64_t i = 0; i < rows; i++)
+        for (int64_t c = 0; c < cols; c += 64 / sizeof(T)) __builtin_prefetch(block + i * stride + c, 1);
+}
+
 template <typename T>
 void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N, int64_t K, int64_t a_rs, int64_t a_cs,
             int64_t b_rs, int64_t b_cs) {
@@ -573,8 +583,10 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
                 const vec<T> row[2] = {sums[0] + add[0], sums[1] + add[1]};
                 std::memcpy(out + i * N + c0, row, cols * sizeof(T));
             };
-            mix_rows<T>(i0, min(i0 + MROWS, M) - 1, rows_of(a, a_rs), a_cs, direct ? b + c0 : packed + c0 - in_place,
-                        direct ? b_rs : ldp, min(N - c0, PANEL), all_of_k, put);
+            const int64_t rows = min(i0 + MROWS, M) - i0, cols = min(N - c0, PANEL);
+            prefetch_for_writing(out + i0 * N + c0, N, rows, cols);
+            mix_rows<T>(i0, i0 + rows - 1, rows_of(a, a_rs), a_cs, direct ? b + c0 : packed + c0 - in_place,
+                        direct ? b_rs : ldp, cols, all_of_k, put);
         }
     }
     delete[] packed;
