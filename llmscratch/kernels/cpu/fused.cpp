@@ -289,6 +289,16 @@ struct Vector<double> {
 template <typename T>
 using vec = typename Vector<T>::type;
 template <typename T>
+struct Lanes;  // an integer vector with one lane per lane of vec<T>: shuffle indices
+template <>
+struct Lanes<float> {
+    typedef int32_t type __attribute__((vector_size(64)));
+};
+template <>
+struct Lanes<double> {
+    typedef int64_t type __attribute__((vector_size(64)));
+};
+template <typename T>
 constexpr int64_t VL = 64 / sizeof(T);
 constexpr int QROWS = 8;  // rows per rows_by_keys tile: 8 independent sums hide the FMA latency
 constexpr int MROWS = 8;  // rows per rows_by_dims tile (× 2 vectors: 16 sums)
@@ -361,10 +371,40 @@ static void gather_rows(T* dst, int64_t ld, const T* src, int64_t stride, int64_
     }
 }
 
+// One VL × VL block, transposed in registers: dst[c][r] = src[r][c], rows `stride` (src) and `ld` (dst) apart.
+// Round s (VL/2, ..., 2, 1) swaps the top-right and bottom-left s × s blocks of every 2s × 2s block: each row
+// pair (i, i + s) trades halves in two two-register shuffles (one vpermt2ps each on AVX-512).
+template <typename T>
+static inline void transpose_block(T* dst, int64_t ld, const T* src, int64_t stride) {
+    constexpr int L = VL<T>;
+    typename Lanes<T>::type c;  // the lane numbers 0..L-1
+    for (int l = 0; l < L; l++) c[l] = l;
+    vec<T> r[L];
+    for (int i = 0; i < L; i++) r[i] = load(src + i * stride);
+#pragma GCC unroll 4
+    for (int s = L / 2; s >= 1; s /= 2) {
+        const auto right = (c & s) != 0;                         // -1 on the lanes of the right s × s block
+        const auto for_upper = c + (right & (L - s));            // row i: its left block, then row i+s's left
+        const auto for_lower = c + (right & L) + (~right & s);   // row i+s: row i's right block, then its own
+#pragma GCC unroll 16
+        for (int i = 0; i < L; i++)
+            if (!(i & s)) {
+                const vec<T> upper = r[i], lower = r[i + s];
+                r[i] = __builtin_shuffle(upper, lower, for_upper);
+                r[i + s] = __builtin_shuffle(upper, lower, for_lower);
+            }
+    }
+    for (int i = 0; i < L; i++) std::memcpy(dst + i * ld, &r[i], sizeof r[i]);
+}
+
 template <typename T>
 static void gather_transposed(T* dst, int64_t ld, const T* src, int64_t stride, int64_t n, int64_t D) {
-    for (int64_t d = 0; d < D; d++) {  // (n, D) strided -> (D, ld), zero-padded
-        for (int64_t j = 0; j < n; j++) dst[d * ld + j] = src[j * stride + d];
+    // (n, D) strided -> (D, ld), zero-padded: whole VL × VL blocks in registers, the edges one element at a time
+    const int64_t n_blocks = n / VL<T> * VL<T>, D_blocks = D / VL<T> * VL<T>;
+    for (int64_t j = 0; j < n_blocks; j += VL<T>)
+        for (int64_t d = 0; d < D_blocks; d += VL<T>) transpose_block(dst + d * ld + j, ld, src + j * stride + d, stride);
+    for (int64_t d = 0; d < D; d++) {
+        for (int64_t j = d < D_blocks ? n_blocks : 0; j < n; j++) dst[d * ld + j] = src[j * stride + d];
         for (int64_t j = n; j < ld; j++) dst[d * ld + j] = 0;
     }
 }
