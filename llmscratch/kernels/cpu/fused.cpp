@@ -278,26 +278,18 @@ void adamw_step(T* const* ps, const T* const* gs, T* const* ms, T* const* vs, co
 
 template <typename T>
 struct Vector;  // 64 bytes, 16 floats or 8 doubles: one AVX-512 register (two AVX2 ones, four SSE ones)
-template <>
+template <>     // and `lanes`, the integers of the same width and count: the indices of a shuffle
 struct Vector<float> {
     typedef float type __attribute__((vector_size(64)));
+    typedef int32_t lanes __attribute__((vector_size(64)));
 };
 template <>
 struct Vector<double> {
     typedef double type __attribute__((vector_size(64)));
+    typedef int64_t lanes __attribute__((vector_size(64)));
 };
 template <typename T>
 using vec = typename Vector<T>::type;
-template <typename T>
-struct Lanes;  // an integer vector with one lane per lane of vec<T>: shuffle indices
-template <>
-struct Lanes<float> {
-    typedef int32_t type __attribute__((vector_size(64)));
-};
-template <>
-struct Lanes<double> {
-    typedef int64_t type __attribute__((vector_size(64)));
-};
 template <typename T>
 constexpr int64_t VL = 64 / sizeof(T);
 constexpr int QROWS = 8;  // rows per rows_by_keys tile: 8 independent sums hide the FMA latency
@@ -377,7 +369,7 @@ static void gather_rows(T* dst, int64_t ld, const T* src, int64_t stride, int64_
 template <typename T>
 static inline void transpose_block(T* dst, int64_t ld, const T* src, int64_t stride) {
     constexpr int L = VL<T>;
-    typename Lanes<T>::type c;  // the lane numbers 0..L-1
+    typename Vector<T>::lanes c;  // the lane numbers 0..L-1
     for (int l = 0; l < L; l++) c[l] = l;
     vec<T> r[L];
     for (int i = 0; i < L; i++) r[i] = load(src + i * stride);
