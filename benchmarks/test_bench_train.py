@@ -18,7 +18,8 @@ def batch():
 
 
 def test_train_step(benchmark, bk):
-    model = GPT(resolve_config("shakespeare_char_cpu", backend=bk.name).model_config(65), bk)
+    cfg = resolve_config("shakespeare_char_cpu", backend=bk.name)
+    model = GPT(cfg.model_config(65), bk, attention=cfg.attention, ops=cfg.ops)
     opt = AdamW(bk, model.params, 1e-3, (0.9, 0.99), weight_decay=0.1, update=model.op_set.adamw_update)
     x, y = (bk.from_numpy(a) for a in batch())
 

@@ -5,7 +5,8 @@
       ckpt-000500-1a2b3c/          one complete checkpoint:
         model.safetensors            parameters (bfloat16 via ml_dtypes)
         optimizer.safetensors        AdamW's m and v
-        config.json                  the TrainConfig and the model's GPTConfig
+        config.json                  the TrainConfig, the ModelConfig (kind: gpt | encoder | seq2seq) and the
+                                     task's own data (the label set of a classifier)
         tokenizer.json
         state.json                   step, optimizer step count, history, format version
 
@@ -33,11 +34,13 @@ from .atomic import atomic_write
 from .backends import Backend, get_backend
 from .config import TrainConfig
 from .errors import CheckpointError, LLMScratchError
+from .inference import UsesModel
 from .kernels import fit_to_backend
-from .models.gpt import GPT, GPTConfig
+from .models import Model, ModelConfig, model_class
+from .tasks import TASK_CLASSES, Task
 from .tokenizers import Tokenizer, from_json_dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 POINTER = "LATEST"
 FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.json", "state.json")
 SAFETENSORS_DTYPES = {
@@ -96,11 +99,12 @@ def has_checkpoint(out_dir: str | os.PathLike) -> bool:
 
 def save_checkpoint(
     out_dir: str | os.PathLike,
-    model: GPT,
+    model: Model,
     tokenizer: Tokenizer,
     config: TrainConfig,
     optimizer_state: dict[str, Any],
     state: dict[str, Any],
+    task_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete checkpoint under out_dir, then point LATEST at it. Returns its directory."""
     out_dir = Path(out_dir)
@@ -113,7 +117,8 @@ def save_checkpoint(
     bk = model.bk
     (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params))
     (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk, optimizer_state["arrays"]))
-    (tmp / "config.json").write_text(json.dumps({"train": config.to_dict(), "model": model.config.to_dict()}, indent=1))
+    meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
+    (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
     full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
     (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
@@ -129,22 +134,26 @@ def save_checkpoint(
 
 
 @dataclass
-class Checkpoint:
-    """What ``load`` returns: a ready model and its tokenizer, plus what resuming needs."""
+class Checkpoint(UsesModel):
+    """What ``load`` returns: a ready model (the kind its task trains) and its tokenizer, plus what resuming
+    needs. ``sample`` / ``classify`` / ``translate`` / ``evaluate`` use it (each checks the task)."""
 
-    model: GPT
+    model: Model
     tokenizer: Tokenizer
     config: TrainConfig
     path: Path
     step: int
     state: dict[str, Any] = field(repr=False)
     optimizer_arrays: dict[str, Any] = field(repr=False)
+    meta: dict[str, Any] = field(default_factory=dict, repr=False)  # the task's own data (labels)
+    task_runner: Task = field(init=False, repr=False)
 
-    def sample(self, prompt: str = "", max_new_tokens: int = 200, **kwargs: Any) -> str:
-        """Text continuing ``prompt`` (see llmscratch.generate.sample_text for the options)."""
-        from .generate import sample_text
+    def __post_init__(self) -> None:
+        self.task_runner = TASK_CLASSES[self.config.task](self.config, self.tokenizer, self.meta)
 
-        return sample_text(self.model, self.tokenizer, prompt, max_new_tokens, **kwargs)
+    @property
+    def task(self) -> str:
+        return self.config.task
 
 
 def _read_json(path: Path) -> Any:
@@ -177,13 +186,15 @@ def load(
         )
     try:
         train_cfg = TrainConfig(**meta["train"])
-        model_cfg = GPTConfig.from_dict(meta["model"])
+        model_cfg = ModelConfig.from_dict(meta["model"])
     except (KeyError, TypeError, LLMScratchError) as e:
         raise CheckpointError(f"{ckpt}/config.json does not describe a model this version can build ({e})") from None
     tokenizer = from_json_dict(_read_json(ckpt / "tokenizer.json"), str(ckpt / "tokenizer.json"))
-    if tokenizer.vocab_size != model_cfg.vocab_size:
+    task_meta = meta.get("task", {})
+    expected = TASK_CLASSES[train_cfg.task](train_cfg, tokenizer, task_meta).model_vocab_size
+    if expected != model_cfg.vocab_size:
         raise CheckpointError(
-            f"{ckpt}: the tokenizer has {tokenizer.vocab_size} tokens but the model {model_cfg.vocab_size}; "
+            f"{ckpt}: the tokenizer gives {expected} token ids but the model has {model_cfg.vocab_size}; "
             "the files come from different runs"
         )
     if isinstance(backend, Backend):
@@ -192,12 +203,14 @@ def load(
         bk = get_backend(
             backend or train_cfg.backend, device if backend else (device or train_cfg.device), dtype or train_cfg.dtype
         )
+    attention, op_set = fit_to_backend(train_cfg.attention, train_cfg.ops, bk, model_cfg.block_size)
     try:
-        model = GPT(fit_to_backend(model_cfg, bk), bk, params=_read_tensors(bk, ckpt / "model.safetensors"))
+        params = _read_tensors(bk, ckpt / "model.safetensors")
+        model = model_class(model_cfg.kind)(model_cfg, bk, params=params, attention=attention, ops=op_set)
     except LLMScratchError as e:
         raise CheckpointError(f"{ckpt}/model.safetensors does not match its config: {e}") from None
     opt_arrays = _read_tensors(bk, ckpt / "optimizer.safetensors")
-    return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays)
+    return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
 
 
 def _read_tensors(bk: Backend, path: Path) -> dict[str, Any]:

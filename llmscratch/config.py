@@ -1,4 +1,5 @@
-"""The training configuration: one flat dataclass with nanoGPT's field names, presets in TOML.
+"""The training configuration: one flat dataclass with nanoGPT's field names (the model's fields are
+inherited from ``Architecture``, written once there), presets in TOML.
 
 A run's values come from, in increasing priority: the defaults below, the checkpoint's own config when
 resuming, a preset (``llmscratch/presets/*.toml``),
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from .errors import ConfigError, did_you_mean
-from .kernels import default_attention_kernel, default_ops
-from .models.gpt import GPTConfig
+from .models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,31 +25,22 @@ else:  # pragma: no cover
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
+TASKS = {"lm": "gpt", "classify": "encoder", "seq2seq": "seq2seq"}  # task -> the model kind it trains
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(Architecture):
+    """The model's fields (``Architecture``, defaults and checks included) plus how to train it."""
+
+    task: str = "lm"  # lm (a GPT on text) | classify (an encoder on text,label) | seq2seq (source -> target)
     # data and tokenizer
-    data: str = "stdlib"  # stdlib | shakespeare | names | path to a UTF-8 text file
+    data: str = "stdlib"  # lm: stdlib | shakespeare | names | a text file;  classify/seq2seq: a CSV/JSONL/TSV file
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
     vocab_size: int | None = None  # the BPE vocabulary to train (tokenizer="bpe")
     # where it runs
     backend: str = "numpy"  # numpy | torch | cupy | strict
     device: str | None = None  # cpu | cuda | cuda:N (None: the backend's default)
     dtype: str = "float32"  # float32 | float64 | bfloat16 (torch)
-    # the model (see GPTConfig)
-    n_layer: int = 4
-    n_head: int = 4
-    n_kv_head: int | None = None
-    n_embd: int = 128
-    n_inner: int | None = None
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = False
-    tie_embeddings: bool = True
-    pos: str = "learned"
-    norm: str = "layernorm"
-    mlp: str = "gelu"
-    norm_eps: float = 1e-5
-    rope_base: float = 10000.0
     attention: str = "auto"  # an attention kernel name, or auto: the measured best for the backend
     ops: str = "auto"  # array-api | cpu-fused (C++ kernels, CPU) | auto: cpu-fused where it compiles
     # optimisation
@@ -67,32 +58,44 @@ class TrainConfig:
     grad_clip: float = 1.0  # 0 disables clipping
     # evaluation, logging, checkpoints
     eval_interval: int = 250
-    eval_iters: int = 20
+    eval_iters: int = 20  # lm: batches per estimate; classify/seq2seq evaluate the whole validation split
     log_interval: int = 10  # steps between reading the loss back from the device
     out_dir: str | None = None  # where checkpoints go; None: keep none (the CLI defaults to ./out)
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        _check_types(self)  # before the model's checks, so a wrong type is named as such
+        super().__post_init__()
+        if self.task not in TASKS:
+            raise ConfigError(
+                f"unknown task {self.task!r}{did_you_mean(self.task, TASKS)}; choose one of {', '.join(TASKS)}"
+            )
         for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_iters < 0:
-            raise ConfigError(f"max_iters must be >= 0, got {self.max_iters}")
-        if self.learning_rate <= 0 or self.min_lr < 0:
-            raise ConfigError("learning_rate must be > 0 and min_lr >= 0")
+        for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_float("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_float("min_lr", self.min_lr, 0.0)
+        check_float("weight_decay", self.weight_decay, 0.0)
+        check_float("beta1", self.beta1, 0.0, 1.0)
+        check_float("beta2", self.beta2, 0.0, 1.0)
+        check_float("grad_clip", self.grad_clip, 0.0)
         if self.tokenizer == "bpe" and self.vocab_size is None:
             raise ConfigError("tokenizer='bpe' needs a vocab_size (e.g. --vocab-size 1024)")
-        self.model_config(vocab_size=1)  # validates the model fields now, not after loading the data
 
-    def model_config(self, vocab_size: int) -> GPTConfig:
-        names = {f.name for f in fields(GPTConfig)} - {"vocab_size", "attention", "ops"}
-        attention, ops = self.attention, self.ops
-        if attention == "auto":
-            attention = default_attention_kernel(self.backend, self.block_size, self.device, self.dtype)
-        if ops == "auto":
-            ops = default_ops(self.backend, self.device, self.dtype)
-        return GPTConfig(vocab_size=vocab_size, attention=attention, ops=ops, **{n: getattr(self, n) for n in names})
+    @property
+    def kind(self) -> str:
+        """The model kind the task trains: gpt | encoder | seq2seq."""
+        return TASKS[self.task]
+
+    def model_config(self, vocab_size: int, **sizes: int | None) -> ModelConfig:
+        """The architecture with the sizes the data decides (vocab_size; n_classes, src_vocab_size)."""
+        return ModelConfig(kind=self.kind, vocab_size=vocab_size, **sizes, **self.architecture())
+
+    def architecture(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

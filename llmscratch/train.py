@@ -1,7 +1,8 @@
-"""The training loop: ``llmscratch.train(backend="numpy", data="shakespeare", preset=..., **overrides)``.
+"""The training loop: ``llmscratch.train(task="lm", backend="numpy", data="shakespeare", preset=..., **overrides)``.
 
-One iteration ``it`` (nanoGPT's order):
-    if it % eval_interval == 0:  estimate train/val loss on eval_iters batches; save a checkpoint
+One loop serves every task (llmscratch.tasks: lm | classify | seq2seq); the task makes the batches and
+computes the loss and the metrics. One iteration ``it`` (nanoGPT's order):
+    if it % eval_interval == 0:  the task's train/val loss (and accuracy / exact match); save a checkpoint
     lr = warmup + cosine schedule(it)
     for each of gradient_accumulation_steps micro-batches:  forward, backward (loss / accumulation)
     clip the global gradient norm;  AdamW step
@@ -22,52 +23,39 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from .backends import get_backend
 from .config import TrainConfig, resolve_config
-from .data import check_split_size, get_batch, load_text, split_tokens
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
-from .models.gpt import GPT
+from .inference import UsesModel
+from .models import Model, model_class
 from .optim import AdamW, learning_rate
-from .tokenizers import CharTokenizer, Tokenizer
-from .tokenizers import load as load_tokenizer
-
-# the streams of random numbers: (seed, stream, it, ...) seeds each one
-TRAIN_BATCH, EVAL_BATCH, DROPOUT = 0, 1, 2
+from .tasks import DROPOUT, TASK_CLASSES, Task
+from .tokenizers import Tokenizer
 
 
 @dataclass
-class TrainResult:
-    model: GPT
+class TrainResult(UsesModel):
+    """The trained model; ``sample`` / ``classify`` / ``translate`` / ``evaluate`` as on a loaded checkpoint."""
+
+    model: Model
     tokenizer: Tokenizer
     config: TrainConfig
     history: list[dict[str, Any]]  # one entry per step: step, train_loss, val_loss (None without eval), ...
     checkpoint_dir: Path | None
+    task_runner: Task
     interrupted: bool = False
 
     @property
     def val_loss(self) -> float | None:
         """The last validation loss measured."""
-        return next((h["val_loss"] for h in reversed(self.history) if h["val_loss"] is not None), None)
+        return self.last("val_loss")
 
-    def sample(self, prompt: str = "", max_new_tokens: int = 200, **kwargs: Any) -> str:
-        """Text continuing ``prompt`` (see llmscratch.generate.sample_text for the options)."""
-        from .generate import sample_text
-
-        return sample_text(self.model, self.tokenizer, prompt, max_new_tokens, **kwargs)
-
-
-def build_tokenizer(cfg: TrainConfig, text: str) -> Tokenizer:
-    if cfg.tokenizer == "char":
-        return CharTokenizer.train(text)
-    if cfg.tokenizer == "bpe":
-        from .tokenizers.bpe import BPETokenizer
-
-        return BPETokenizer.train(text, cfg.vocab_size or 0)
-    return load_tokenizer(cfg.tokenizer)
+    def last(self, metric: str) -> float | None:
+        """The last value of an evaluation metric (val_loss, accuracy, exact_match) in the history."""
+        return next((h[metric] for h in reversed(self.history) if h.get(metric) is not None), None)
 
 
 class _StopFlag:
@@ -97,20 +85,26 @@ class Trainer:
         self.cfg, self.progress = cfg, progress
         self.bk = get_backend(cfg.backend, cfg.device, cfg.dtype)
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
-        _, text = load_text(cfg.data)
         self.history: list[dict[str, Any]] = []
         self.start = 0
+        self.checkpoint_dir: Path | None = None
         if resume:
             self._resume()
         else:
-            self.tokenizer = build_tokenizer(cfg, text)
-            self.model = GPT(cfg.model_config(self.tokenizer.vocab_size), self.bk, seed=cfg.seed)
+            self.task: Task = TASK_CLASSES[cfg.task](cfg)
+            self.task.prepare()
+            self.model = self._model(self.task.model_config())
             self.opt = self._optimizer()
-        self.checkpoint_dir: Path | None = None
-        tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int32)
-        self.train_tokens, self.val_tokens = split_tokens(tokens)
-        check_split_size("train", self.train_tokens, cfg.block_size)
-        check_split_size("val", self.val_tokens, cfg.block_size)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return self.task.tokenizer
+
+    def _model(self, model_cfg: Any, params: dict[str, Any] | None = None) -> Model:
+        c = self.cfg
+        return model_class(model_cfg.kind)(
+            model_cfg, self.bk, seed=c.seed, params=params, attention=c.attention, ops=c.ops
+        )
 
     def _optimizer(self) -> AdamW:
         c = self.cfg
@@ -131,15 +125,20 @@ class Trainer:
         if not ckpt_io.has_checkpoint(self.out_dir):
             raise CheckpointError(f"cannot resume: no checkpoint in {self.out_dir} (drop --resume to start a new run)")
         ck = ckpt_io.load(self.out_dir, backend=self.bk)
-        wanted = self.cfg.model_config(ck.model.config.vocab_size)
-        implementation = ("attention", "ops")  # how it is computed, free to change between runs
+        if ck.task != self.cfg.task:
+            raise ConfigError(
+                f"the checkpoint in {self.out_dir} was trained for task {ck.task!r}, not {self.cfg.task!r}"
+            )
+        self.task = TASK_CLASSES[self.cfg.task](self.cfg, ck.tokenizer, ck.meta)
+        self.task.prepare()
+        wanted = self.task.model_config()
         saved = ck.model.config.to_dict()
-        changed = [k for k, v in wanted.to_dict().items() if saved[k] != v and k not in implementation]
+        changed = [k for k, v in wanted.to_dict().items() if saved[k] != v]
         if changed:
             raise ConfigError(
                 f"the model cannot change when resuming ({', '.join(changed)} differ from the checkpoint)"
             )
-        self.tokenizer, self.model = ck.tokenizer, GPT(wanted, self.bk, seed=self.cfg.seed, params=ck.model.params)
+        self.model = self._model(wanted, ck.model.params)
         self.opt = self._optimizer()
         self.opt.load_state_dict({"t": ck.state["optimizer_t"], "arrays": ck.optimizer_arrays})
         self.history, self.start = ck.state["history"], ck.step
@@ -153,16 +152,15 @@ class Trainer:
             return c.learning_rate
         return learning_rate(it, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_decay_iters)
 
-    def step(self, it: int) -> Any:
-        """One optimiser step; returns the mean micro-batch loss (a 0-d array, still on the device)."""
+    def step(self, it: int) -> tuple[Any, int]:
+        """One optimiser step; -> the mean micro-batch loss (a 0-d array, still on the device), tokens seen."""
         c, bk, model = self.cfg, self.bk, self.model
         accum = c.gradient_accumulation_steps
         grads: dict[str, Any] = {}
-        total = None
+        total, tokens = None, 0
         for micro in range(accum):
-            x, y = get_batch(self.train_tokens, c.batch_size, c.block_size, c.seed, TRAIN_BATCH, it, micro)
             rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
-            _, loss = model.forward(bk.from_numpy(x), bk.from_numpy(y), rng=rng)
+            loss, n = self.task.loss(model, it, micro, rng)
             g = model.backward(dloss=1.0 / accum)
             if grads:
                 for name in grads:
@@ -170,37 +168,29 @@ class Trainer:
             else:
                 grads = g
             total = loss if total is None else total + loss
+            tokens += n
         self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
-        return total / accum
+        return total / accum, tokens
 
     def evaluate(self, it: int) -> dict[str, float]:
-        c, model = self.cfg, self.model
-        model.training = False
-        out = {}
+        self.model.training = False
         try:
-            for split_id, (split, tokens) in enumerate((("train", self.train_tokens), ("val", self.val_tokens))):
-                losses = []
-                for k in range(c.eval_iters):
-                    x, y = get_batch(tokens, c.batch_size, c.block_size, c.seed, EVAL_BATCH, split_id, it, k)
-                    losses.append(self.bk.item(model.forward(self.bk.from_numpy(x), self.bk.from_numpy(y))[1]))
-                out[split] = float(np.mean(losses))
+            return self.task.evaluate(self.model, it)
         finally:
-            model.training = True
-        return out
+            self.model.training = True
 
     def save(self, it: int) -> None:
         if self.out_dir is not None:
             state = {"step": it, "history": self.history}
             self.checkpoint_dir = ckpt_io.save_checkpoint(
-                self.out_dir, self.model, self.tokenizer, self.cfg, self.opt.state_dict(), state
+                self.out_dir, self.model, self.tokenizer, self.cfg, self.opt.state_dict(), state, self.task.meta()
             )
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
         c = self.cfg
-        tokens_per_step = c.batch_size * c.block_size * c.gradient_accumulation_steps
-        pending: list[tuple[int, Any, float]] = []  # (it, loss on the device, lr), read back in a batch
+        pending: list[tuple[int, Any, float, int]] = []  # (it, loss on the device, lr, tokens), read back in a batch
         bar = tqdm(total=c.max_iters, initial=self.start, disable=not self.progress, dynamic_ncols=True, unit="it")
         window_start = time.perf_counter()
         interrupted = False
@@ -209,10 +199,10 @@ class Trainer:
             nonlocal window_start
             if not pending:
                 return
-            values = [self.bk.item(loss) for _, loss, _ in pending]  # the first one waits for the device
+            values = [self.bk.item(loss) for _, loss, _, _ in pending]  # the first one waits for the device
             elapsed = time.perf_counter() - window_start
-            tps = tokens_per_step * len(pending) / max(elapsed, 1e-9)
-            for (it, _, lr), value in zip(pending, values, strict=True):
+            tps = sum(n for *_, n in pending) / max(elapsed, 1e-9)
+            for (it, _, lr, _), value in zip(pending, values, strict=True):
                 if not math.isfinite(value):
                     where = (
                         f"the last good checkpoint is {self.checkpoint_dir}"
@@ -232,23 +222,27 @@ class Trainer:
             for it in range(self.start, c.max_iters + 1):
                 if (it % c.eval_interval == 0 or it == c.max_iters) and not (it == self.start and self.history):
                     flush()
-                    losses = self.evaluate(it)
+                    scores = self.evaluate(it)
+                    metrics = {k: v for k, v in scores.items() if k not in ("train", "val")}
                     self.history.append(
                         {
                             "step": it,
                             "train_loss": None,
-                            "val_loss": losses["val"],
+                            "val_loss": scores["val"],
                             "lr": self.lr(it),
                             "tokens_per_s": None,
-                            "eval_train_loss": losses["train"],
+                            "eval_train_loss": scores["train"],
+                            **metrics,
                         }
                     )
-                    bar.write(f"step {it}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    shown = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
+                    bar.write(f"step {it}: train loss {scores['train']:.4f}, val loss {scores['val']:.4f}{shown}")
                     self.save(it)
                     window_start = time.perf_counter()
                 if it == c.max_iters:
                     break
-                pending.append((it, self.step(it), self.lr(it)))
+                loss, tokens = self.step(it)
+                pending.append((it, loss, self.lr(it), tokens))
                 if len(pending) >= c.log_interval:
                     flush()
                 if stop.requested:
@@ -259,7 +253,7 @@ class Trainer:
                     break
             flush()
         bar.close()
-        return TrainResult(self.model, self.tokenizer, c, self.history, self.checkpoint_dir, interrupted)
+        return TrainResult(self.model, self.tokenizer, c, self.history, self.checkpoint_dir, self.task, interrupted)
 
 
 def train(
@@ -272,9 +266,11 @@ def train(
     progress: bool = True,
     **overrides: Any,
 ) -> TrainResult:
-    """Train a GPT and return the model, its tokenizer and the loss history.
+    """Train a model for a task and return the model, its tokenizer and the history of losses and metrics.
 
-    backend: numpy | torch | cupy | strict;  data: stdlib (default) | shakespeare | names | a text file;
+    task (a keyword, default "lm"): lm (a GPT) | classify (an encoder classifier) | seq2seq (an encoder–decoder);
+    backend: numpy | torch | cupy | strict;  data: lm: stdlib (default) | shakespeare | names | a text file,
+    classify: a CSV (text,label) or JSONL file, seq2seq: a TSV (source<TAB>target) or JSONL file;
     preset: a name from llmscratch/presets;  config: a TOML file;  out_dir: where checkpoints go (None: none);
     resume: continue from the checkpoint in out_dir;  overrides: any TrainConfig field, e.g. max_iters=500.
     """

@@ -33,7 +33,7 @@ def test_linear_layer_matmuls_are_the_matmuls_of_a_real_step(monkeypatch, mlp, t
     model.forward(idx, idx)
     model.backward()
     step, seen[:] = list(seen), []
-    linear_layer_matmuls(bk, cfg, rows=3 * 8)()
+    linear_layer_matmuls(bk, cfg, model.op_set.name, rows=3 * 8)()
     assert len(step) == 3 * (4 * cfg.n_layer + 1)
     assert seen == step
 

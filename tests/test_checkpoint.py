@@ -52,7 +52,7 @@ def test_kernels_that_do_not_run_there_are_swapped_on_load(trained):
     API ones, and compute the same logits."""
     out, result = trained
     ckpt = llmscratch.load(out, backend="strict", dtype="float64")
-    assert (ckpt.model.config.attention, ckpt.model.config.ops) == ("naive", "array-api")
+    assert (ckpt.model.kernel.name, ckpt.model.op_set.name) == ("naive", "array-api")
     assert ckpt.config.backend == result.model.bk.name == "numpy"
     x = np.array([[1, 2, 3]])
     a = result.model.bk.to_numpy(result.model.forward(x)[0])
@@ -66,7 +66,7 @@ def test_resume_with_other_kernels_continues(trained):
         max_iters=6, eval_interval=2, out_dir=str(out), resume=True, attention="naive", ops="array-api", **TINY
     )
     assert result.history[-1]["step"] == 6
-    assert (result.model.config.attention, result.model.config.ops) == ("naive", "array-api")
+    assert (result.model.kernel.name, result.model.op_set.name) == ("naive", "array-api")
 
 
 def test_bfloat16_checkpoint_round_trip(tmp_path):
@@ -122,7 +122,7 @@ def test_truncated_weights_are_refused(trained):
         (lambda d: (d / "tokenizer.json").write_text('{"type": "sentencepiece"}'), "is not a llmscratch tokenizer"),
         (
             lambda d: (d / "tokenizer.json").write_text('{"type": "char", "chars": "ab"}'),
-            "the tokenizer has 2 tokens but the model",
+            "the tokenizer gives 2 token ids but the model",
         ),
         (
             lambda d: (d / "config.json").write_text(

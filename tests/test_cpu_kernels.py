@@ -272,10 +272,11 @@ def test_without_a_compiler_auto_keeps_the_array_api_ops(tmp_path):
         """
         import llmscratch
         from llmscratch.config import resolve_config
-        cfg = resolve_config(backend="numpy").model_config(10)
-        print(cfg.ops, cfg.attention)
+        cfg = resolve_config(backend="numpy")
+        model = llmscratch.GPT(cfg.model_config(10), "numpy", attention=cfg.attention, ops=cfg.ops)
+        print(model.op_set.name, model.kernel.name)
         try:
-            llmscratch.GPT(llmscratch.GPTConfig(vocab_size=10, ops="cpu-fused"), "numpy")
+            llmscratch.GPT(llmscratch.GPTConfig(vocab_size=10), "numpy", ops="cpu-fused")
         except llmscratch.LLMScratchError as e:
             print(e)
         """,

@@ -13,7 +13,7 @@ from llmscratch.models import GPT, GPTConfig
 torch = pytest.importorskip("torch")
 from llmscratch.reference.torch_gpt import TorchGPT  # noqa: E402
 
-BASE = dict(vocab_size=13, block_size=9, n_layer=2, n_head=4, n_embd=16)
+BASE = dict(vocab_size=13, block_size=9, n_layer=2, n_head=4, n_embd=16, bias=True)
 VARIANTS = {
     "gpt2": {},
     "no_bias_untied": dict(bias=False, tie_embeddings=False),
@@ -40,8 +40,8 @@ FAST = dict(ops="cpu-fused", attention="cpu-tiled")  # the C++ kernels, where th
 def test_gpt_matches_torch_reference(bk64, variant, fast):
     if fast and (reason := cpu_fused.unavailable(bk64)):
         pytest.skip(reason)
-    cfg = GPTConfig(**BASE, **VARIANTS[variant], **(FAST if fast else {}))
-    model = GPT(cfg, bk64, seed=1)
+    cfg = GPTConfig(**(BASE | VARIANTS[variant]))
+    model = GPT(cfg, bk64, seed=1, **(FAST if fast else {}))
     idx, targets = batch(cfg)
     logits, loss = model.forward(idx, targets)
     grads = model.backward()

@@ -150,7 +150,7 @@ def test_model_trains_the_same_with_every_kernel(backend_id):
     for kernel in ATTENTION_KERNELS:
         if bk.name not in KERNELS[kernel].backends or kernel in ("sdpa-efficient", "sdpa-cudnn"):
             continue
-        model = GPT(GPTConfig(vocab_size=11, block_size=9, n_layer=1, n_head=2, n_embd=8, attention=kernel), bk)
+        model = GPT(GPTConfig(vocab_size=11, block_size=9, n_layer=1, n_head=2, n_embd=8), bk, attention=kernel)
         _, loss = model.forward(x, x)
         results[kernel] = (bk.item(loss), {n: bk.to_numpy(g) for n, g in model.backward().items()})
     loss_ref, grads_ref = results.pop("naive")

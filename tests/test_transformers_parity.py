@@ -40,7 +40,7 @@ def check(hf_model, logits, loss, grads, hf_grads_as_ours, idx, targets, tol):
 
 
 def test_gpt2_lm_head_model():
-    cfg = GPTConfig(vocab_size=17, block_size=11, n_layer=2, n_head=4, n_embd=16)
+    cfg = GPTConfig(vocab_size=17, block_size=11, n_layer=2, n_head=4, n_embd=16, bias=True)
     hf_cfg = transformers.GPT2Config(
         vocab_size=17,
         n_positions=11,

@@ -21,7 +21,7 @@ from ..backends import Backend
 from ..config import resolve_config
 from ..errors import ConfigError
 from ..kernels import OP_SETS, OpSet, get_ops
-from ..models.gpt import init_params
+from ..models import init_params
 
 VOCAB = 65  # tinyshakespeare's characters
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backends import Backend
 from ..kernels import get_ops
-from ..models.gpt import GPTConfig, parameter_specs
+from ..models import GPTConfig, parameter_specs
 
 
 def median_time(
@@ -40,18 +40,18 @@ def matmul_peak_flops(bk: Backend, n: int = 2048) -> float:
     return 2 * n**3 / seconds
 
 
-def linear_layer_matmuls(bk: Backend, cfg: GPTConfig, rows: int) -> Callable[[], None]:
+def linear_layer_matmuls(bk: Backend, cfg: GPTConfig, op_set: str, rows: int) -> Callable[[], None]:
     """The matmuls of one training step's linear layers, in the order a step runs them, as one call.
 
     Each layer (c_attn, c_proj, c_fc, mlp c_proj of every block, then the output head) gets its own input x
     (rows, n_in), weight w (n_in, n_out) and output gradient d (rows, n_out), so that, as in a real step, each
     matmul reads operands the previous ones pushed out of the caches: the forward x @ w of every layer, then
     the backward d @ wᵀ and xᵀ @ d from the last layer back to the first. They run on the matmul of the
-    config's op set (``cfg.ops``), the one the model's step uses: the library's BLAS, or the cpu-fused GEMM.
+    op set ``op_set``, the one the model's step uses: the library's BLAS, or the cpu-fused GEMM.
     What a step takes beyond them is everything else.
     """
     xp = bk.xp
-    matmul = partial(get_ops(cfg.ops, bk).matmul, bk)
+    matmul = partial(get_ops(op_set, bk).matmul, bk)
     rng = np.random.default_rng(0)
 
     def normal(*shape: int) -> Any:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 from ..backends import Backend, get_backend
 from ..config import TrainConfig, resolve_config
 from ..data import get_batch
-from ..models.gpt import GPT, GPTConfig, init_params
+from ..models import GPT, GPTConfig, init_params
 from ..optim import AdamW, learning_rate
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
@@ -62,8 +62,8 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
     if name == "reference":
         return _reference_contestant(spec, cfg, vocab, batches, device or "cpu")
     bk = get_backend(name, device or None, cfg.dtype)
-    model_cfg = TrainConfig(**(cfg.to_dict() | {"backend": name})).model_config(vocab)
-    model = GPT(model_cfg, bk, seed=cfg.seed)
+    model_cfg = cfg.model_config(vocab)
+    model = GPT(model_cfg, bk, seed=cfg.seed, attention=cfg.attention, ops=cfg.ops)
     opt = AdamW(
         bk,
         model.params,
@@ -82,7 +82,9 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
         opt.step(grads, cfg.learning_rate, max_grad_norm=cfg.grad_clip)
         return loss
 
-    return _contestant(spec, step, bk, f"{model_cfg.attention}, ops={model_cfg.ops}", model_cfg, cfg)
+    return _contestant(
+        spec, step, bk, f"{model.kernel.name}, ops={model.op_set.name}", model_cfg, model.op_set.name, cfg
+    )
 
 
 def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list, device: str) -> Contestant:
@@ -91,7 +93,7 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
     from ..reference.torch_gpt import TorchGPT
 
     bk = get_backend("torch", device, cfg.dtype)
-    model_cfg = replace(cfg.model_config(vocab), ops="array-api")  # its linear layers: torch's own matmul
+    model_cfg = cfg.model_config(vocab)
     host = {n: bk.to_numpy(p) for n, p in init_params(model_cfg, bk, cfg.seed).items()}
     model = TorchGPT.from_params(model_cfg, host, dtype=bk.dtype, device=device)
     opt = model.configure_optimizer(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2))
@@ -106,15 +108,22 @@ def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list
         opt.step()
         return loss.detach()
 
-    return _contestant(spec, step, bk, "torch SDPA (autograd)", model_cfg, cfg)
+    # its linear layers run on torch's own matmul: the array-api op set's
+    return _contestant(spec, step, bk, "torch SDPA (autograd)", model_cfg, "array-api", cfg)
 
 
 def _contestant(
-    spec: str, step: Callable[[int], Any], bk: Backend, kernel: str, model_cfg: GPTConfig, cfg: TrainConfig
+    spec: str,
+    step: Callable[[int], Any],
+    bk: Backend,
+    kernel: str,
+    model_cfg: GPTConfig,
+    op_set: str,
+    cfg: TrainConfig,
 ) -> Contestant:
     """A contestant running ``step`` on ``bk``: everything else is the backend's, or measured on it."""
     rows = cfg.batch_size * cfg.block_size
-    linear_matmuls = partial(linear_layer_matmuls, bk, model_cfg, rows)
+    linear_matmuls = partial(linear_layer_matmuls, bk, model_cfg, op_set, rows)
     return Contestant(
         spec, step, bk.synchronize, bk.peak_memory, linear_matmuls, str(bk.device), kernel, matmul_peak_flops(bk)
     )

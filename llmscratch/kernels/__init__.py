@@ -13,9 +13,10 @@ ops themselves, "cpu-fused" the C++ kernels of cpu_fused.py, and the two are tes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from .. import ops
 from ..backends import Backend
@@ -27,11 +28,21 @@ from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
 
 
+class AttentionForward(Protocol):
+    def __call__(
+        self, bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None
+    ) -> tuple[Any, Any]: ...
+
+
+class AttentionBackward(Protocol):
+    def __call__(self, bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]: ...
+
+
 @dataclass(frozen=True)
 class AttentionKernel:
     name: str
-    forward: Any  # (bk, q, k, v, causal=True, key_mask=None) -> (out, cache)
-    backward: Any  # (bk, dout, cache) -> (dq, dk, dv)
+    forward: AttentionForward  # q (B,H,T,D), k/v (B,Hkv,S,D), key_mask (B,S) -> (out (B,H,T,D), cache)
+    backward: AttentionBackward  # dout (B,H,T,D) -> (dq, dk, dv)
     backends: tuple[str, ...]  # the backends it runs on
     unavailable: Any = None  # (bk) -> why it cannot run on bk (device, dtype, no compiler), or None
 
@@ -110,20 +121,62 @@ def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
     return kernel
 
 
+class Matmul(Protocol):
+    def __call__(self, bk: Backend, a: Any, b: Any, bias: Any = None) -> Any: ...  # a @ b + bias
+
+
+class GeluForward(Protocol):
+    def __call__(self, bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]: ...
+
+
+class LayerNormForward(Protocol):
+    def __call__(self, bk: Backend, x: Any, w: Any, b: Any = None, eps: float = 1e-5) -> tuple[Any, Any]: ...
+
+
+class CrossEntropyForward(Protocol):
+    def __call__(self, bk: Backend, logits: Any, targets: Any, ignore_index: int = -100) -> tuple[Any, Any]: ...
+
+
+class Backward(Protocol):
+    def __call__(self, bk: Backend, dout: Any, cache: Any) -> Any: ...  # the gradient(s) of the forward's inputs
+
+
+class GradNorm(Protocol):
+    def __call__(self, bk: Backend, grads: Sequence[Any]) -> Any: ...  # ‖g‖ (0-d)
+
+
+class AdamWUpdate(Protocol):
+    def __call__(
+        self,
+        bk: Backend,
+        params: Sequence[Any],
+        grads: Sequence[Any],
+        ms: Sequence[Any],
+        vs: Sequence[Any],
+        decays: Sequence[float],
+        b1: float,
+        b2: float,
+        step_size: float,
+        rsqrt_bc2: float,
+        eps: float,
+        grad_scale: Any = None,
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class OpSet:
     """The ops a model and its optimizer take from an op set (see the module docstring)."""
 
     name: str
-    matmul: Any  # (bk, a, b, bias=None) -> a @ b + bias, for the linear layers
-    gelu_forward: Any  # (bk, x, form="tanh") -> (out, cache)
-    gelu_backward: Any  # (bk, dout, cache) -> dx
-    layernorm_forward: Any  # (bk, x, w, b=None, eps=1e-5) -> (out, cache)
-    layernorm_backward: Any  # (bk, dout, cache) -> (dx, dw, db)
-    cross_entropy_forward: Any  # (bk, logits, targets, ignore_index=-100) -> (loss, cache)
-    cross_entropy_backward: Any  # (bk, dloss, cache) -> dlogits
-    grad_norm: Any  # (bk, grads) -> ‖g‖ (0-d)
-    adamw_update: Any  # (bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale) -> None
+    matmul: Matmul  # for the linear layers
+    gelu_forward: GeluForward
+    gelu_backward: Backward  # -> dx
+    layernorm_forward: LayerNormForward
+    layernorm_backward: Backward  # -> (dx, dw, db)
+    cross_entropy_forward: CrossEntropyForward
+    cross_entropy_backward: Backward  # (bk, dloss, cache) -> dlogits
+    grad_norm: GradNorm
+    adamw_update: AdamWUpdate
 
 
 OP_SETS = {
@@ -169,16 +222,27 @@ def get_ops(name: str, bk: Backend) -> OpSet:
     return OP_SETS[name]
 
 
-def fit_to_backend(config: Any, bk: Backend) -> Any:
-    """A model config (GPTConfig) whose attention kernel and op set run on ``bk``: each kept if it does, else
-    the default for ``bk`` (a checkpoint trained with torch's SDPA still loads on numpy)."""
-    attention, op_set = config.attention, config.ops
+def resolve_attention(name: str, bk: Backend, block_size: int) -> str:
+    """ "auto" -> the measured best kernel for bk at this context length (may compile the C++ kernels); any
+    other name as it is."""
+    return default_attention_kernel(bk.name, block_size, str(bk.device), bk.dtype_name) if name == "auto" else name
+
+
+def resolve_ops(name: str, bk: Backend) -> str:
+    """ "auto" -> cpu-fused where it runs on bk, else array-api; any other name as it is."""
+    return default_ops(bk.name, str(bk.device), bk.dtype_name) if name == "auto" else name
+
+
+def fit_to_backend(attention: str, op_set: str, bk: Backend, block_size: int) -> tuple[str, str]:
+    """An attention kernel and op set that run on ``bk``: each kept if it does, else bk's default (a checkpoint
+    trained with torch's SDPA still loads on numpy)."""
+    attention, op_set = resolve_attention(attention, bk, block_size), resolve_ops(op_set, bk)
     try:
         get_attention_kernel(attention, bk)
     except ConfigError:
-        attention = default_attention_kernel(bk.name, config.block_size, str(bk.device), bk.dtype_name)
+        attention = resolve_attention("auto", bk, block_size)
     try:
         get_ops(op_set, bk)
     except ConfigError:
-        op_set = default_ops(bk.name, str(bk.device), bk.dtype_name)
-    return replace(config, attention=attention, ops=op_set)
+        op_set = resolve_ops("auto", bk)
+    return attention, op_set

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.gpt import GPTConfig, parameter_specs
+from ..models import GPTConfig, parameter_specs
 
 
 class Norm(nn.Module):

@@ -1,0 +1,163 @@
+"""Labelled and paired text files, their train/val split, and padded batches with key masks.
+
+Formats (UTF-8):
+- classification: CSV with a header row that has ``text`` and ``label`` columns, or JSONL lines
+  ``{"text": ..., "label": ...}``. Labels are strings (a number in JSONL is read as its text).
+- seq2seq: TSV lines ``source<TAB>target`` (no header), or JSONL lines ``{"source": ..., "target": ...}``.
+The format is told by the file's extension: .csv, .tsv, .jsonl (or .json with one object a line).
+
+Every problem is a one-line DataError naming the file and line. Padding: ids past a row's length are PAD,
+its key mask is False there, and its targets are IGNORE (-100), so padding never reaches the loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+IGNORE = -100  # the target id the loss skips (cross_entropy's ignore_index)
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0  # the split does not depend on the training seed: every run validates on the same examples
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Ids appended after a tokenizer's own vocabulary of ``base`` tokens: padding, begin (BOS, also the
+    classifier's [CLS]) and end of sequence. A task's model has ``base + 3`` token ids."""
+
+    base: int
+
+    @property
+    def pad(self) -> int:
+        return self.base
+
+    @property
+    def bos(self) -> int:
+        return self.base + 1
+
+    @property
+    def eos(self) -> int:
+        return self.base + 2
+
+    @property
+    def vocab_size(self) -> int:
+        return self.base + 3
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"no data file at {path}; pass a CSV, TSV or JSONL file as data") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (offset {e.start}); convert it to UTF-8") from None
+
+
+def _jsonl(path: Path, text: str, keys: tuple[str, str]) -> list[tuple[int, str, str]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict) or any(k not in obj for k in keys):
+            raise DataError(f"{path}:{n}: each line must be an object with keys {keys[0]!r} and {keys[1]!r}")
+        a, b = obj[keys[0]], obj[keys[1]]
+        if not isinstance(a, str) or isinstance(b, (dict, list)) or b is None:
+            raise DataError(f"{path}:{n}: {keys[0]!r} must be a string and {keys[1]!r} a string or number")
+        rows.append((n, a, str(b)))
+    return rows
+
+
+def _check_rows(path: Path, rows: list[tuple[int, str, str]], names: tuple[str, str]) -> list[tuple[str, str]]:
+    for n, a, b in rows:
+        for name, value in zip(names, (a, b), strict=True):
+            if not value.strip():
+                raise DataError(f"{path}:{n}: the {name} is empty; remove the line or fill it in")
+    if len(rows) < 2:
+        raise DataError(f"{path} has {len(rows)} example(s); training needs at least 2 (one for validation)")
+    return [(a, b) for _, a, b in rows]
+
+
+def read_classification(path: str | Path) -> list[tuple[str, str]]:
+    """-> [(text, label)] from a CSV (header with text,label) or JSONL file."""
+    path = Path(path)
+    text = _read(path)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = _jsonl(path, text, ("text", "label"))
+    elif path.suffix.lower() == ".csv":
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, [])
+        if "text" not in header or "label" not in header:
+            raise DataError(
+                f"{path}: the CSV header must have 'text' and 'label' columns, got {','.join(header)[:80]!r}"
+            )
+        ti, li = header.index("text"), header.index("label")
+        rows = []
+        for row in reader:
+            n = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(f"{path}:{n}: {len(row)} fields where the header has {len(header)}; quote commas")
+            rows.append((n, row[ti], row[li]))
+    else:
+        raise DataError(
+            f"{path}: classification data must be a .csv or .jsonl file, not {path.suffix or 'no extension'!r}"
+        )
+    pairs = _check_rows(path, rows, ("text", "label"))
+    if len({label for _, label in pairs}) < 2:
+        raise DataError(f"{path}: every example has the label {pairs[0][1]!r}; a classifier needs at least two classes")
+    return pairs
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """-> [(source, target)] from a TSV (source<TAB>target) or JSONL file."""
+    path = Path(path)
+    text = _read(path)
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = _jsonl(path, text, ("source", "target"))
+    elif path.suffix.lower() in (".tsv", ".txt"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise DataError(f"{path}:{n}: no tab; each line must be source<TAB>target")
+            source, target = line.split("\t", 1)
+            rows.append((n, source, target))
+    else:
+        raise DataError(f"{path}: seq2seq data must be a .tsv or .jsonl file, not {path.suffix or 'no extension'!r}")
+    return _check_rows(path, rows, ("source", "target"))
+
+
+def split_examples(examples: list, val_fraction: float = VAL_FRACTION) -> tuple[list, list]:
+    """A fixed random 90/10 split (at least one validation example)."""
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(examples))
+    n_val = max(1, round(len(examples) * val_fraction))
+    return [examples[i] for i in order[n_val:]], [examples[i] for i in order[:n_val]]
+
+
+def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """ragged id lists -> ids (B,T) int64 padded with pad_id to the longest row, key mask (B,T) bool"""
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), T), dtype=bool)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = r
+        mask[b, : len(r)] = True
+    return ids, mask
+
+
+def sample_indices(n: int, batch_size: int, *seed: int) -> np.ndarray:
+    """batch_size example indices drawn from a generator seeded by ``seed`` (e.g. (seed, stream, step, micro))."""
+    return np.random.default_rng(np.random.SeedSequence(list(seed))).integers(0, n, size=batch_size)

@@ -1,0 +1,55 @@
+"""What a trained model is used for, on a checkpoint or a training result alike: sample (lm), classify
+(classify), translate (seq2seq), evaluate (any). Each says which task it needs and which task it was given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ConfigError
+from .models import Model
+from .tasks import Task
+from .tokenizers import Tokenizer
+
+USE = {"lm": "sample()", "classify": "classify()", "seq2seq": "translate()"}
+
+
+class UsesModel:
+    model: Model
+    tokenizer: Tokenizer
+    task_runner: Task
+
+    def _need(self, task: str, what: str) -> Any:
+        have = self.task_runner.name
+        if have != task:
+            raise ConfigError(
+                f"{what} needs a model trained with task {task!r}; this one was trained with task {have!r} "
+                f"(use {USE[have]})"
+            )
+        return self.task_runner
+
+    def sample(self, prompt: str = "", max_new_tokens: int = 200, **kwargs: Any) -> str:
+        """Text continuing ``prompt`` (see llmscratch.generate.sample_text for the options)."""
+        from .generate import sample_text
+
+        self._need("lm", "sample")
+        return sample_text(self.model, self.tokenizer, prompt, max_new_tokens, **kwargs)
+
+    def classify(self, texts: list[str], probabilities: bool = False) -> list[Any]:
+        """texts -> their predicted labels, or with ``probabilities`` a {label: probability} dict each."""
+        task = self._need("classify", "classify")
+        probs = task.probabilities(self.model, list(texts))
+        if probabilities:
+            return [dict(zip(task.labels, map(float, row), strict=True)) for row in probs]
+        return [task.labels[int(i)] for i in probs.argmax(axis=-1)]
+
+    def translate(self, texts: list[str], num_beams: int = 1) -> list[str]:
+        """texts -> their translations (greedy decoding with a KV cache; the encoder runs once per text)."""
+        return self._need("seq2seq", "translate").translate(self.model, list(texts), num_beams)
+
+    def evaluate(self, path: str) -> dict[str, float]:
+        """The task's metrics on a data file of its format: accuracy, exact_match or val_loss (first: the headline)."""
+        was_training, self.model.training = self.model.training, False
+        try:
+            return self.task_runner.evaluate_file(self.model, path)
+        finally:
+            self.model.training = was_training

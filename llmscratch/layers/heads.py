@@ -1,0 +1,77 @@
+"""Output heads.   Legend: B batch, T time, C channels, V vocab, K classes.
+
+LM head:          logits = x @ Wᵀ   (B,T,V); W is the token embedding (tied) or its own lm_head.weight (V,C)
+classifier head:  pooled = x[:, 0] (pooling="cls": the first token, a [CLS] the data puts there)
+                        or Σ_t m_t x_t / Σ_t m_t (pooling="mean": the mean over the tokens the key mask keeps)
+                  logits = pooled @ classifier.weight + classifier.bias   (B,K)
+backward (mean):  dx_t = dpooled · m_t / Σ m;   (cls): dx_0 = dpooled, the other positions get zero
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .. import ops
+from .linear import Linear
+from .runtime import Runtime, Specs, accumulate
+
+POOLINGS = ("cls", "mean")
+
+
+class LMHead:
+    def __init__(self, rt: Runtime, weight: str, V: int, C: int, tied: bool) -> None:
+        """weight: the name of the (V,C) matrix it reads (the token embedding's when tied)."""
+        self.rt, self.weight, self.V, self.C, self.tied = rt, weight, V, C, tied
+
+    def specs(self) -> Specs:
+        return {} if self.tied else {self.weight: ((self.V, self.C), "normal")}
+
+    def forward(self, x: Any) -> tuple[Any, Any]:
+        """x (B,T,C) -> logits (B,T,V)"""
+        rt = self.rt
+        head = rt.bk.xp.matrix_transpose(rt.params[self.weight])  # (C,V)
+        return ops.linear_forward(rt.bk, x, head, matmul=rt.op_set.matmul)
+
+    def backward(self, dlogits: Any, cache: Any, grads: dict[str, Any]) -> Any:
+        """dlogits (B,T,V) -> dx (B,T,C); dW accumulates (a tied embedding adds its own gradient too)"""
+        dx, dhead_t, _ = ops.linear_backward(self.rt.bk, dlogits, cache)
+        accumulate(grads, self.weight, self.rt.bk.xp.matrix_transpose(dhead_t))
+        return dx
+
+
+class ClassifierCache(NamedTuple):
+    shape: tuple[int, ...]  # x's (B,T,C)
+    weights: Any  # mean pooling: m_t / Σ m (B,T,1); None for cls
+    linear: Any
+
+
+class ClassifierHead:
+    def __init__(self, rt: Runtime, C: int, K: int, pooling: str, bias: bool) -> None:
+        self.rt, self.pooling = rt, pooling
+        self.linear = Linear(rt, "classifier", C, K, bias)
+
+    def specs(self) -> Specs:
+        return self.linear.specs()
+
+    def forward(self, x: Any, key_mask: Any = None) -> tuple[Any, ClassifierCache]:
+        """x (B,T,C), key_mask (B,T) bool or None -> logits (B,K)"""
+        xp = self.rt.bk.xp
+        weights = None
+        if self.pooling == "cls":
+            pooled = x[:, 0, :]
+        else:
+            B, T, _ = x.shape
+            m = xp.ones((B, T), dtype=x.dtype, device=x.device) if key_mask is None else xp.astype(key_mask, x.dtype)
+            weights = (m / xp.maximum(xp.sum(m, axis=1, keepdims=True), 1.0))[:, :, None]  # (B,T,1)
+            pooled = xp.sum(x * weights, axis=1)  # (B,C)
+        logits, c_linear = self.linear.forward(pooled)
+        return logits, ClassifierCache(tuple(x.shape), weights, c_linear)
+
+    def backward(self, dlogits: Any, cache: ClassifierCache, grads: dict[str, Any]) -> Any:
+        """dlogits (B,K) -> dx (B,T,C)"""
+        bk = self.rt.bk
+        dpooled = self.linear.backward(dlogits, cache.linear, grads)  # (B,C)
+        if cache.weights is not None:
+            return dpooled[:, None, :] * cache.weights
+        B, T, C = cache.shape
+        return bk.xp.concat([dpooled[:, None, :], bk.zeros((B, T - 1, C), dtype=dpooled.dtype)], axis=1)

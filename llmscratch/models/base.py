@@ -1,0 +1,184 @@
+"""What every model shares: a backend, one ``Runtime`` for its layers, parameters made from its layers' specs.
+
+A model builds its layers in parameter order (``_build``); the parameters are drawn from the layers' specs
+(GPT-2's initialisation, on the host in float64, then cast, so every backend and dtype starts from the same
+weights) or handed in (a checkpoint's), checked against the specs, and kept in that one fixed order: sums over
+all parameters, such as the global gradient norm, then always add in the same order.
+How it runs is chosen here, not in the config: ``attention`` (a kernel name, or "auto") and ``ops`` (an op
+set, or "auto").
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..backends import Backend, get_backend
+from ..errors import DataError, ShapeError
+from ..kernels import get_attention_kernel, get_ops, resolve_attention, resolve_ops
+from ..layers import Runtime, Specs
+from .config import ModelConfig
+
+
+def collect_specs(layers: list[Any]) -> Specs:
+    return {name: spec for layer in layers for name, spec in layer.specs().items()}
+
+
+def draw_params(specs: Specs, n_layer: int, bk: Backend, seed: int = 0) -> dict[str, Any]:
+    """normal: N(0, 0.02²); residual projections: N(0, (0.02/√(2L))²); zeros; ones. One host generator."""
+    rng = np.random.default_rng(seed)
+    std = {"normal": 0.02, "residual": 0.02 / math.sqrt(2 * n_layer)}
+    params = {}
+    for name, (shape, init) in specs.items():
+        if init in std:
+            value = rng.standard_normal(shape) * std[init]
+        else:
+            value = np.full(shape, 1.0 if init == "ones" else 0.0)
+        params[name] = bk.from_numpy(value)
+    return params
+
+
+class Model:
+    kind: str = ""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backend: str | Backend = "numpy",
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+        *,
+        attention: str = "naive",
+        ops: str = "array-api",
+    ) -> None:
+        if config.kind != self.kind:
+            raise ShapeError(f"{type(self).__name__} needs a config of kind {self.kind!r}, got {config.kind!r}")
+        self.config = config
+        bk = get_backend(backend)
+        kernel = get_attention_kernel(resolve_attention(attention, bk, config.block_size), bk)
+        self.rt = Runtime(bk, kernel, get_ops(resolve_ops(ops, bk), bk), config.dropout)
+        self.layers = self._build()
+        self.specs = collect_specs(self.layers)
+        params = draw_params(self.specs, config.init_depth, bk, seed) if params is None else params
+        self._check_params(params)
+        self.rt.params = {name: params[name] for name in self.specs}
+        self._dropout_rng = bk.generator(seed, 0x0D0)
+        self._cache: Any = None
+
+    @classmethod
+    def specs_for(cls, config: ModelConfig) -> Specs:
+        """name -> (shape, init) in creation order, without drawing any weights."""
+        return cls(config, "numpy", params=_SpecsOnly()).specs
+
+    def _build(self) -> list[Any]:
+        """Make the layers (attributes of self) and return them in parameter order."""
+        raise NotImplementedError
+
+    def _check_params(self, params: Any) -> None:
+        if isinstance(params, _SpecsOnly):
+            return
+        missing = [n for n in self.specs if n not in params]
+        extra = [n for n in params if n not in self.specs]
+        if missing or extra:
+            raise ShapeError(f"parameters do not match the config: missing {missing[:3]}, unexpected {extra[:3]}")
+        for name, (shape, _) in self.specs.items():
+            if tuple(params[name].shape) != shape:
+                raise ShapeError(f"parameter {name} has shape {tuple(params[name].shape)}, the config needs {shape}")
+
+    # ---- what runs it -------------------------------------------------------------------------------------
+
+    @property
+    def bk(self) -> Backend:
+        return self.rt.bk
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.rt.params
+
+    @property
+    def kernel(self) -> Any:
+        return self.rt.kernel
+
+    @property
+    def op_set(self) -> Any:
+        return self.rt.op_set
+
+    @property
+    def training(self) -> bool:
+        return self.rt.training
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self.rt.training = value
+
+    def as_ids(self, idx: Any) -> Any:
+        """Token ids as a (B,T) int array on this backend (accepts lists and NumPy arrays)."""
+        if isinstance(idx, (list, tuple, np.ndarray)):
+            idx = self.bk.from_numpy(np.asarray(idx, dtype=np.int64))
+        if idx.ndim != 2:
+            raise ShapeError(f"token ids must be (B, T), got shape {tuple(idx.shape)}")
+        return idx
+
+    def as_mask(self, mask: Any) -> Any:
+        """A (B,T) key mask (True = a real token) on this backend, or None."""
+        if mask is None or not isinstance(mask, (list, tuple, np.ndarray)):
+            return mask
+        return self.bk.from_numpy(np.asarray(mask, dtype=bool))
+
+    def _finish_grads(self, grads: dict[str, Any]) -> dict[str, Any]:
+        self._cache = None
+        return {name: grads[name] for name in self.params}  # in parameter order
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; ``non_embedding`` leaves out the learned position tables, as nanoGPT reports."""
+        return sum(
+            math.prod(shape)
+            for name, (shape, _) in self.specs.items()
+            if not (non_embedding and name.endswith("wpe.weight"))
+        )
+
+
+def init_params(config: ModelConfig, bk: Backend, seed: int = 0) -> dict[str, Any]:
+    """The parameters a model of ``config`` starts from (the same on every backend and dtype)."""
+    from . import model_class
+
+    return draw_params(model_class(config.kind).specs_for(config), config.init_depth, bk, seed)
+
+
+class _SpecsOnly(dict):
+    """Passed as ``params`` by ``specs_for``: build the layers, draw and check nothing."""
+
+    def __getitem__(self, name: str) -> None:
+        return None
+
+
+def rope_for(model: Model) -> tuple[Any, Any] | None:
+    """RoPE's cos/sin tables for every position, shared by all the attention layers (pos="rope"), or None."""
+    cfg = model.config
+    if cfg.pos != "rope":
+        return None
+    return ops.rope_tables(model.bk, cfg.block_size, cfg.head_dim, base=cfg.rope_base)
+
+
+def check_length(cfg: ModelConfig, length: int, what: str = "a sequence") -> None:
+    if length > cfg.block_size:
+        raise DataError(
+            f"{what} of {length} tokens is longer than the model's context (block_size={cfg.block_size}); "
+            "crop the input or train with a larger block_size"
+        )
+
+
+def record_attention(model: Model, run: Any) -> dict[str, np.ndarray]:
+    """Run ``run()`` in eval mode with every attention layer storing its probabilities; -> {layer name:
+    (H,T,S)} for the first sequence, on the host."""
+    rt = model.rt
+    was_training, rt.training, rt.attention_maps = rt.training, False, {}
+    try:
+        run()
+        maps = rt.attention_maps
+    finally:
+        rt.training, rt.attention_maps, model._cache = was_training, None, None
+    return {name: model.bk.to_numpy(p[0]) for name, p in maps.items()}

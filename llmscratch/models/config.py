@@ -1,0 +1,142 @@
+"""The architecture: which model, its sizes and options. How it runs (backend, attention kernel, op set) is
+not part of it, so one checkpoint runs anywhere.
+
+``Architecture`` holds what a user chooses (nanoGPT's and Hugging Face's field names; the defaults are
+nanoGPT's small CPU model); ``ModelConfig`` adds what the data decides (vocabulary and class counts) and the
+kind of model. ``TrainConfig`` (llmscratch.config) extends ``Architecture`` with the training settings, so
+every model field and default is written once, here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import ConfigError, did_you_mean
+from ..layers import MLPS, NORMS, POOLINGS, POSITIONS
+
+KINDS = ("gpt", "encoder", "seq2seq")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r}{did_you_mean(value, choices)}; choose one of {', '.join(choices)}")
+
+
+def check_float(name: str, value: float, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    """value must be a finite number in [low, high) ((low, high) with low_open); NaN and infinities never pass."""
+    ok = math.isfinite(value) and (value > low if low_open else value >= low) and value < high
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise ConfigError(f"{name} must be a finite number in {bounds}, got {value}")
+
+
+@dataclass
+class Architecture:
+    n_layer: int = 4  # blocks (the encoder's, for encoder and seq2seq)
+    n_head: int = 4
+    n_kv_head: int | None = None  # None: = n_head; fewer gives grouped-query attention
+    n_embd: int = 128
+    n_inner: int | None = None  # MLP width F; None: 4·n_embd
+    block_size: int = 64  # the longest sequence (context) the model sees
+    dropout: float = 0.0
+    bias: bool = False  # biases in the linear layers and layernorms
+    tie_embeddings: bool = True  # the output head reuses the (decoder's) token embedding
+    pos: str = "learned"  # learned | sinusoidal | rope
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    mlp: str = "gelu"  # gelu (tanh form, GPT-2's) | gelu_exact | relu | swiglu
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+    norm_first: bool = True  # pre-LN (GPT-2); False: post-LN "Add & Norm" (BERT, the 2017 paper)
+    final_norm: bool | None = None  # a norm after the last block of each stack; None: = norm_first
+    n_decoder_layer: int | None = None  # seq2seq: decoder blocks; None: = n_layer
+    pooling: str = "cls"  # encoder classifier: cls (the first token) | mean (over unpadded tokens)
+
+    def __post_init__(self) -> None:
+        check_choice("pos", self.pos, POSITIONS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("mlp", self.mlp, MLPS)
+        check_choice("pooling", self.pooling, POOLINGS)
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("n_kv_head", "n_inner", "n_decoder_layer"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer or None, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_head % self.kv_heads:
+            raise ConfigError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.kv_heads})")
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ConfigError(f"pos='rope' needs an even head dim, got n_embd/n_head = {self.head_dim}")
+        if self.pos == "sinusoidal" and self.n_embd % 2:
+            raise ConfigError(f"pos='sinusoidal' needs an even n_embd, got {self.n_embd}")
+        check_float("dropout", self.dropout, 0.0, 1.0)
+        check_float("norm_eps", self.norm_eps, 0.0, low_open=True)
+        check_float("rope_base", self.rope_base, 1.0, low_open=True)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_head if self.n_kv_head is None else self.n_kv_head
+
+    @property
+    def hidden(self) -> int:
+        return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_layer if self.n_decoder_layer is None else self.n_decoder_layer
+
+    @property
+    def has_final_norm(self) -> bool:
+        return self.norm_first if self.final_norm is None else self.final_norm
+
+
+ARCHITECTURE_FIELDS = tuple(f.name for f in fields(Architecture))
+
+
+@dataclass
+class ModelConfig(Architecture):
+    """A whole model: ``kind`` gpt (decoder-only LM) | encoder (classifier) | seq2seq (encoder–decoder)."""
+
+    kind: str = "gpt"
+    vocab_size: int = 65  # the (target) vocabulary
+    src_vocab_size: int | None = None  # seq2seq: the source vocabulary; None: shared with the target
+    n_classes: int = 2  # encoder: the number of labels
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("model kind", self.kind, KINDS)
+        for name in ("vocab_size", "n_classes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.src_vocab_size is not None and self.src_vocab_size < 1:
+            raise ConfigError(f"src_vocab_size must be a positive integer or None, got {self.src_vocab_size}")
+
+    @property
+    def init_depth(self) -> int:
+        """L in the residual projections' init 0.02/√(2L): the deepest stack's blocks."""
+        return max(self.n_layer, self.decoder_layers) if self.kind == "seq2seq" else self.n_layer
+
+    @property
+    def source_vocab(self) -> int:
+        return self.vocab_size if self.src_vocab_size is None else self.src_vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key {unknown[0]!r}{did_you_mean(unknown[0], known)}")
+        return cls(**d)
+
+
+GPTConfig = ModelConfig  # kind="gpt" is the default: GPTConfig(vocab_size=65, n_layer=6, ...)

@@ -1,0 +1,20 @@
+"""Tasks: how batches are made and what the loss and metrics are (lm | classify | seq2seq)."""
+
+from .base import DROPOUT, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
+from .classify import ClassifyTask
+from .lm import LMTask
+from .seq2seq import Seq2SeqTask
+
+TASK_CLASSES: dict[str, type[Task]] = {t.name: t for t in (LMTask, ClassifyTask, Seq2SeqTask)}
+
+__all__ = [
+    "DROPOUT",
+    "EVAL_BATCH",
+    "TASK_CLASSES",
+    "TRAIN_BATCH",
+    "ClassifyTask",
+    "LMTask",
+    "Seq2SeqTask",
+    "Task",
+    "build_tokenizer",
+]

@@ -1,0 +1,68 @@
+"""A task says how batches are made and what the loss and metrics are; one Trainer loop serves them all.
+
+Every random choice is a function of (seed, stream, step, micro-batch) alone, so any step's batch can be made
+again without the steps before it: that is what makes resuming exact.
+    task.prepare()                          read cfg.data, build the tokenizer (unless given), split, encode
+    task.loss(model, it, micro, rng)        one training micro-batch: (loss on the device, tokens in it)
+    task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}
+    task.evaluate_examples(model, ...)      the same numbers on a file the user hands in (``llmscratch eval``)
+``meta()`` is what a checkpoint keeps beyond the tokenizer (the label set), handed back as ``meta`` on load.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from ..config import TrainConfig
+from ..models import Model, ModelConfig
+from ..tokenizers import CharTokenizer, Tokenizer
+from ..tokenizers import load as load_tokenizer
+
+# the streams of random numbers: (seed, stream, it, ...) seeds each one
+TRAIN_BATCH, EVAL_BATCH, DROPOUT = 0, 1, 2
+
+
+def build_tokenizer(cfg: TrainConfig, text: str) -> Tokenizer:
+    """char (the text's characters), bpe (trained on the text, cfg.vocab_size tokens) or a saved tokenizer."""
+    if cfg.tokenizer == "char":
+        return CharTokenizer.train(text)
+    if cfg.tokenizer == "bpe":
+        from ..tokenizers.bpe import BPETokenizer
+
+        return BPETokenizer.train(text, cfg.vocab_size or 0)
+    return load_tokenizer(cfg.tokenizer)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    metric: ClassVar[str]  # the headline number: val_loss | accuracy | exact_match
+
+    def __init__(self, cfg: TrainConfig, tokenizer: Tokenizer | None = None, meta: dict[str, Any] | None = None):
+        self.cfg = cfg
+        self.tokenizer: Tokenizer = tokenizer  # type: ignore[assignment]  # set by prepare() when None
+        self.meta_in = dict(meta or {})
+
+    @abstractmethod
+    def prepare(self) -> None: ...
+
+    @abstractmethod
+    def model_config(self) -> ModelConfig: ...
+
+    @property
+    def model_vocab_size(self) -> int:
+        """The model's token ids: the tokenizer's, plus the task's special ids (padding, BOS, EOS) if any."""
+        return self.tokenizer.vocab_size
+
+    def meta(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]: ...
+
+    @abstractmethod
+    def evaluate(self, model: Model, it: int) -> dict[str, float]: ...
+
+    @abstractmethod
+    def evaluate_file(self, model: Model, path: str) -> dict[str, float]:
+        """The task's metrics on every example of a data file of the task's format."""

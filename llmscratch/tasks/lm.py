@@ -1,0 +1,70 @@
+"""Language modelling: random windows of a token stream; the loss is next-token cross-entropy.
+
+Batches follow nanoGPT: B windows of T+1 tokens at random offsets of the training tokens (the first 90% of
+the corpus); x is the first T of each window, y the last T. Evaluation averages eval_iters such batches of
+each split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..data import check_split_size, get_batch, load_text, split_tokens
+from ..models import Model, ModelConfig
+from .base import EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
+
+
+class LMTask(Task):
+    name = "lm"
+    metric = "val_loss"
+
+    def prepare(self) -> None:
+        cfg = self.cfg
+        _, text = load_text(cfg.data)
+        if self.tokenizer is None:
+            self.tokenizer = build_tokenizer(cfg, text)
+        tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int32)
+        self.train_tokens, self.val_tokens = split_tokens(tokens)
+        check_split_size("train", self.train_tokens, cfg.block_size)
+        check_split_size("val", self.val_tokens, cfg.block_size)
+
+    def model_config(self) -> ModelConfig:
+        return self.cfg.model_config(self.tokenizer.vocab_size)
+
+    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+        c, bk = self.cfg, model.bk
+        x, y = get_batch(self.train_tokens, c.batch_size, c.block_size, c.seed, TRAIN_BATCH, it, micro)
+        _, loss = model.forward(bk.from_numpy(x), bk.from_numpy(y), rng=rng)
+        return loss, x.size
+
+    def _mean_loss(self, model: Model, tokens: np.ndarray, *seed: int) -> float:
+        c, bk = self.cfg, model.bk
+        losses = []
+        for k in range(c.eval_iters):
+            x, y = get_batch(tokens, c.batch_size, c.block_size, c.seed, *seed, k)
+            losses.append(bk.item(model.forward(bk.from_numpy(x), bk.from_numpy(y))[1]))
+        return float(np.mean(losses))
+
+    def evaluate(self, model: Model, it: int) -> dict[str, float]:
+        return {
+            "train": self._mean_loss(model, self.train_tokens, EVAL_BATCH, 0, it),
+            "val": self._mean_loss(model, self.val_tokens, EVAL_BATCH, 1, it),
+        }
+
+    def evaluate_file(self, model: Model, path: str) -> dict[str, float]:
+        """The mean loss over the file's tokens in consecutive windows of block_size (every token once)."""
+        _, text = load_text(path)
+        tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+        T, bk = self.cfg.block_size, model.bk
+        check_split_size("evaluation", tokens, 1)
+        total = count = 0.0
+        for start in range(0, len(tokens) - 1, T):
+            window = tokens[start : start + T + 1]
+            if len(window) < 2:
+                break
+            _, loss = model.forward(bk.from_numpy(window[None, :-1]), bk.from_numpy(window[None, 1:]))
+            total += bk.item(loss) * (len(window) - 1)
+            count += len(window) - 1
+        return {"val_loss": total / count}

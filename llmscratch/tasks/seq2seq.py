@@ -1,0 +1,125 @@
+"""Sequence to sequence (translation): an encoder–decoder trained with teacher forcing.
+
+One tokenizer serves both sides (trained on the training split's sources and targets). For a pair (s, t):
+    src = ids(s)                      the encoder's input, padded, with a key mask
+    tgt = [BOS] + ids(t)              the decoder's input (teacher forcing: the true previous tokens)
+    targets = ids(t) + [EOS]          what each decoder position must predict; padding is ignored (-100)
+Evaluation reports the validation loss and the exact match of greedy translations of every validation source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..datasets import IGNORE, SpecialIds, pad, read_pairs, sample_indices, split_examples
+from ..errors import ConfigError, DataError
+from ..models import Model, ModelConfig
+from .base import TRAIN_BATCH, Task, build_tokenizer
+
+Encoded = list[tuple[list[int], list[int], str]]  # (source ids, target ids, target text)
+
+
+class Seq2SeqTask(Task):
+    name = "seq2seq"
+    metric = "exact_match"
+
+    def prepare(self) -> None:
+        train, val = split_examples(read_pairs(self.cfg.data))
+        if self.tokenizer is None:
+            self.tokenizer = build_tokenizer(self.cfg, "\n".join(s + "\n" + t for s, t in train))
+        self.train, self.val = self._encode(train), self._encode(val)
+
+    @property
+    def special(self) -> SpecialIds:
+        return SpecialIds(self.tokenizer.vocab_size)
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.special.vocab_size
+
+    def model_config(self) -> ModelConfig:
+        return self.cfg.model_config(self.model_vocab_size)
+
+    def encode_sources(self, texts: list[str]) -> list[list[int]]:
+        rows = []
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise DataError(f"source {i + 1} is empty; there is nothing to translate")
+            ids = self.tokenizer.encode(text)
+            if len(ids) > self.cfg.block_size:
+                raise DataError(
+                    f"source {i + 1} ({text[:30]!r}…) is {len(ids)} tokens, longer than the context "
+                    f"(block_size={self.cfg.block_size}); shorten it or train with a larger --block-size"
+                )
+            rows.append(ids)
+        return rows
+
+    def _encode(self, pairs: list[tuple[str, str]]) -> Encoded:
+        sources = self.encode_sources([s for s, _ in pairs])
+        out = []
+        for src, (_, target) in zip(sources, pairs, strict=True):
+            tgt = self.tokenizer.encode(target)
+            if len(tgt) + 1 > self.cfg.block_size:
+                raise DataError(
+                    f"target {target[:30]!r}… is {len(tgt) + 1} tokens with [BOS], longer than the context "
+                    f"(block_size={self.cfg.block_size}); train with a larger --block-size"
+                )
+            out.append((src, tgt, target))
+        return out
+
+    def _forward(self, model: Model, batch: Encoded, rng: Any = None) -> tuple[Any, Any]:
+        sp = self.special
+        src, src_mask = pad([s for s, _, _ in batch], sp.pad)
+        tgt, _ = pad([[sp.bos, *t] for _, t, _ in batch], sp.pad)
+        targets, _ = pad([[*t, sp.eos] for _, t, _ in batch], IGNORE)
+        return model.forward(src, tgt, targets, src_mask=src_mask, rng=rng)
+
+    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+        c = self.cfg
+        picked = [self.train[i] for i in sample_indices(len(self.train), c.batch_size, c.seed, TRAIN_BATCH, it, micro)]
+        _, loss = self._forward(model, picked, rng)
+        return loss, sum(len(s) + len(t) + 1 for s, t, _ in picked)
+
+    def _mean_loss(self, model: Model, examples: Encoded) -> float:
+        chunk, total = 4 * self.cfg.batch_size, 0.0
+        for s in range(0, len(examples), chunk):
+            part = examples[s : s + chunk]
+            n_tokens = sum(len(t) + 1 for _, t, _ in part)  # the loss is a mean over target tokens
+            total += model.bk.item(self._forward(model, part)[1]) * n_tokens
+        return total / sum(len(t) + 1 for _, t, _ in examples)
+
+    def _exact_match(self, model: Model, examples: Encoded) -> float:
+        outputs = self.translate_ids(model, [s for s, _, _ in examples])
+        return float(
+            np.mean([self.tokenizer.decode(o) == text for o, (_, _, text) in zip(outputs, examples, strict=True)])
+        )
+
+    def evaluate(self, model: Model, it: int) -> dict[str, float]:
+        n = min(len(self.train), len(self.val))
+        return {
+            "train": self._mean_loss(model, self.train[:n]),
+            "val": self._mean_loss(model, self.val),
+            "exact_match": self._exact_match(model, self.val),
+        }
+
+    def evaluate_file(self, model: Model, path: str) -> dict[str, float]:
+        examples = self._encode(read_pairs(path))
+        return {"exact_match": self._exact_match(model, examples), "val_loss": self._mean_loss(model, examples)}
+
+    def translate_ids(self, model: Model, sources: list[list[int]], num_beams: int = 1) -> list[list[int]]:
+        """Greedy decoding of each source (batched, padded with a key mask); -> target ids without BOS/EOS."""
+        if num_beams != 1:
+            raise ConfigError(f"num_beams={num_beams}: only greedy decoding (num_beams=1) is available here")
+        sp, out = self.special, []
+        for s in range(0, len(sources), 4 * self.cfg.batch_size):
+            src, mask = pad(sources[s : s + 4 * self.cfg.batch_size], sp.pad)
+            out += model.greedy(src, sp.bos, sp.eos, src_mask=mask)  # type: ignore[attr-defined]
+        return out
+
+    def translate(self, model: Model, texts: list[str], num_beams: int = 1) -> list[str]:
+        decode = self.tokenizer.decode
+        vocab = self.tokenizer.vocab_size  # special ids never reach the text
+        outputs = self.translate_ids(model, self.encode_sources(texts), num_beams)
+        return [decode([i for i in ids if i < vocab]) for ids in outputs]
