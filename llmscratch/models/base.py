@@ -114,10 +114,15 @@ class Model:
     def training(self, value: bool) -> None:
         self.rt.training = value
 
+    def as_ints(self, a: Any) -> Any:
+        """Lists and NumPy arrays -> an int64 array on this backend; backend arrays as they are."""
+        if isinstance(a, (list, tuple, np.ndarray)):
+            return self.bk.from_numpy(np.asarray(a, dtype=np.int64))
+        return a
+
     def as_ids(self, idx: Any) -> Any:
         """Token ids as a (B,T) int array on this backend (accepts lists and NumPy arrays)."""
-        if isinstance(idx, (list, tuple, np.ndarray)):
-            idx = self.bk.from_numpy(np.asarray(idx, dtype=np.int64))
+        idx = self.as_ints(idx)
         if idx.ndim != 2:
             raise ShapeError(f"token ids must be (B, T), got shape {tuple(idx.shape)}")
         return idx

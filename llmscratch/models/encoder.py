@@ -49,8 +49,7 @@ class EncoderClassifier(Model):
         logits, c_head = self.head.forward(x, key_mask)
         loss = c_loss = None
         if labels is not None:
-            labels = self.bk.from_numpy(np.asarray(labels, dtype=np.int64)) if not hasattr(labels, "shape") else labels
-            loss, c_loss = self.op_set.cross_entropy_forward(self.bk, logits, labels)
+            loss, c_loss = self.op_set.cross_entropy_forward(self.bk, logits, self.as_ints(labels))
         self._cache = EncoderCache(c_stack, c_head, c_loss)
         return logits, loss
 
