@@ -1,10 +1,15 @@
-"""The ``llmscratch`` command: train, sample, tokenizer, bench.
+"""The ``llmscratch`` command: train, sample, classify, translate, eval, demo, tokenizer, bench.
 
     llmscratch train                                   # the default small model on the embedded corpus
     llmscratch train --preset shakespeare_char_cpu --backend torch
     llmscratch train --n-layer 6 --learning-rate 3e-4 --max-iters 5000 --out out-big
     llmscratch train --resume --out out-big            # continue where it stopped
     llmscratch sample --checkpoint out --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 50
+    llmscratch train --task classify --data reviews.csv --out out-cls      # CSV text,label or JSONL
+    llmscratch classify --checkpoint out-cls "a line to classify"          # or lines on standard input
+    llmscratch train --task seq2seq --data pairs.tsv --out out-mt          # TSV source<TAB>target or JSONL
+    llmscratch translate --checkpoint out-mt "three hundred and seventy-one"
+    llmscratch eval --checkpoint out-mt --data test.tsv                    # exact_match 0.993
 
 Every TrainConfig field is a --kebab-case flag (booleans also take --no-...). Errors print one line and
 exit with status 2.
@@ -54,8 +59,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides["out_dir"] = overrides["out_dir"] or "out"
     result = train(preset=args.preset, config=args.config, resume=args.resume, progress=not args.quiet, **overrides)
     last = result.history[-1] if result.history else {}
-    print(f"done at step {last.get('step')}: val loss {result.val_loss}; checkpoint: {result.checkpoint_dir}")
-    if args.sample_tokens > 0:
+    metric = result.task_runner.metric
+    shown = "" if metric == "val_loss" or result.last(metric) is None else f", {metric} {result.last(metric):.4f}"
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+    print(f"done at step {last.get('step')}: val loss {val}{shown}; checkpoint: {result.checkpoint_dir}")
+    if args.sample_tokens > 0 and result.config.task == "lm":
         print("---- sample ----")
         print(result.sample(max_new_tokens=args.sample_tokens, seed=result.config.seed))
     return 130 if result.interrupted else 0
@@ -74,6 +82,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(text)
+    return 0
+
+
+def _texts(texts: list[str]) -> list[str]:
+    """The TEXT arguments, else the lines of standard input (blank lines skipped)."""
+    return texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    import json
+
+    from .checkpoint import load
+
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    results = ckpt.classify(_texts(args.texts), probabilities=args.probabilities)
+    for r in results:
+        print(json.dumps({k: round(v, 4) for k, v in r.items()}, ensure_ascii=False) if args.probabilities else r)
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    for text in ckpt.translate(_texts(args.texts), num_beams=args.num_beams):
+        print(text)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    for name, value in ckpt.evaluate(args.data).items():
+        print(f"{name} {value:.4f}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demos
+
+    if args.name == "numbers":
+        paths = demos.numbers_dataset(args.out)
+    else:
+        from .data import load_text
+
+        paths = demos.speakers_dataset(load_text("shakespeare")[1], args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -234,6 +290,12 @@ def _mkdir(path: str) -> Any:
     return Path(path)
 
 
+def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="out", help="a training --out directory or a checkpoint directory")
+    p.add_argument("--backend", default=None, help="run on another backend than the one it was trained on")
+    p.add_argument("--device", default=None)
+
+
 def _add_output_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", default="benchmarks/results", help="the folder for <name>.json, .md and plots")
     p.add_argument("--name", default=name, help=f"the base name of the files written [{name}]")
@@ -243,7 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmscratch", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a GPT (the default: a small model on the embedded corpus)")
+    p = sub.add_parser(
+        "train",
+        help="train a model: --task lm (a GPT; default: a small one on the embedded corpus) | classify | seq2seq",
+    )
     p.add_argument("--preset", help=f"one of: {', '.join(preset_names())}")
     p.add_argument("--config", help="a TOML file of config values")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -253,16 +318,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("--checkpoint", default="out", help="a training --out directory or a checkpoint directory")
+    _add_checkpoint_args(p)
     p.add_argument("--prompt", default="", help="text to continue (default: start from a newline)")
     p.add_argument("--max-new-tokens", type=int, default=500)
     p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
     p.add_argument("--top-k", type=int, default=200)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backend", default=None, help="run on another backend than the one it was trained on")
-    p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("classify", help="label texts with a classify checkpoint (one label per line)")
+    _add_checkpoint_args(p)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: lines of standard input)")
+    p.add_argument("--probabilities", action="store_true", help="print each label's probability as JSON")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("translate", help="translate texts with a seq2seq checkpoint (one translation per line)")
+    _add_checkpoint_args(p)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to translate (default: lines of standard input)")
+    p.add_argument("--num-beams", type=int, default=1, help="1: greedy decoding [1]")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("eval", help="a checkpoint's metric on a data file: accuracy, exact_match or val_loss")
+    _add_checkpoint_args(p)
+    p.add_argument("--data", required=True, help="a file in the task's format (CSV/JSONL, TSV/JSONL, text)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="write a demo task's data: numbers (English -> French) or speakers")
+    p.add_argument("name", choices=["numbers", "speakers"])
+    p.add_argument("--out", default="demo", help="the folder to write into [demo]")
+    p.set_defaults(func=cmd_demo)
 
     tokenizer = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer, encode, decode").add_subparsers(
         dest="action", required=True

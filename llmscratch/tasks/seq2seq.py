@@ -90,11 +90,13 @@ class Seq2SeqTask(Task):
             total += model.bk.item(self._forward(model, part)[1]) * n_tokens
         return total / sum(len(t) + 1 for _, t, _ in examples)
 
+    def decode(self, ids: list[int]) -> str:
+        """Target ids -> text; the task's special ids (a PAD or BOS a model may still emit) are dropped."""
+        return self.tokenizer.decode([i for i in ids if i < self.tokenizer.vocab_size])
+
     def _exact_match(self, model: Model, examples: Encoded) -> float:
         outputs = self.translate_ids(model, [s for s, _, _ in examples])
-        return float(
-            np.mean([self.tokenizer.decode(o) == text for o, (_, _, text) in zip(outputs, examples, strict=True)])
-        )
+        return float(np.mean([self.decode(o) == text for o, (_, _, text) in zip(outputs, examples, strict=True)]))
 
     def evaluate(self, model: Model, it: int) -> dict[str, float]:
         n = min(len(self.train), len(self.val))
@@ -119,7 +121,4 @@ class Seq2SeqTask(Task):
         return out
 
     def translate(self, model: Model, texts: list[str], num_beams: int = 1) -> list[str]:
-        decode = self.tokenizer.decode
-        vocab = self.tokenizer.vocab_size  # special ids never reach the text
-        outputs = self.translate_ids(model, self.encode_sources(texts), num_beams)
-        return [decode([i for i in ids if i < vocab]) for ids in outputs]
+        return [self.decode(ids) for ids in self.translate_ids(model, self.encode_sources(texts), num_beams)]

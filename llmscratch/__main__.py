@@ -1,0 +1,3 @@
+from llmscratch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""Demo tasks the project makes itself, deterministically, for the classifier and the translator.
+
+numbers: English number words -> French number words, 0 … 999,999, by this project's own rules:
+  English (British): "three hundred and seventy-one", "two thousand and five", "forty-two thousand three
+  hundred and six"; tens and units joined by a hyphen ("seventy-one").
+  French (traditional spelling, before the 1990 reform): hyphens only between tens and units below a
+  hundred ("soixante-dix-sept", "vingt et un", "quatre-vingt-un"); "quatre-vingts" and "deux cents" take
+  their s only at the very end of the number ("quatre-vingt mille", "deux cent mille", "deux cents");
+  "mille" never does; "cent" and "mille" alone mean one hundred and one thousand.
+  Training and test numbers are disjoint, drawn from one seeded generator.
+
+speakers: which of the most frequent speakers of tinyshakespeare says a line. Each line of a speech is an
+  example labelled with its speaker; whole speeches go to training or test (every tenth speech is a test
+  speech), so no speech is split across the two. Baselines in the same run: the majority class and a
+  bag-of-characters naive Bayes model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write
+
+EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+FR_UNITS = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize"]
+FR_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
+MAX_NUMBER = 999_999
+
+
+def english(n: int) -> str:
+    """0 … 999,999 in English words ("three hundred and seventy-one")."""
+    if not 0 <= n <= MAX_NUMBER:
+        raise ValueError(f"number words cover 0 to {MAX_NUMBER:,}, got {n}")
+
+    def below_100(m: int) -> str:
+        if m < 20:
+            return EN_UNITS[m]
+        t, u = divmod(m, 10)
+        return EN_TENS[t] + (f"-{EN_UNITS[u]}" if u else "")
+
+    def below_1000(m: int) -> str:
+        h, r = divmod(m, 100)
+        if not h:
+            return below_100(r)
+        return f"{EN_UNITS[h]} hundred" + (f" and {below_100(r)}" if r else "")
+
+    k, r = divmod(n, 1000)
+    if not k:
+        return below_1000(r)
+    rest = "" if not r else (f" and {below_100(r)}" if r < 100 else f" {below_1000(r)}")
+    return f"{below_1000(k)} thousand{rest}"
+
+
+def french(n: int) -> str:
+    """0 … 999,999 in French words ("trois cent soixante et onze")."""
+    if not 0 <= n <= MAX_NUMBER:
+        raise ValueError(f"number words cover 0 to {MAX_NUMBER:,}, got {n}")
+
+    def below_100(m: int, final: bool) -> str:
+        if m < 17:
+            return FR_UNITS[m]
+        if m < 20:
+            return f"dix-{FR_UNITS[m - 10]}"
+        if m < 70:
+            t, u = divmod(m, 10)
+            return FR_TENS[t] + ("" if not u else " et un" if u == 1 else f"-{FR_UNITS[u]}")
+        if m < 80:
+            return "soixante et onze" if m == 71 else f"soixante-{below_100(m - 60, final)}"
+        if m == 80:
+            return "quatre-vingts" if final else "quatre-vingt"
+        return f"quatre-vingt-{below_100(m - 80, final)}"
+
+    def below_1000(m: int, final: bool) -> str:
+        h, r = divmod(m, 100)
+        if not h:
+            return below_100(r, final)
+        head = "cent" if h == 1 else f"{FR_UNITS[h]} cent" + ("s" if not r and final else "")
+        return head + (f" {below_100(r, final)}" if r else "")
+
+    k, r = divmod(n, 1000)
+    if not k:
+        return below_1000(r, True)
+    head = "mille" if k == 1 else f"{below_1000(k, False)} mille"
+    return head + (f" {below_1000(r, True)}" if r else "")
+
+
+def numbers_dataset(out_dir: str | Path, n_train: int = 20_000, n_test: int = 1_000, seed: int = 0) -> tuple[Path, Path]:
+    """Write numbers_train.tsv and numbers_test.tsv (english<TAB>french, disjoint numbers); -> their paths.
+    Every number below 1000 is in training (the building blocks), the rest drawn at random."""
+    rng = np.random.default_rng(seed)
+    small = np.arange(1000)
+    large = rng.choice(np.arange(1000, MAX_NUMBER + 1), size=n_train + n_test - 1000, replace=False)
+    test, train = large[:n_test], np.concatenate([small, large[n_test:]])
+    rng.shuffle(train)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "numbers_train.tsv", out / "numbers_test.tsv"
+    for path, numbers in zip(paths, (train, test), strict=True):
+        atomic_write(path, "".join(f"{english(int(n))}\t{french(int(n))}\n" for n in numbers))
+    return paths
+
+
+SPEAKER = re.compile(r"^([A-Z][A-Za-z' ]+):$")
+
+
+def speeches(text: str) -> list[tuple[str, list[str]]]:
+    """tinyshakespeare -> [(speaker, lines of the speech)]: a speech is "NAME:" then lines up to a blank line."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = block.strip("\n").split("\n")
+        m = SPEAKER.match(lines[0])
+        if m and len(lines) > 1:
+            out.append((m.group(1), [line for line in lines[1:] if line.strip()]))
+    return out
+
+
+def speakers_dataset(text: str, out_dir: str | Path, n_speakers: int = 4) -> tuple[Path, Path]:
+    """Write speakers_train.csv and speakers_test.csv (text,label: the n_speakers with most lines); -> paths."""
+    all_speeches = speeches(text)
+    counts = Counter()
+    for speaker, lines in all_speeches:
+        counts[speaker] += len(lines)
+    top = {s for s, _ in counts.most_common(n_speakers)}
+    rows: tuple[list, list] = ([], [])
+    for i, (speaker, lines) in enumerate(s for s in all_speeches if s[0] in top):
+        rows[i % 10 == 9].extend((line, speaker) for line in lines)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "speakers_train.csv", out / "speakers_test.csv"
+    for path, part in zip(paths, rows, strict=True):
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows(part)
+        atomic_write(path, buf.getvalue())
+    return paths
+
+
+def baselines(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> dict[str, float]:
+    """Test accuracy of the majority class and of bag-of-characters multinomial naive Bayes (add-one smoothing)."""
+    labels = sorted({y for _, y in train})
+    majority = Counter(y for _, y in train).most_common(1)[0][0]
+    chars = sorted({c for t, _ in train for c in t})
+    index = {c: i for i, c in enumerate(chars)}
+
+    def counts(text: str) -> np.ndarray:
+        v = np.zeros(len(chars))
+        for c in text:
+            if c in index:
+                v[index[c]] += 1
+        return v
+
+    X = np.stack([counts(t) for t, _ in train])
+    y = np.array([labels.index(lab) for _, lab in train])
+    log_prior = np.log(np.bincount(y, minlength=len(labels)) / len(y))
+    per_class = np.stack([X[y == k].sum(0) + 1 for k in range(len(labels))])
+    log_p = np.log(per_class / per_class.sum(1, keepdims=True))
+    guess = np.argmax(np.stack([counts(t) for t, _ in test]) @ log_p.T + log_prior, axis=1)
+    truth = np.array([labels.index(lab) for _, lab in test])
+    return {
+        "majority": float(np.mean([lab == majority for _, lab in test])),
+        "bag_of_chars_naive_bayes": float(np.mean(guess == truth)),
+    }
