@@ -27,9 +27,48 @@ import numpy as np
 
 from .atomic import atomic_write
 
-EN_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+EN_UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 EN_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-FR_UNITS = ["zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf", "dix", "onze", "douze", "treize", "quatorze", "quinze", "seize"]
+FR_UNITS = [
+    "zéro",
+    "un",
+    "deux",
+    "trois",
+    "quatre",
+    "cinq",
+    "six",
+    "sept",
+    "huit",
+    "neuf",
+    "dix",
+    "onze",
+    "douze",
+    "treize",
+    "quatorze",
+    "quinze",
+    "seize",
+]
 FR_TENS = {2: "vingt", 3: "trente", 4: "quarante", 5: "cinquante", 6: "soixante"}
 MAX_NUMBER = 999_999
 
@@ -91,7 +130,9 @@ def french(n: int) -> str:
     return head + (f" {below_1000(r, True)}" if r else "")
 
 
-def numbers_dataset(out_dir: str | Path, n_train: int = 20_000, n_test: int = 1_000, seed: int = 0) -> tuple[Path, Path]:
+def numbers_dataset(
+    out_dir: str | Path, n_train: int = 20_000, n_test: int = 1_000, seed: int = 0
+) -> tuple[Path, Path]:
     """Write numbers_train.tsv and numbers_test.tsv (english<TAB>french, disjoint numbers); -> their paths.
     Every number below 1000 is in training (the building blocks), the rest drawn at random."""
     rng = np.random.default_rng(seed)
