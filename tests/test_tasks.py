@@ -166,7 +166,8 @@ def test_classifier_learns_and_load_rebuilds_it(tmp_path):
     assert set(probs) == {"ayes", "bees"} and abs(sum(probs.values()) - 1) < 1e-12 and probs["ayes"] > 0.5
     with pytest.raises(
         ConfigError,
-        match=r"translate needs a model trained with task 'seq2seq'; this one was trained with task 'classify' \(use classify\(\)\)",
+        match=r"translate needs a model trained with task 'seq2seq'; this one was trained with task 'classify' "
+        r"\(use classify\(\)\)",
     ):
         ck.translate(["a"])
     with pytest.raises(
