@@ -242,6 +242,54 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_tasks(args: argparse.Namespace) -> int:
+    from .bench.report import markdown_table, write_report
+    from .bench.tasks import bench_tasks
+
+    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    overrides = {"max_iters": args.max_iters} if args.max_iters else {}
+    results = bench_tasks(backends, rounds=args.rounds, full=args.full, **overrides)
+    sections = {
+        "training throughput (real tokens/s) vs the torch.nn autograd references": (
+            results["throughput"],
+            markdown_table(
+                results["throughput"],
+                [
+                    ("task", "task", ""),
+                    ("contestant", "contestant", ""),
+                    ("kernels", "kernel", ""),
+                    ("ms/step", "step_ms", ".1f"),
+                    ("tokens/s", "tokens_per_s", ",.0f"),
+                    ("× reference", "vs_reference", ".2f"),
+                ],
+            ),
+        )
+    }
+    if results["demos"]:
+        sections["demos trained to the end, scored on the held-out file"] = (
+            results["demos"],
+            markdown_table(
+                results["demos"],
+                [
+                    ("task", "task", ""),
+                    ("backend", "backend", ""),
+                    ("steps", "steps", ""),
+                    ("train s", "train_s", ".1f"),
+                    ("accuracy", "accuracy", ".4f"),
+                    ("exact match", "exact_match", ".4f"),
+                    ("val loss", "val_loss", ".4f"),
+                    ("majority", "majority", ".4f"),
+                    ("bag-of-chars NB", "bag_of_chars_naive_bayes", ".4f"),
+                ],
+            ),
+        )
+    for _, table in sections.values():
+        print(table)
+    paths = write_report(args.out, args.name, sections)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench_ops(args: argparse.Namespace) -> int:
     from .backends import get_backend
     from .bench.ops import bench_ops
@@ -396,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-iters", type=int, help="for --full: stop earlier than the preset")
     _add_output_args(p, "train")
     p.set_defaults(func=cmd_bench_train)
+
+    p = bench.add_parser(
+        "tasks", help="classifier and encoder-decoder: training tokens/s vs torch.nn references; --full: the demos"
+    )
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of interleaved timing [5]")
+    p.add_argument("--full", action="store_true", help="also train each demo to the end: metric, wall time")
+    p.add_argument("--max-iters", type=int, help="stop the demos earlier than their presets")
+    _add_output_args(p, "tasks")
+    p.set_defaults(func=cmd_bench_tasks)
 
     p = bench.add_parser("ops", help="GELU, LayerNorm, AdamW: each op set at a preset's shapes, side by side")
     p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")

@@ -285,3 +285,14 @@ def test_baselines_on_a_made_up_split():
     train = [("aaa", "x"), ("aab", "x"), ("bbb", "y")]
     scores = baselines(train, [("aaaa", "x"), ("bb", "y"), ("b", "x")])
     assert scores["majority"] == pytest.approx(2 / 3) and scores["bag_of_chars_naive_bayes"] == pytest.approx(2 / 3)
+
+
+def test_building_a_config_never_starts_the_compiler(monkeypatch, tmp_path):
+    """attention="auto" / ops="auto" are resolved when a model is built, not when a config is."""
+    from llmscratch.config import resolve_config
+    from llmscratch.kernels import cpu_fused
+
+    monkeypatch.setattr(cpu_fused, "compiles", lambda: pytest.fail("building a config started the C++ compiler"))
+    cfg = resolve_config("numbers", backend="torch", data=str(tmp_path / "absent.tsv"))
+    assert cfg.attention == cfg.ops == "auto"
+    assert cfg.model_config(50).kind == "seq2seq"

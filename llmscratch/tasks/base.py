@@ -3,7 +3,9 @@
 Every random choice is a function of (seed, stream, step, micro-batch) alone, so any step's batch can be made
 again without the steps before it: that is what makes resuming exact.
     task.prepare()                          read cfg.data, build the tokenizer (unless given), split, encode
-    task.loss(model, it, micro, rng)        one training micro-batch: (loss on the device, tokens in it)
+    task.batch(it, micro)                   one training micro-batch as NumPy arrays named as model.forward's
+                                            arguments, so ``model.forward(**batch)`` runs it
+    task.loss(model, it, micro, rng)        that batch's loss (on the device) and how many tokens it holds
     task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}
     task.evaluate_examples(model, ...)      the same numbers on a file the user hands in (``llmscratch eval``)
 ``meta()`` is what a checkpoint keeps beyond the tokenizer (the label set), handed back as ``meta`` on load.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
+
+import numpy as np
 
 from ..config import TrainConfig
 from ..models import Model, ModelConfig
@@ -58,7 +62,16 @@ class Task(ABC):
         return {}
 
     @abstractmethod
-    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]: ...
+    def batch(self, it: int, micro: int) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
+    def tokens(self, batch: dict[str, np.ndarray]) -> int:
+        """The real (not padding) tokens a batch holds, for tokens/s."""
+
+    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+        batch = self.batch(it, micro)
+        _, loss = model.forward(**batch, rng=rng)
+        return loss, self.tokens(batch)
 
     @abstractmethod
     def evaluate(self, model: Model, it: int) -> dict[str, float]: ...

@@ -76,18 +76,22 @@ class ClassifyTask(Task):
             raise DataError(f"label {unknown[0]!r} is not one the model was trained on ({', '.join(self.labels)})")
         return self.encode_texts([t for t, _ in examples]), np.array([index[label] for _, label in examples])
 
-    def _forward(self, model: Model, rows: list[list[int]], labels: Any = None, rng: Any = None) -> tuple[Any, Any]:
-        ids, mask = pad(rows, self.special.pad)
-        y = None if labels is None else model.bk.from_numpy(np.asarray(labels, dtype=np.int64))
-        return model.forward(ids, y, key_mask=mask, rng=rng)
+    def _arrays(self, rows: list[list[int]], labels: np.ndarray | None = None) -> dict[str, np.ndarray | None]:
+        """-> idx (B,T) padded, key_mask (B,T), labels (B,): model.forward's arguments"""
+        idx, mask = pad(rows, self.special.pad)
+        return {"idx": idx, "labels": labels, "key_mask": mask}
 
-    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+    def _forward(self, model: Model, rows: list[list[int]], labels: np.ndarray | None = None) -> tuple[Any, Any]:
+        return model.forward(**self._arrays(rows, labels))
+
+    def batch(self, it: int, micro: int) -> dict[str, np.ndarray]:
         c = self.cfg
         rows, labels = self.train
         idx = sample_indices(len(rows), c.batch_size, c.seed, TRAIN_BATCH, it, micro)
-        picked = [rows[i] for i in idx]
-        _, loss = self._forward(model, picked, labels[idx], rng)
-        return loss, sum(len(r) for r in picked)
+        return self._arrays([rows[i] for i in idx], labels[idx])  # type: ignore[return-value]
+
+    def tokens(self, batch: dict[str, np.ndarray]) -> int:
+        return int(batch["key_mask"].sum())
 
     def _scores(self, model: Model, rows: list[list[int]], labels: np.ndarray) -> tuple[float, float]:
         """-> (mean loss, accuracy) over every example, in fixed chunks"""

@@ -7,8 +7,6 @@ each split.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..data import check_split_size, get_batch, load_text, split_tokens
@@ -33,11 +31,13 @@ class LMTask(Task):
     def model_config(self) -> ModelConfig:
         return self.cfg.model_config(self.tokenizer.vocab_size)
 
-    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
-        c, bk = self.cfg, model.bk
+    def batch(self, it: int, micro: int) -> dict[str, np.ndarray]:
+        c = self.cfg
         x, y = get_batch(self.train_tokens, c.batch_size, c.block_size, c.seed, TRAIN_BATCH, it, micro)
-        _, loss = model.forward(bk.from_numpy(x), bk.from_numpy(y), rng=rng)
-        return loss, x.size
+        return {"idx": x, "targets": y}
+
+    def tokens(self, batch: dict[str, np.ndarray]) -> int:
+        return batch["idx"].size
 
     def _mean_loss(self, model: Model, tokens: np.ndarray, *seed: int) -> float:
         c, bk = self.cfg, model.bk

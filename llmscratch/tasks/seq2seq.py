@@ -69,18 +69,24 @@ class Seq2SeqTask(Task):
             out.append((src, tgt, target))
         return out
 
-    def _forward(self, model: Model, batch: Encoded, rng: Any = None) -> tuple[Any, Any]:
+    def _arrays(self, examples: Encoded) -> dict[str, np.ndarray]:
+        """-> src (B,S), src_mask (B,S), tgt (B,T) = [BOS] + target, targets (B,T) = target + [EOS], padded"""
         sp = self.special
-        src, src_mask = pad([s for s, _, _ in batch], sp.pad)
-        tgt, _ = pad([[sp.bos, *t] for _, t, _ in batch], sp.pad)
-        targets, _ = pad([[*t, sp.eos] for _, t, _ in batch], IGNORE)
-        return model.forward(src, tgt, targets, src_mask=src_mask, rng=rng)
+        src, src_mask = pad([s for s, _, _ in examples], sp.pad)
+        tgt, _ = pad([[sp.bos, *t] for _, t, _ in examples], sp.pad)
+        targets, _ = pad([[*t, sp.eos] for _, t, _ in examples], IGNORE)
+        return {"src": src, "tgt": tgt, "targets": targets, "src_mask": src_mask}
 
-    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+    def _forward(self, model: Model, examples: Encoded) -> tuple[Any, Any]:
+        return model.forward(**self._arrays(examples))
+
+    def batch(self, it: int, micro: int) -> dict[str, np.ndarray]:
         c = self.cfg
-        picked = [self.train[i] for i in sample_indices(len(self.train), c.batch_size, c.seed, TRAIN_BATCH, it, micro)]
-        _, loss = self._forward(model, picked, rng)
-        return loss, sum(len(s) + len(t) + 1 for s, t, _ in picked)
+        idx = sample_indices(len(self.train), c.batch_size, c.seed, TRAIN_BATCH, it, micro)
+        return self._arrays([self.train[i] for i in idx])
+
+    def tokens(self, batch: dict[str, np.ndarray]) -> int:
+        return int(batch["src_mask"].sum() + (batch["targets"] != IGNORE).sum())
 
     def _mean_loss(self, model: Model, examples: Encoded) -> float:
         chunk, total = 4 * self.cfg.batch_size, 0.0
