@@ -1,9 +1,11 @@
-"""llmscratch: a GPT-style language model from scratch, written once against the Python Array API.
+"""llmscratch: transformer language models from scratch (a GPT, an encoder classifier, an encoder–decoder),
+written once against the Python Array API.
 
 import llmscratch
 result = llmscratch.train(backend="numpy", data="shakespeare", preset="shakespeare_char_cpu")
 print(result.sample("ROMEO:"))
 ckpt = llmscratch.load("out", backend="torch")
+clf = llmscratch.train(task="classify", data="reviews.csv");  clf.classify(["a text"])
 """
 
 from .backends import Backend, available_backends, get_backend
@@ -11,7 +13,7 @@ from .checkpoint import Checkpoint, load
 from .config import TrainConfig
 from .errors import LLMScratchError
 from .generate import generate, sample_text
-from .models import GPT, GPTConfig
+from .models import GPT, EncoderClassifier, GPTConfig, ModelConfig, Seq2Seq
 from .train import TrainResult, train
 
 __version__ = "0.1.0"
@@ -20,8 +22,11 @@ __all__ = [
     "GPT",
     "Backend",
     "Checkpoint",
+    "EncoderClassifier",
     "GPTConfig",
     "LLMScratchError",
+    "ModelConfig",
+    "Seq2Seq",
     "TrainConfig",
     "TrainResult",
     "__version__",

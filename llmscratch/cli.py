@@ -58,6 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in FIELDS}
     overrides["out_dir"] = overrides["out_dir"] or "out"
     result = train(preset=args.preset, config=args.config, resume=args.resume, progress=not args.quiet, **overrides)
+    world = result.task_runner.world
+    if not world.is_main:  # in a data-parallel run rank 0 alone reports
+        world.close()
+        return 130 if result.interrupted else 0
     last = result.history[-1] if result.history else {}
     metric = result.task_runner.metric
     shown = "" if metric == "val_loss" or result.last(metric) is None else f", {metric} {result.last(metric):.4f}"
@@ -66,7 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.sample_tokens > 0 and result.config.task == "lm":
         print("---- sample ----")
         print(result.sample(max_new_tokens=args.sample_tokens, seed=result.config.seed))
-    return 130 if result.interrupted else 0
+    result.task_runner.world.close()
+    return 130 if result.interrupted else 0  # stopped by Ctrl-C or SIGTERM on any rank, after a checkpoint
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -290,6 +295,30 @@ def cmd_bench_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_dist(args: argparse.Namespace) -> int:
+    from .bench.distributed import bench_distributed
+    from .bench.report import markdown_table, write_report
+
+    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    procs = tuple(int(n) for n in args.procs.split(","))
+    records = bench_distributed(backends, procs, rounds=args.rounds, preset=args.preset, max_iters=args.max_iters)
+    table = markdown_table(
+        records,
+        [
+            ("backend", "backend", ""),
+            ("processes × threads", "processes", ""),
+            ("tokens/s (all ranks)", "tokens_per_s", ",.0f"),
+            ("× 1 process", "speedup", ".2f"),
+            ("scaling efficiency", "efficiency", ".0%"),
+            ("all-reduce ms/step", "allreduce_ms_per_step", ".2f"),
+        ],
+    )
+    print(table)
+    paths = write_report(args.out, args.name, {f"data-parallel on torchrun (gloo), {args.preset}": (records, table)})
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench_ops(args: argparse.Namespace) -> int:
     from .backends import get_backend
     from .bench.ops import bench_ops
@@ -454,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-iters", type=int, help="stop the demos earlier than their presets")
     _add_output_args(p, "tasks")
     p.set_defaults(func=cmd_bench_tasks)
+
+    p = bench.add_parser("dist", help="data-parallel: N processes × 1 thread vs 1 process × 1 thread (torchrun, gloo)")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--procs", default="1,2", help="process counts to compare, the first is the baseline [1,2]")
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--rounds", type=int, default=3, help="launches per process count, alternating [3]")
+    p.add_argument("--max-iters", type=int, default=100, help="steps per launch [100]")
+    _add_output_args(p, "dist")
+    p.set_defaults(func=cmd_bench_dist)
 
     p = bench.add_parser("ops", help="GELU, LayerNorm, AdamW: each op set at a preset's shapes, side by side")
     p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")

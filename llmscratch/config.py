@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
+from .backends.distributed import check_dist_backend
 from .errors import ConfigError, did_you_mean
 from .models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
 
@@ -43,6 +44,7 @@ class TrainConfig(Architecture):
     dtype: str = "float32"  # float32 | float64 | bfloat16 (torch)
     attention: str = "auto"  # an attention kernel name, or auto: the measured best for the backend
     ops: str = "auto"  # array-api | cpu-fused (C++ kernels, CPU) | auto: cpu-fused where it compiles
+    dist_backend: str = "auto"  # under torchrun: gloo (host arrays) | nccl (GPU arrays) | auto: by the device
     # optimisation
     batch_size: int = 12
     gradient_accumulation_steps: int = 1
@@ -82,6 +84,7 @@ class TrainConfig(Architecture):
         check_float("beta1", self.beta1, 0.0, 1.0)
         check_float("beta2", self.beta2, 0.0, 1.0)
         check_float("grad_clip", self.grad_clip, 0.0)
+        check_dist_backend(self.backend, self.device, self.dist_backend)
         if self.tokenizer == "bpe" and self.vocab_size is None:
             raise ConfigError("tokenizer='bpe' needs a vocab_size (e.g. --vocab-size 1024)")
 

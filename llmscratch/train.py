@@ -15,6 +15,7 @@ a NaN or inf found then stops the run and leaves the last good checkpoint in pla
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import threading
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
 from .backends import get_backend
+from .backends.distributed import World, launched_world_size
 from .config import TrainConfig, resolve_config
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .inference import UsesModel
@@ -46,7 +48,7 @@ class TrainResult(UsesModel):
     history: list[dict[str, Any]]  # one entry per step: step, train_loss, val_loss (None without eval), ...
     checkpoint_dir: Path | None
     task_runner: Task
-    interrupted: bool = False
+    interrupted: bool = False  # stopped early by Ctrl-C or SIGTERM (on any rank), after a checkpoint
 
     @property
     def val_loss(self) -> float | None:
@@ -58,32 +60,53 @@ class TrainResult(UsesModel):
         return next((h[metric] for h in reversed(self.history) if h.get(metric) is not None), None)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what a scheduler sends on preemption
+
+
 class _StopFlag:
-    """Ctrl-C during training asks for a clean stop at the end of the current step (a second one aborts)."""
+    """Ctrl-C or SIGTERM during training asks for a clean stop at the end of the current step, after a
+    checkpoint of it (a second Ctrl-C aborts). ``signum`` is the signal that asked."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 class Trainer:
+    """One training run. Under torchrun it is one rank of a data-parallel run (llmscratch.backends.distributed):
+    the step's micro-batches are split across the ranks, gradients summed once per step, and rank 0 alone
+    writes checkpoints and logs."""
+
     def __init__(self, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
+        size = launched_world_size()
+        if cfg.gradient_accumulation_steps % size:
+            raise ConfigError(
+                f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) counts the micro-batches of a whole "
+                f"step and must be a multiple of the number of processes ({size}); "
+                f"set it to {size * max(1, cfg.gradient_accumulation_steps // size)} (--gradient-accumulation-steps)"
+            )
+        self.cfg = cfg
         self.bk = get_backend(cfg.backend, cfg.device, cfg.dtype)
+        self.world = World.from_env(self.bk, cfg.dist_backend)
+        self.progress = progress and self.world.is_main
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self.history: list[dict[str, Any]] = []
         self.start = 0
@@ -95,6 +118,14 @@ class Trainer:
             self.task.prepare()
             self.model = self._model(self.task.model_config())
             self.opt = self._optimizer()
+        self.task.world = self.world
+        self.world.check_same("configs, tokenizers or weights", self._fingerprint())
+
+    def _fingerprint(self) -> bytes:
+        """What every rank must share: the config (but the device), the tokenizer, the weights, the step."""
+        values = {k: v for k, v in self.cfg.to_dict().items() if k != "device"}
+        head = json.dumps([values, self.tokenizer.to_json(), self.start], sort_keys=True).encode()
+        return head + b"".join(self.bk.to_numpy(p).tobytes() for p in self.model.params.values())
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -152,13 +183,20 @@ class Trainer:
             return c.learning_rate
         return learning_rate(it, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_decay_iters)
 
-    def step(self, it: int) -> tuple[Any, int]:
-        """One optimiser step; -> the mean micro-batch loss (a 0-d array, still on the device), tokens seen."""
-        c, bk, model = self.cfg, self.bk, self.model
+    def step(self, it: int, stop: bool = False) -> tuple[Any, Any, bool]:
+        """One optimiser step; -> the mean micro-batch loss (a 0-d array, still on the device), the tokens seen
+        (every rank's), and whether any rank asked to stop (``stop`` is this rank's wish).
+
+        This rank runs its share of the step's micro-batches (micro-batch m is the same batch whichever rank
+        draws it); the gradients, each already scaled by 1/accum, are summed over the ranks in one all-reduce of
+        flat buckets (with the loss, the token count and the stop flag in the last one), so clipping and AdamW
+        see the whole step's mean gradient on every rank."""
+        c, bk, model, world = self.cfg, self.bk, self.model, self.world
         accum = c.gradient_accumulation_steps
+        per_rank = accum // world.size
         grads: dict[str, Any] = {}
         total, tokens = None, 0
-        for micro in range(accum):
+        for micro in range(world.rank * per_rank, (world.rank + 1) * per_rank):
             rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
             loss, n = self.task.loss(model, it, micro, rng)
             g = model.backward(dloss=1.0 / accum)
@@ -169,8 +207,13 @@ class Trainer:
                 grads = g
             total = loss if total is None else total + loss
             tokens += n
+        if world.size > 1:
+            extra = [bk.xp.reshape(v, (1,)) for v in (total, bk.asarray(float(tokens)), bk.asarray(float(stop)))]
+            *summed, total, tokens, flag = world.finish(world.start_sum([*grads.values(), *extra]))
+            grads = dict(zip(grads, summed, strict=True))
+            total, tokens, stop = total[0], tokens[0], bk.item(flag[0]) > 0
         self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
-        return total / accum, tokens
+        return total / accum, tokens, stop
 
     def evaluate(self, it: int) -> dict[str, float]:
         self.model.training = False
@@ -180,7 +223,7 @@ class Trainer:
             self.model.training = True
 
     def save(self, it: int) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.world.is_main:
             state = {"step": it, "history": self.history}
             self.checkpoint_dir = ckpt_io.save_checkpoint(
                 self.out_dir, self.model, self.tokenizer, self.cfg, self.opt.state_dict(), state, self.task.meta()
@@ -190,18 +233,22 @@ class Trainer:
 
     def run(self) -> TrainResult:
         c = self.cfg
-        pending: list[tuple[int, Any, float, int]] = []  # (it, loss on the device, lr, tokens), read back in a batch
+        pending: list[tuple[int, Any, float, Any]] = []  # (it, loss on the device, lr, tokens), read back in a batch
         bar = tqdm(total=c.max_iters, initial=self.start, disable=not self.progress, dynamic_ncols=True, unit="it")
-        window_start = time.perf_counter()
+        log = bar.write if self.world.is_main else (lambda _: None)
+        window_start, comm_start = time.perf_counter(), self.world.comm_seconds
         interrupted = False
 
         def flush() -> None:
-            nonlocal window_start
+            nonlocal window_start, comm_start
             if not pending:
                 return
             values = [self.bk.item(loss) for _, loss, _, _ in pending]  # the first one waits for the device
             elapsed = time.perf_counter() - window_start
-            tps = sum(n for *_, n in pending) / max(elapsed, 1e-9)
+            tps = sum(float(n) if isinstance(n, int) else self.bk.item(n) for *_, n in pending) / max(elapsed, 1e-9)
+            comm = {}
+            if self.world.size > 1:  # the all-reduce's share of each step, per step
+                comm = {"allreduce_ms": (self.world.comm_seconds - comm_start) * 1e3 / len(pending)}
             for (it, _, lr, _), value in zip(pending, values, strict=True):
                 if not math.isfinite(value):
                     where = (
@@ -212,11 +259,12 @@ class Trainer:
                     raise TrainingDivergedError(
                         f"the loss became {value} at step {it}; {where}. Lower --learning-rate or --grad-clip"
                     )
-                self.history.append({"step": it, "train_loss": value, "val_loss": None, "lr": lr, "tokens_per_s": tps})
+                entry = {"step": it, "train_loss": value, "val_loss": None, "lr": lr, "tokens_per_s": tps}
+                self.history.append(entry | comm)
             bar.update(len(pending))
             bar.set_postfix(loss=f"{values[-1]:.4f}", tok_s=f"{tps:,.0f}")
             pending.clear()
-            window_start = time.perf_counter()
+            window_start, comm_start = time.perf_counter(), self.world.comm_seconds
 
         with _StopFlag() as stop:
             for it in range(self.start, c.max_iters + 1):
@@ -236,20 +284,21 @@ class Trainer:
                         }
                     )
                     shown = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
-                    bar.write(f"step {it}: train loss {scores['train']:.4f}, val loss {scores['val']:.4f}{shown}")
+                    log(f"step {it}: train loss {scores['train']:.4f}, val loss {scores['val']:.4f}{shown}")
                     self.save(it)
-                    window_start = time.perf_counter()
+                    window_start, comm_start = time.perf_counter(), self.world.comm_seconds
                 if it == c.max_iters:
                     break
-                loss, tokens = self.step(it)
+                loss, tokens, stopping = self.step(it, stop.requested)
                 pending.append((it, loss, self.lr(it), tokens))
                 if len(pending) >= c.log_interval:
                     flush()
-                if stop.requested:
+                if stopping:  # on every rank at once: the signal reached one of them
                     flush()
                     self.save(it + 1)
                     interrupted = True
-                    bar.write(f"interrupted: saved step {it + 1} to {self.checkpoint_dir}; continue with --resume")
+                    where = self.checkpoint_dir or self.out_dir or "nowhere (no out_dir)"
+                    log(f"interrupted: saved step {it + 1} to {where}; continue with --resume")
                     break
             flush()
         bar.close()

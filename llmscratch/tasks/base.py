@@ -6,7 +6,8 @@ again without the steps before it: that is what makes resuming exact.
     task.batch(it, micro)                   one training micro-batch as NumPy arrays named as model.forward's
                                             arguments, so ``model.forward(**batch)`` runs it
     task.loss(model, it, micro, rng)        that batch's loss (on the device) and how many tokens it holds
-    task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}
+    task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}; in a data-parallel
+                                            run each rank scores its share (world.shard) and the sums are added
     task.evaluate_examples(model, ...)      the same numbers on a file the user hands in (``llmscratch eval``)
 ``meta()`` is what a checkpoint keeps beyond the tokenizer (the label set), handed back as ``meta`` on load.
 """
@@ -18,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..backends.distributed import World
 from ..config import TrainConfig
 from ..models import Model, ModelConfig
 from ..tokenizers import CharTokenizer, Tokenizer
@@ -46,6 +48,7 @@ class Task(ABC):
         self.cfg = cfg
         self.tokenizer: Tokenizer = tokenizer  # type: ignore[assignment]  # set by prepare() when None
         self.meta_in = dict(meta or {})
+        self.world = World(None)  # the Trainer's, in a data-parallel run: evaluation is split across the ranks
 
     @abstractmethod
     def prepare(self) -> None: ...

@@ -96,12 +96,14 @@ class ClassifyTask(Task):
     def _scores(self, model: Model, rows: list[list[int]], labels: np.ndarray) -> tuple[float, float]:
         """-> (mean loss, accuracy) over every example, in fixed chunks"""
         chunk = 4 * self.cfg.batch_size
+        starts = range(0, len(rows), chunk)
         total = correct = 0.0
-        for s in range(0, len(rows), chunk):
+        for s in (starts[i] for i in self.world.shard(len(starts))):
             logits, loss = self._forward(model, rows[s : s + chunk], labels[s : s + chunk])
             n = len(rows[s : s + chunk])
             total += model.bk.item(loss) * n
             correct += float(np.sum(np.argmax(model.bk.to_numpy(logits), axis=-1) == labels[s : s + chunk]))
+        total, correct = self.world.sum_floats([total, correct])
         return total / len(rows), correct / len(rows)
 
     def evaluate(self, model: Model, it: int) -> dict[str, float]:

@@ -42,10 +42,11 @@ class LMTask(Task):
     def _mean_loss(self, model: Model, tokens: np.ndarray, *seed: int) -> float:
         c, bk = self.cfg, model.bk
         losses = []
-        for k in range(c.eval_iters):
+        for k in self.world.shard(c.eval_iters):
             x, y = get_batch(tokens, c.batch_size, c.block_size, c.seed, *seed, k)
             losses.append(bk.item(model.forward(bk.from_numpy(x), bk.from_numpy(y))[1]))
-        return float(np.mean(losses))
+        total, n = self.world.sum_floats([sum(losses), len(losses)])
+        return total / n
 
     def evaluate(self, model: Model, it: int) -> dict[str, float]:
         return {

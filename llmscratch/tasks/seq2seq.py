@@ -90,10 +90,12 @@ class Seq2SeqTask(Task):
 
     def _mean_loss(self, model: Model, examples: Encoded) -> float:
         chunk, total = 4 * self.cfg.batch_size, 0.0
-        for s in range(0, len(examples), chunk):
+        starts = range(0, len(examples), chunk)
+        for s in (starts[i] for i in self.world.shard(len(starts))):
             part = examples[s : s + chunk]
             n_tokens = sum(len(t) + 1 for _, t, _ in part)  # the loss is a mean over target tokens
             total += model.bk.item(self._forward(model, part)[1]) * n_tokens
+        (total,) = self.world.sum_floats([total])
         return total / sum(len(t) + 1 for _, t, _ in examples)
 
     def decode(self, ids: list[int]) -> str:
@@ -101,8 +103,10 @@ class Seq2SeqTask(Task):
         return self.tokenizer.decode([i for i in ids if i < self.tokenizer.vocab_size])
 
     def _exact_match(self, model: Model, examples: Encoded) -> float:
-        outputs = self.translate_ids(model, [s for s, _, _ in examples])
-        return float(np.mean([self.decode(o) == text for o, (_, _, text) in zip(outputs, examples, strict=True)]))
+        mine = [examples[i] for i in self.world.shard(len(examples))]
+        outputs = self.translate_ids(model, [s for s, _, _ in mine])
+        (hits,) = self.world.sum_floats([sum(self.decode(o) == t for o, (_, _, t) in zip(outputs, mine, strict=True))])
+        return hits / len(examples)
 
     def evaluate(self, model: Model, it: int) -> dict[str, float]:
         n = min(len(self.train), len(self.val))

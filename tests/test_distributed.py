@@ -1,0 +1,264 @@
+"""Data-parallel training under torchrun (gloo, 2 processes on this machine's CPU): the same numbers as one
+process, checkpoints that resume across process counts, one writer, clean stops on SIGTERM, a dead rank ending
+the run, and the bad inputs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+import llmscratch
+from llmscratch.errors import ConfigError
+
+torch = pytest.importorskip("torch")
+
+TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, log_interval=5, warmup_iters=2)
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "LLMSCRATCH_DIST_TIMEOUT": "20"}
+
+
+def flags(**values) -> list[str]:
+    out = []
+    for k, v in values.items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def torchrun(n: int, *args: str, wait: bool = True, timeout: float = 240):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def train_cli(n: int, out: Path, **values):
+    run = torchrun(
+        n, "-m", "llmscratch", "train", "--quiet", "--sample-tokens", "0", "--out", str(out), *flags(**values)
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def params(out: Path) -> dict[str, np.ndarray]:
+    ck = llmscratch.load(out, backend="numpy", dtype="float64")
+    return {n: ck.model.bk.to_numpy(p) for n, p in ck.model.params.items()}
+
+
+def losses(out: Path) -> list[float]:
+    ck = llmscratch.load(out)
+    return [h["train_loss"] for h in ck.state["history"] if h["train_loss"] is not None]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-6), ("float64", 1e-12)])
+def test_two_processes_train_as_one(tmp_path, backend, dtype, tol):
+    """gradient_accumulation_steps=4 split 2 + 2: the same global batch, summed in another order."""
+    values = dict(TINY, backend=backend, dtype=dtype, gradient_accumulation_steps=4, max_iters=20, eval_interval=10)
+    train_cli(2, tmp_path / "two", **values)
+    one = llmscratch.train(out_dir=str(tmp_path / "one"), progress=False, **values)
+    two_losses, one_losses = losses(tmp_path / "two"), [h["train_loss"] for h in one.history if h["train_loss"]]
+    assert len(two_losses) == len(one_losses) == 20
+    np.testing.assert_allclose(two_losses, one_losses, rtol=tol, atol=0)
+    ref = params(tmp_path / "one")
+    for name, p in params(tmp_path / "two").items():
+        assert rel_err(p, ref[name]) <= 10 * tol, name
+    ck = llmscratch.load(tmp_path / "two")
+    assert [p.name for p in (tmp_path / "two").iterdir() if p.name.startswith("ckpt-")] == [ck.path.name]
+    assert all(h.get("allreduce_ms", 0) >= 0 for h in ck.state["history"])
+
+
+def test_checkpoints_resume_across_process_counts(tmp_path):
+    values = dict(TINY, dtype="float64", gradient_accumulation_steps=2, eval_interval=5)
+    whole = llmscratch.train(max_iters=10, out_dir=str(tmp_path / "whole"), progress=False, **values)
+    train_cli(2, tmp_path / "a", max_iters=5, **values)  # 2 processes, then 1
+    llmscratch.train(max_iters=10, out_dir=str(tmp_path / "a"), resume=True, progress=False, **values)
+    llmscratch.train(max_iters=5, out_dir=str(tmp_path / "b"), progress=False, **values)  # 1, then 2
+    run = torchrun(
+        2,
+        "-m",
+        "llmscratch",
+        "train",
+        "--quiet",
+        "--sample-tokens",
+        "0",
+        "--resume",
+        "--out",
+        str(tmp_path / "b"),
+        *flags(max_iters=10, **values),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ref = {n: whole.model.bk.to_numpy(p) for n, p in whole.model.params.items()}
+    for out in ("a", "b"):
+        np.testing.assert_allclose(
+            losses(tmp_path / out), [h["train_loss"] for h in whole.history if h["train_loss"]], rtol=1e-12
+        )
+        for name, p in params(tmp_path / out).items():
+            assert rel_err(p, ref[name]) <= 1e-12, (out, name)
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def wait_for(proc, predicate, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.2)
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    values = dict(TINY, dtype="float64", gradient_accumulation_steps=2, max_iters=100_000, eval_interval=100_000)
+    proc = torchrun(
+        2,
+        "-m",
+        "llmscratch",
+        "train",
+        "--quiet",
+        "--sample-tokens",
+        "0",
+        "--out",
+        str(out),
+        *flags(**values),
+        wait=False,
+    )
+    wait_for(proc, lambda: (out / "LATEST").exists())  # the step-0 checkpoint: training has started
+    wait_for(proc, lambda: len(children(proc.pid)) == 2)
+    time.sleep(1.0)
+    os.kill(children(proc.pid)[1], signal.SIGTERM)  # rank 1 (or 0): a scheduler preempting one process
+    proc.communicate(timeout=60)
+    ck = llmscratch.load(out)
+    stopped = ck.step
+    assert stopped > 0
+    more = values | {"max_iters": stopped + 4}
+    resumed = llmscratch.train(out_dir=str(out), resume=True, progress=False, **more)
+    whole = llmscratch.train(progress=False, **more)
+    for name, p in resumed.model.params.items():
+        assert rel_err(resumed.model.bk.to_numpy(p), whole.model.bk.to_numpy(whole.model.params[name])) <= 1e-12
+
+
+def test_sigterm_stops_a_single_process_after_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmscratch",
+        "train",
+        "--quiet",
+        "--sample-tokens",
+        "0",
+        "--out",
+        str(out),
+        *flags(**TINY, max_iters=100_000, eval_interval=100_000),
+    ]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(proc, lambda: (out / "LATEST").exists())
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: saved step" in stdout + stderr
+    assert llmscratch.load(out).step > 0
+
+
+def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
+    out = tmp_path / "run"
+    proc = torchrun(
+        2,
+        "-m",
+        "llmscratch",
+        "train",
+        "--quiet",
+        "--sample-tokens",
+        "0",
+        "--out",
+        str(out),
+        *flags(**TINY, gradient_accumulation_steps=2, max_iters=100_000, eval_interval=100_000),
+        wait=False,
+    )
+    wait_for(proc, lambda: (out / "LATEST").exists())
+    wait_for(proc, lambda: len(children(proc.pid)) == 2)
+    os.kill(children(proc.pid)[1], signal.SIGKILL)
+    t0 = time.monotonic()
+    proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 60
+
+
+def test_world_size_must_divide_the_accumulation_steps(tmp_path):
+    run = torchrun(
+        2,
+        "-m",
+        "llmscratch",
+        "train",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+        *flags(**TINY, gradient_accumulation_steps=3, max_iters=2),
+    )
+    assert run.returncode != 0
+    assert (
+        "gradient_accumulation_steps (3) counts the micro-batches of a whole step and must be a multiple of the "
+        "number of processes (2)" in run.stderr
+    )
+
+
+def test_cupy_with_gloo_is_refused():
+    with pytest.raises(
+        ConfigError, match="cupy on the GPU with dist_backend='gloo': gloo reduces host memory; use 'nccl'"
+    ):
+        llmscratch.train(backend="cupy", dist_backend="gloo", max_iters=1, progress=False)
+
+
+def test_different_configs_on_different_ranks_stop_every_rank(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, llmscratch
+        lr = 1e-3 * (1 + int(os.environ["RANK"]))  # a rank that read another config
+        llmscratch.train(learning_rate=lr, max_iters=2, gradient_accumulation_steps=2, progress=False, **{TINY!r})
+    """)
+    )
+    run = torchrun(2, str(script))
+    assert run.returncode != 0
+    assert run.stderr.count("the ranks of this run hold different configs, tokenizers or weights") == 2
+
+
+def test_rank_0_alone_writes_checkpoints(tmp_path):
+    script = tmp_path / "script.py"
+    log = tmp_path / "writers.txt"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, llmscratch
+        from llmscratch import checkpoint
+        real = checkpoint.save_checkpoint
+        def recording(*args, **kwargs):
+            with open({str(log)!r}, "a") as f:
+                f.write(os.environ["RANK"] + "\\n")
+            return real(*args, **kwargs)
+        checkpoint.save_checkpoint = recording
+        llmscratch.train(max_iters=4, eval_interval=2, gradient_accumulation_steps=2, out_dir={str(tmp_path / "o")!r},
+                         progress=False, **{TINY!r})
+    """)
+    )
+    run = torchrun(2, str(script))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert log.read_text().split() == ["0", "0", "0"]  # steps 0, 2 and 4, all by rank 0
