@@ -1,4 +1,4 @@
-"""The whole GPT against the plain-PyTorch autograd reference built from the same weights (DESIGN §5 rung 2):
+"""The whole GPT against the plain-PyTorch autograd reference built from the same weights:
 logits, loss and every parameter gradient, float64, for each option."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every attention kernel against the reference ("naive") on every backend it runs on (DESIGN §6):
+"""Every attention kernel against the reference ("naive") on every backend it runs on:
 outputs and all three input gradients, float64 ≤ 1e-12 and float32 ≤ 2e-5 relative."""
 
 from __future__ import annotations

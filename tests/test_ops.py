@@ -1,4 +1,4 @@
-"""Every op, on every backend, against three independent references (DESIGN §5, rungs 1, 2 and 4):
+"""Every op, on every backend, against three independent references:
 
 1. central finite differences in float64 (max relative error ≤ 1e-6), computed on the same backend;
 2. torch.autograd on the equivalent torch expression in float64 (≤ 1e-10);

@@ -1,4 +1,4 @@
-"""Parity with Hugging Face transformers, random weights, no download (DESIGN §5 rung 3).
+"""Parity with Hugging Face transformers, random weights, no download.
 
 GPT-2: our parameter names and layouts are GPT-2's own, so the state dict moves across unchanged.
 Llama: rope + rmsnorm + swiglu + GQA; q/k/v and gate/up are concatenated and nn.Linear weights transposed.
