@@ -90,6 +90,20 @@ class _StopFlag:
             signal.signal(s, previous)
 
 
+def optimizer_for(model: Model, cfg: TrainConfig) -> AdamW:
+    """AdamW over the model's parameters with the config's settings, on the model's op set's fused ops."""
+    ops = model.op_set
+    return AdamW(
+        model.bk,
+        model.params,
+        cfg.learning_rate,
+        (cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay,
+        update=ops.adamw_update,
+        norm=ops.grad_norm,
+    )
+
+
 class Trainer:
     """One training run. Under torchrun it is one rank of a data-parallel run (llmscratch.backends.distributed):
     the step's micro-batches are split across the ranks, gradients summed once per step, and rank 0 alone
@@ -138,17 +152,7 @@ class Trainer:
         )
 
     def _optimizer(self) -> AdamW:
-        c = self.cfg
-        op_set = self.model.op_set
-        return AdamW(
-            self.bk,
-            self.model.params,
-            c.learning_rate,
-            (c.beta1, c.beta2),
-            weight_decay=c.weight_decay,
-            update=op_set.adamw_update,
-            norm=op_set.grad_norm,
-        )
+        return optimizer_for(self.model, self.cfg)
 
     def _resume(self) -> None:
         if self.out_dir is None:

@@ -39,10 +39,13 @@ def torchrun(n: int, *args: str, wait: bool = True, timeout: float = 240):
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
+def train_args(out: Path, *extra: str, **values) -> list[str]:
+    """``-m llmscratch train`` quietly into out with these config values (and extra flags)."""
+    return ["-m", "llmscratch", "train", "--quiet", "--sample-tokens", "0", "--out", str(out), *extra, *flags(**values)]
+
+
 def train_cli(n: int, out: Path, **values):
-    run = torchrun(
-        n, "-m", "llmscratch", "train", "--quiet", "--sample-tokens", "0", "--out", str(out), *flags(**values)
-    )
+    run = torchrun(n, *train_args(out, **values))
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -81,19 +84,7 @@ def test_checkpoints_resume_across_process_counts(tmp_path):
     train_cli(2, tmp_path / "a", max_iters=5, **values)  # 2 processes, then 1
     llmscratch.train(max_iters=10, out_dir=str(tmp_path / "a"), resume=True, progress=False, **values)
     llmscratch.train(max_iters=5, out_dir=str(tmp_path / "b"), progress=False, **values)  # 1, then 2
-    run = torchrun(
-        2,
-        "-m",
-        "llmscratch",
-        "train",
-        "--quiet",
-        "--sample-tokens",
-        "0",
-        "--resume",
-        "--out",
-        str(tmp_path / "b"),
-        *flags(max_iters=10, **values),
-    )
+    run = torchrun(2, *train_args(tmp_path / "b", "--resume", max_iters=10, **values))
     assert run.returncode == 0, run.stderr[-3000:]
     ref = {n: whole.model.bk.to_numpy(p) for n, p in whole.model.params.items()}
     for out in ("a", "b"):
@@ -129,15 +120,7 @@ def test_sigterm_on_one_rank_stops_every_rank_after_a_checkpoint(tmp_path):
     values = dict(TINY, dtype="float64", gradient_accumulation_steps=2, max_iters=100_000, eval_interval=100_000)
     proc = torchrun(
         2,
-        "-m",
-        "llmscratch",
-        "train",
-        "--quiet",
-        "--sample-tokens",
-        "0",
-        "--out",
-        str(out),
-        *flags(**values),
+        *train_args(out, **values),
         wait=False,
     )
     wait_for(proc, lambda: (out / "LATEST").exists())  # the step-0 checkpoint: training has started
@@ -157,18 +140,7 @@ def test_sigterm_on_one_rank_stops_every_rank_after_a_checkpoint(tmp_path):
 
 def test_sigterm_stops_a_single_process_after_a_checkpoint(tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "llmscratch",
-        "train",
-        "--quiet",
-        "--sample-tokens",
-        "0",
-        "--out",
-        str(out),
-        *flags(**TINY, max_iters=100_000, eval_interval=100_000),
-    ]
+    cmd = [sys.executable, *train_args(out, **TINY, max_iters=100_000, eval_interval=100_000)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(proc, lambda: (out / "LATEST").exists())
     time.sleep(0.5)
@@ -183,15 +155,7 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
     out = tmp_path / "run"
     proc = torchrun(
         2,
-        "-m",
-        "llmscratch",
-        "train",
-        "--quiet",
-        "--sample-tokens",
-        "0",
-        "--out",
-        str(out),
-        *flags(**TINY, gradient_accumulation_steps=2, max_iters=100_000, eval_interval=100_000),
+        *train_args(out, **TINY, gradient_accumulation_steps=2, max_iters=100_000, eval_interval=100_000),
         wait=False,
     )
     wait_for(proc, lambda: (out / "LATEST").exists())
@@ -204,16 +168,7 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
 
 
 def test_world_size_must_divide_the_accumulation_steps(tmp_path):
-    run = torchrun(
-        2,
-        "-m",
-        "llmscratch",
-        "train",
-        "--quiet",
-        "--out",
-        str(tmp_path / "r"),
-        *flags(**TINY, gradient_accumulation_steps=3, max_iters=2),
-    )
+    run = torchrun(2, *train_args(tmp_path / "r", **TINY, gradient_accumulation_steps=3, max_iters=2))
     assert run.returncode != 0
     assert (
         "gradient_accumulation_steps (3) counts the micro-batches of a whole step and must be a multiple of the "

@@ -18,8 +18,8 @@ from typing import Any
 from ..backends import get_backend
 from ..config import TrainConfig, resolve_config
 from ..models import init_params, model_class
-from ..optim import AdamW
 from ..tasks import TASK_CLASSES
+from ..train import optimizer_for
 from .train import SETTLE_S, _peak_rss
 
 DEMOS = {"classify": "speakers", "seq2seq": "numbers"}  # task -> its demo preset
@@ -69,16 +69,7 @@ def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]
         return ref_step, lambda: None, batches, tokens, "torch.nn autograd"
     bk = get_backend(spec, dtype=cfg.dtype)
     model = model_class(model_cfg.kind)(model_cfg, bk, seed=cfg.seed, attention=cfg.attention, ops=cfg.ops)
-    ops = model.op_set
-    opt = AdamW(
-        bk,
-        model.params,
-        cfg.learning_rate,
-        (cfg.beta1, cfg.beta2),
-        weight_decay=cfg.weight_decay,
-        update=ops.adamw_update,
-        norm=ops.grad_norm,
-    )
+    opt = optimizer_for(model, cfg)
 
     def step(i: int) -> None:
         model.forward(**batches[i % len(batches)])

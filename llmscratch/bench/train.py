@@ -32,7 +32,8 @@ from ..backends import Backend, get_backend
 from ..config import TrainConfig, resolve_config
 from ..data import get_batch
 from ..models import GPT, GPTConfig, init_params
-from ..optim import AdamW, learning_rate
+from ..optim import learning_rate
+from ..train import optimizer_for
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
@@ -64,15 +65,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
     bk = get_backend(name, device or None, cfg.dtype)
     model_cfg = cfg.model_config(vocab)
     model = GPT(model_cfg, bk, seed=cfg.seed, attention=cfg.attention, ops=cfg.ops)
-    opt = AdamW(
-        bk,
-        model.params,
-        cfg.learning_rate,
-        (cfg.beta1, cfg.beta2),
-        weight_decay=cfg.weight_decay,
-        update=model.op_set.adamw_update,
-        norm=model.op_set.grad_norm,
-    )
+    opt = optimizer_for(model, cfg)
     device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
 
     def step(i: int) -> Any:

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..backends.distributed import World
 from ..config import TrainConfig
+from ..datasets import SpecialIds
 from ..models import Model, ModelConfig
 from ..tokenizers import CharTokenizer, Tokenizer
 from ..tokenizers import load as load_tokenizer
@@ -82,3 +83,15 @@ class Task(ABC):
     @abstractmethod
     def evaluate_file(self, model: Model, path: str) -> dict[str, float]:
         """The task's metrics on every example of a data file of the task's format."""
+
+
+class PaddedTask(Task):
+    """A task of separate examples padded into batches: PAD, BOS/[CLS] and EOS follow the tokenizer's ids."""
+
+    @property
+    def special(self) -> SpecialIds:
+        return SpecialIds(self.tokenizer.vocab_size)
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.special.vocab_size

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import SpecialIds, pad, read_classification, sample_indices, split_examples
+from ..datasets import pad, read_classification, sample_indices, split_examples
 from ..errors import DataError
 from ..models import Model, ModelConfig
-from .base import TRAIN_BATCH, Task, build_tokenizer
+from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
 
-class ClassifyTask(Task):
+class ClassifyTask(PaddedTask):
     name = "classify"
     metric = "accuracy"
 
@@ -38,14 +38,6 @@ class ClassifyTask(Task):
             self.tokenizer = build_tokenizer(self.cfg, "\n".join(text for text, _ in train))
         self.labels = self.labels or sorted({label for _, label in examples})
         self.train, self.val = self._encode(train), self._encode(val)
-
-    @property
-    def special(self) -> SpecialIds:
-        return SpecialIds(self.tokenizer.vocab_size)
-
-    @property
-    def model_vocab_size(self) -> int:
-        return self.special.vocab_size
 
     def model_config(self) -> ModelConfig:
         return self.cfg.model_config(self.model_vocab_size, n_classes=len(self.labels))

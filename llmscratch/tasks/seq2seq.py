@@ -13,15 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import IGNORE, SpecialIds, pad, read_pairs, sample_indices, split_examples
+from ..datasets import IGNORE, pad, read_pairs, sample_indices, split_examples
 from ..errors import ConfigError, DataError
 from ..models import Model, ModelConfig
-from .base import TRAIN_BATCH, Task, build_tokenizer
+from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
 Encoded = list[tuple[list[int], list[int], str]]  # (source ids, target ids, target text)
 
 
-class Seq2SeqTask(Task):
+class Seq2SeqTask(PaddedTask):
     name = "seq2seq"
     metric = "exact_match"
 
@@ -30,14 +30,6 @@ class Seq2SeqTask(Task):
         if self.tokenizer is None:
             self.tokenizer = build_tokenizer(self.cfg, "\n".join(s + "\n" + t for s, t in train))
         self.train, self.val = self._encode(train), self._encode(val)
-
-    @property
-    def special(self) -> SpecialIds:
-        return SpecialIds(self.tokenizer.vocab_size)
-
-    @property
-    def model_vocab_size(self) -> int:
-        return self.special.vocab_size
 
     def model_config(self) -> ModelConfig:
         return self.cfg.model_config(self.model_vocab_size)
