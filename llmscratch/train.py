@@ -65,15 +65,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what a scheduler s
 
 class _StopFlag:
     """Ctrl-C or SIGTERM during training asks for a clean stop at the end of the current step, after a
-    checkpoint of it (a second Ctrl-C aborts). ``signum`` is the signal that asked."""
+    checkpoint of it (a second Ctrl-C aborts)."""
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.requested = False
         self._previous: dict[int, Any] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -83,7 +79,7 @@ class _StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.signum = signum
+        self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
         for s, previous in self._previous.items():
@@ -133,7 +129,8 @@ class Trainer:
             self.model = self._model(self.task.model_config())
             self.opt = self._optimizer()
         self.task.world = self.world
-        self.world.check_same("configs, tokenizers or weights", self._fingerprint())
+        if self.world.size > 1:  # the fingerprint copies every weight to the host: only when it is compared
+            self.world.check_same("configs, tokenizers or weights", self._fingerprint())
 
     def _fingerprint(self) -> bytes:
         """What every rank must share: the config (but the device), the tokenizer, the weights, the step."""

@@ -43,6 +43,7 @@ def draw_params(specs: Specs, n_layer: int, bk: Backend, seed: int = 0) -> dict[
 
 class Model:
     kind: str = ""
+    forward_call: str = ""  # the forward that backward() needs, named in its error
 
     def __init__(
         self,
@@ -133,9 +134,27 @@ class Model:
             return mask
         return self.bk.from_numpy(np.asarray(mask, dtype=bool))
 
-    def _finish_grads(self, grads: dict[str, Any]) -> dict[str, Any]:
+    def _loss_forward(self, logits: Any, targets: Any) -> tuple[Any, Any]:
+        """-> (the cross-entropy of logits against targets, its cache); (None, None) without targets"""
+        if targets is None:
+            return None, None
+        return self.op_set.cross_entropy_forward(self.bk, logits, self.as_ints(targets))
+
+    def backward(self, dloss: float = 1.0) -> dict[str, Any]:
+        """Gradients of ``dloss · loss`` from the last forward, one per parameter, under the same names: the
+        loss, the head, then the model's stacks in reverse (``_stacks_backward``)."""
+        cache = self._cache
+        if cache is None or cache.loss is None:
+            raise RuntimeError(f"backward() needs a {self.forward_call} first")
+        grads: dict[str, Any] = {}
+        dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)
+        self._stacks_backward(self.head.backward(dlogits, cache.head, grads), cache, grads)
         self._cache = None
         return {name: grads[name] for name in self.params}  # in parameter order
+
+    def _stacks_backward(self, dx: Any, cache: Any, grads: dict[str, Any]) -> None:
+        """dx: the gradient at the head's input; walk the model's stacks back from there."""
+        raise NotImplementedError
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; ``non_embedding`` leaves out the learned position tables, as nanoGPT reports."""

@@ -32,6 +32,7 @@ class EncoderClassifier(Model):
     """``logits, loss = model.forward(idx, labels, key_mask=mask)``, then ``grads = model.backward()``."""
 
     kind = "encoder"
+    forward_call = "forward(idx, labels)"
 
     def _build(self) -> list[Any]:
         cfg, rt = self.config, self.rt
@@ -47,22 +48,12 @@ class EncoderClassifier(Model):
         check_length(self.config, idx.shape[1], "a text")
         x, c_stack = self.encoder.forward(idx, self._dropout_rng if rng is None else rng, key_mask=key_mask)
         logits, c_head = self.head.forward(x, key_mask)
-        loss = c_loss = None
-        if labels is not None:
-            loss, c_loss = self.op_set.cross_entropy_forward(self.bk, logits, self.as_ints(labels))
+        loss, c_loss = self._loss_forward(logits, labels)
         self._cache = EncoderCache(c_stack, c_head, c_loss)
         return logits, loss
 
-    def backward(self, dloss: float = 1.0) -> dict[str, Any]:
-        """Gradients of ``dloss · loss`` from the last forward, one per parameter, under the same names."""
-        cache = self._cache
-        if cache is None or cache.loss is None:
-            raise RuntimeError("backward() needs a forward(idx, labels) first")
-        grads: dict[str, Any] = {}
-        dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)  # (B,K)
-        dx = self.head.backward(dlogits, cache.head, grads)
-        self.encoder.backward(dx, cache.stack, grads)
-        return self._finish_grads(grads)
+    def _stacks_backward(self, dx: Any, cache: EncoderCache, grads: dict[str, Any]) -> None:
+        self.encoder.backward(dx, cache.stack, grads)  # dx (B,T,C): the pooling's backward spread it over T
 
     def attention_maps(self, idx: Any, key_mask: Any = None) -> dict[str, np.ndarray]:
         """idx (1,T) -> {"encoder.h.<i>.attn": probabilities (H,T,T)}, dropout off."""

@@ -34,6 +34,7 @@ class GPT(Model):
     """``logits, loss = model.forward(idx, targets)``, then ``grads = model.backward()``."""
 
     kind = "gpt"
+    forward_call = "forward(idx, targets) (with targets, without a kv_cache)"
 
     def _build(self) -> list[Any]:
         cfg, rt = self.config, self.rt
@@ -59,22 +60,12 @@ class GPT(Model):
         rng = self._dropout_rng if rng is None else rng
         x, c_stack = self.transformer.forward(idx, rng, offset=offset, kv_cache=kv_cache)
         logits, c_head = self.head.forward(x)  # (B,T,V)
-        loss = c_loss = None
-        if targets is not None:
-            loss, c_loss = self.op_set.cross_entropy_forward(self.bk, logits, self.as_ids(targets))
+        loss, c_loss = self._loss_forward(logits, targets)
         self._cache = None if kv_cache is not None else GPTCache(c_stack, c_head, c_loss)
         return logits, loss
 
-    def backward(self, dloss: float = 1.0) -> dict[str, Any]:
-        """Gradients of ``dloss · loss`` from the last forward, one per parameter, under the same names."""
-        cache = self._cache
-        if cache is None or cache.loss is None:
-            raise RuntimeError("backward() needs a forward(idx, targets) first (with targets, without a kv_cache)")
-        grads: dict[str, Any] = {}
-        dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)  # (B,T,V)
-        dx = self.head.backward(dlogits, cache.head, grads)
-        self.transformer.backward(dx, cache.stack, grads)
-        return self._finish_grads(grads)
+    def _stacks_backward(self, dx: Any, cache: GPTCache, grads: dict[str, Any]) -> None:
+        self.transformer.backward(dx, cache.stack, grads)  # dx (B,T,C)
 
     def attention_maps(self, idx: Any) -> dict[str, np.ndarray]:
         """idx (1,T) -> {"transformer.h.<i>.attn": probabilities (H,T,T)}, dropout off."""

@@ -42,6 +42,7 @@ class Seq2Seq(Model):
     """``logits, loss = model.forward(src, tgt, targets, src_mask=..., tgt_mask=...)``, then ``model.backward()``."""
 
     kind = "seq2seq"
+    forward_call = "forward(src, tgt, targets)"
 
     def _build(self) -> list[Any]:
         cfg, rt = self.config, self.rt
@@ -84,23 +85,13 @@ class Seq2Seq(Model):
         memory, c_enc = self.encoder.forward(src, rng, key_mask=src_mask)
         x, c_dec = self.decoder.forward(tgt, rng, key_mask=tgt_mask, memory=memory, memory_mask=src_mask)
         logits, c_head = self.head.forward(x)
-        loss = c_loss = None
-        if targets is not None:
-            loss, c_loss = self.op_set.cross_entropy_forward(self.bk, logits, self.as_ids(targets))
+        loss, c_loss = self._loss_forward(logits, targets)
         self._cache = Seq2SeqCache(c_enc, c_dec, c_head, c_loss)
         return logits, loss
 
-    def backward(self, dloss: float = 1.0) -> dict[str, Any]:
-        """Gradients of ``dloss · loss`` from the last forward, one per parameter, under the same names."""
-        cache = self._cache
-        if cache is None or cache.loss is None:
-            raise RuntimeError("backward() needs a forward(src, tgt, targets) first")
-        grads: dict[str, Any] = {}
-        dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)  # (B,T,V)
-        dx = self.head.backward(dlogits, cache.head, grads)
-        dmemory = self.decoder.backward(dx, cache.decoder, grads)  # summed over every decoder block
+    def _stacks_backward(self, dx: Any, cache: Seq2SeqCache, grads: dict[str, Any]) -> None:
+        dmemory = self.decoder.backward(dx, cache.decoder, grads)  # (B,S,C), summed over every decoder block
         self.encoder.backward(dmemory, cache.encoder, grads)
-        return self._finish_grads(grads)
 
     # ---- decoding: the encoder once, then one token at a time ------------------------------------------
 

@@ -8,7 +8,7 @@ again without the steps before it: that is what makes resuming exact.
     task.loss(model, it, micro, rng)        that batch's loss (on the device) and how many tokens it holds
     task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}; in a data-parallel
                                             run each rank scores its share (world.shard) and the sums are added
-    task.evaluate_examples(model, ...)      the same numbers on a file the user hands in (``llmscratch eval``)
+    task.evaluate_file(model, path)         the same numbers on a file the user hands in (``llmscratch eval``)
 ``meta()`` is what a checkpoint keeps beyond the tokenizer (the label set), handed back as ``meta`` on load.
 """
 
