@@ -12,7 +12,7 @@ from .backends import Backend, available_backends, get_backend
 from .checkpoint import Checkpoint, load
 from .config import TrainConfig
 from .errors import LLMScratchError
-from .generate import generate, sample_text
+from .generation import generate, sample_text
 from .models import GPT, EncoderClassifier, GPTConfig, ModelConfig, Seq2Seq
 from .train import TrainResult, train
 

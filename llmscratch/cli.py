@@ -25,6 +25,7 @@ from typing import Any, get_args, get_type_hints
 
 from .config import FIELDS, TrainConfig, preset_names
 from .errors import LLMScratchError
+from .generation.text import SAMPLE_DEFAULTS
 
 # flags whose name differs from the config field
 FLAG_NAMES = {"out_dir": "--out"}
@@ -78,15 +79,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
-    text = ckpt.sample(
-        args.prompt,
-        args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    print(text)
+    options = _generation_options(args)
+    if args.stream:
+        print(args.prompt, end="", flush=True)
+        for piece in ckpt.sample(args.prompt, args.max_new_tokens, stream=True, **options):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(ckpt.sample(args.prompt, args.max_new_tokens, **options))
     return 0
 
 
@@ -111,7 +111,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from .checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
-    for text in ckpt.translate(_texts(args.texts), num_beams=args.num_beams):
+    for text in ckpt.translate(_texts(args.texts), **_generation_options(args)):
         print(text)
     return 0
 
@@ -373,6 +373,37 @@ def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None)
 
 
+def _add_generation_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """One flag per generation option (--top-p, --num-beams, ...), its help from GenerationOptions. A flag
+    not given is left out, so the command's own defaults (shown in the help) apply."""
+    from dataclasses import fields
+
+    from .generation import GenerationOptions
+
+    kinds = {"int": int, "float": float}
+    for f in fields(GenerationOptions):
+        flag, default = "--" + f.name.replace("_", "-"), defaults.get(f.name, f.default)
+        shown = f" [{default}]" if default not in (None, ()) else ""
+        if f.name == "stop_strings":
+            p.add_argument(flag, nargs="+", metavar="TEXT", help=f.metadata["help"])
+        elif f.name == "eos_token_id":
+            p.add_argument(flag, nargs="+", type=int, metavar="ID", help=f.metadata["help"])
+        elif f.name == "early_stopping":
+            p.add_argument(flag, choices=["true", "false", "never"], help=f.metadata["help"] + shown)
+        else:
+            kind = kinds[str(f.type).split("|")[0].strip()]
+            p.add_argument(flag, type=kind, help=f.metadata["help"] + shown)
+
+
+def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generation flags that were given (or have a command default), as keyword options."""
+    from dataclasses import fields
+
+    from .generation import GenerationOptions
+
+    return {f.name: getattr(args, f.name) for f in fields(GenerationOptions) if getattr(args, f.name) is not None}
+
+
 def _add_output_args(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--out", default="benchmarks/results", help="the folder for <name>.json, .md and plots")
     p.add_argument("--name", default=name, help=f"the base name of the files written [{name}]")
@@ -398,10 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_checkpoint_args(p)
     p.add_argument("--prompt", default="", help="text to continue (default: start from a newline)")
     p.add_argument("--max-new-tokens", type=int, default=500)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely token")
-    p.add_argument("--top-k", type=int, default=200)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    _add_generation_args(p, SAMPLE_DEFAULTS)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("classify", help="label texts with a classify checkpoint (one label per line)")
@@ -413,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate texts with a seq2seq checkpoint (one translation per line)")
     _add_checkpoint_args(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to translate (default: lines of standard input)")
-    p.add_argument("--num-beams", type=int, default=1, help="1: greedy decoding [1]")
+    _add_generation_args(p, {"temperature": 0})  # translate_ids decodes greedily unless told otherwise
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="a checkpoint's metric on a data file: accuracy, exact_match or val_loss")

@@ -158,6 +158,16 @@ def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
+def pad_left(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """ragged id lists -> ids (B,T) int64 with each row at the right end, padding counts (B,): the layout
+    generation wants, where every row's next token goes into the same column"""
+    T = max(len(r) for r in rows)
+    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
+    for b, r in enumerate(rows):
+        ids[b, T - len(r) :] = r
+    return ids, np.array([T - len(r) for r in rows], dtype=np.int64)
+
+
 def sample_indices(n: int, batch_size: int, *seed: int) -> np.ndarray:
     """batch_size example indices drawn from a generator seeded by ``seed`` (e.g. (seed, stream, step, micro))."""
     return np.random.default_rng(np.random.SeedSequence(list(seed))).integers(0, n, size=batch_size)

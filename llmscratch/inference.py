@@ -27,12 +27,15 @@ class UsesModel:
             )
         return self.task_runner
 
-    def sample(self, prompt: str = "", max_new_tokens: int = 200, **kwargs: Any) -> str:
-        """Text continuing ``prompt`` (see llmscratch.generate.sample_text for the options)."""
-        from .generate import sample_text
+    def sample(self, prompt: str = "", max_new_tokens: int = 200, stream: bool = False, **options: Any) -> Any:
+        """The prompt and its continuation as text; with ``stream`` an iterator of the continuation's pieces as
+        they are generated. Options: llmscratch.generation.GenerationOptions (sampling defaults to
+        temperature 0.8, top_k 200)."""
+        from .generation import sample_text, stream_text
 
         self._need("lm", "sample")
-        return sample_text(self.model, self.tokenizer, prompt, max_new_tokens, **kwargs)
+        run = stream_text if stream else sample_text
+        return run(self.model, self.tokenizer, prompt, max_new_tokens, **options)
 
     def classify(self, texts: list[str], probabilities: bool = False) -> list[Any]:
         """texts -> their predicted labels, or with ``probabilities`` a {label: probability} dict each."""
@@ -42,9 +45,10 @@ class UsesModel:
             return [dict(zip(task.labels, map(float, row), strict=True)) for row in probs]
         return [task.labels[int(i)] for i in probs.argmax(axis=-1)]
 
-    def translate(self, texts: list[str], num_beams: int = 1) -> list[str]:
-        """texts -> their translations (greedy decoding with a KV cache; the encoder runs once per text)."""
-        return self._need("seq2seq", "translate").translate(self.model, list(texts), num_beams)
+    def translate(self, texts: list[str], num_beams: int = 1, **options: Any) -> list[str]:
+        """texts -> their translations: greedy, or beam search with ``num_beams``, or any generation option
+        (the encoder runs once per text; the decoder keeps a KV cache)."""
+        return self._need("seq2seq", "translate").translate(self.model, list(texts), num_beams=num_beams, **options)
 
     def evaluate(self, path: str) -> dict[str, float]:
         """The task's metrics on a data file of its format: accuracy, exact_match or val_loss (first: the headline)."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
+from llmscratch.generation.search import translate_ids
 from llmscratch.models import GPT, EncoderClassifier, ModelConfig, Seq2Seq
 
 torch = pytest.importorskip("torch")
@@ -122,13 +123,13 @@ def test_cached_decoding_equals_the_uncached_forward(options):
     assert rel_err(np.concatenate(steps, axis=1), bk.to_numpy(full)) <= 1e-10
 
 
-def test_greedy_runs_the_encoder_once_per_input(monkeypatch):
+def test_translation_runs_the_encoder_once_per_input(monkeypatch):
     bk = make_backend("numpy", "float64")
     model = Seq2Seq(ModelConfig(kind="seq2seq", vocab_size=12, **BASE), bk, seed=6)
     calls = []
     original = model.encoder.forward
     monkeypatch.setattr(model.encoder, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
-    out = model.greedy(np.array([[1, 2, 3], [4, 5, 0]]), bos=10, eos=11, src_mask=np.array([[1, 1, 1], [1, 1, 0]]))
+    out = translate_ids(model, [[1, 2, 3], [4, 5]], bos=10, eos=11, pad_id=0)
     assert len(calls) == 1
     assert len(out) == 2 and all(1 <= len(o) <= BASE["block_size"] for o in out)
     # greedy is the argmax of the uncached forward at every step

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import ops
+from .embedding import position_rows
 from .linear import Linear
 from .runtime import Runtime, Specs
 
@@ -90,12 +93,13 @@ class Attention:
         x: Any,
         key_mask: Any = None,
         *,
-        offset: int = 0,
+        offset: int | np.ndarray = 0,
         kv_cache: Any = None,
         memory: Any = None,
         memory_kv: tuple[Any, Any] | None = None,
     ) -> tuple[Any, AttentionCache]:
-        """x (B,T,C) -> out (B,T,C).  Self: key_mask (B,T) (or (B,offset+T) with a kv_cache).
+        """x (B,T,C) -> out (B,T,C).  Self: key_mask (B,T) (or (B,slots+T) with a kv_cache); offset: the
+        position of x's first token, an int or (B,) per row (left-padded batches).
         Cross: memory (B,S,C) or its precomputed ``memory_kv``, key_mask (B,S)."""
         rt, bk = self.rt, self.rt.bk
         H, Hkv, D = self.H, self.Hkv, self.D
@@ -111,8 +115,10 @@ class Attention:
             qkv, c_q = self.c_attn.forward(x)  # (B,T,(H+2Hkv)·D)
             q, k, v = split_heads(bk, qkv, (H, Hkv, Hkv), D)
             if self.rope is not None:
-                T = x.shape[1]
-                cos, sin = (table[offset : offset + T, ...] for table in self.rope)
+                B, T = x.shape[0], x.shape[1]
+                cos, sin = (position_rows(bk, table, offset, T) for table in self.rope)  # (T,D) or (B,T,D)
+                if cos.ndim == 3:
+                    cos, sin = (bk.xp.reshape(t, (B, 1, T, D)) for t in (cos, sin))
                 q, c_rope = ops.rope_forward(bk, q, cos, sin)
                 k, _ = ops.rope_forward(bk, k, cos, sin)  # same tables: one cache serves both
             if kv_cache is not None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import ops
 from .attention import Attention
 from .mlp import MLP
@@ -95,7 +97,7 @@ class Block:
         rng: Any = None,
         *,
         key_mask: Any = None,
-        offset: int = 0,
+        offset: int | np.ndarray = 0,
         kv_cache: Any = None,
         memory: Any = None,
         memory_mask: Any = None,

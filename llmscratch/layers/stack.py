@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .. import ops
 from .block import Block
 from .embedding import Embedding
@@ -57,7 +59,7 @@ class Stack:
         rng: Any = None,
         *,
         key_mask: Any = None,
-        offset: int = 0,
+        offset: int | np.ndarray = 0,
         kv_cache: Any = None,
         memory: Any = None,
         memory_mask: Any = None,

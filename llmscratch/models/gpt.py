@@ -47,18 +47,36 @@ class GPT(Model):
         return [self.transformer, self.head]
 
     def forward(
-        self, idx: Any, targets: Any = None, *, kv_cache: KVCache | None = None, rng: Any = None
+        self,
+        idx: Any,
+        targets: Any = None,
+        *,
+        key_mask: Any = None,
+        kv_cache: KVCache | None = None,
+        rng: Any = None,
     ) -> tuple[Any, Any]:
         """idx (B,T) int, targets (B,T) int or None -> logits (B,T,V), loss () or None.
 
-        With ``kv_cache`` the tokens continue the cached ones (generation) and nothing is kept for backward.
+        ``key_mask`` (B,T) bool, False on left padding: a batch of prompts of different lengths, each row's
+        positions counted from its first real token and its padding hidden from every query.
+        With ``kv_cache`` the tokens continue the cached ones (generation; the cache knows each row's
+        padding) and nothing is kept for backward.
         ``rng`` (from ``backend.generator``) draws the dropout masks; a model-owned generator by default.
         """
         idx = self.as_ids(idx)
-        offset = 0 if kv_cache is None else kv_cache.length
-        check_length(self.config, offset + idx.shape[1])
+        T = idx.shape[1]
+        if kv_cache is not None:
+            offset, key_mask = kv_cache.offsets(), kv_cache.key_mask(T)
+            check_length(self.config, kv_cache.length + T)
+        else:
+            offset = 0
+            if key_mask is not None:
+                mask = np.asarray(key_mask if isinstance(key_mask, (list, np.ndarray)) else self.bk.to_numpy(key_mask))
+                pad = mask.astype(bool).argmax(axis=1)  # padding slots before each row's first real token
+                offset, key_mask = (-pad if pad.any() else 0), self.as_mask(mask)
+            check_length(self.config, T)
         rng = self._dropout_rng if rng is None else rng
-        x, c_stack = self.transformer.forward(idx, rng, offset=offset, kv_cache=kv_cache)
+        x, c_stack = self.transformer.forward(idx, rng, key_mask=key_mask, offset=offset, kv_cache=kv_cache)
         logits, c_head = self.head.forward(x)  # (B,T,V)
         loss, c_loss = self._loss_forward(logits, targets)
         self._cache = None if kv_cache is not None else GPTCache(c_stack, c_head, c_loss)
@@ -71,9 +89,10 @@ class GPT(Model):
         """idx (1,T) -> {"transformer.h.<i>.attn": probabilities (H,T,T)}, dropout off."""
         return record_attention(self, lambda: self.forward(idx))
 
-    def new_kv_cache(self, B: int) -> KVCache:
+    def new_kv_cache(self, B: int, pad: np.ndarray | None = None) -> KVCache:
+        """An empty cache for B rows; pad (B,): the padding slots each row's prompt starts with."""
         cfg = self.config
-        return KVCache(self.bk, cfg.n_layer, B, cfg.kv_heads, cfg.block_size, cfg.head_dim)
+        return KVCache(self.bk, cfg.n_layer, B, cfg.kv_heads, cfg.block_size, cfg.head_dim, pad)
 
     def flops_per_token(self, T: int | None = None) -> float:
         """Training FLOPs per token, forward + backward (the PaLM appendix estimate nanoGPT uses):

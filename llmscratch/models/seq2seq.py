@@ -11,7 +11,7 @@ backward: head, decoder (its dmemory summed over every block that read memory), 
 
 Decoding runs the encoder once per input and keeps each decoder block's cross-attention keys and values
 (``start``), then feeds one token at a time through the decoder with a KV cache (``step``): the state a
-search (greedy here, beam search in generation) carries from one token to the next.
+search (llmscratch.generation: greedy, sampling, beam search) carries from one token to the next.
 """
 
 from __future__ import annotations
@@ -116,32 +116,6 @@ class Seq2Seq(Model):
             memory_mask=state.src_mask,
         )
         return self.head.forward(x)[0]
-
-    def greedy(
-        self, src: Any, bos: int, eos: int, src_mask: Any = None, max_new_tokens: int | None = None
-    ) -> list[list[int]]:
-        """src (B,S) -> for each row the most likely target ids, one at a time, up to (not including) eos."""
-        was_training, self.training = self.training, False
-        try:
-            state = self.start(src, src_mask)
-            B = state.kv_cache.k[0].shape[0]
-            limit = self.config.block_size if max_new_tokens is None else min(max_new_tokens, self.config.block_size)
-            out: list[list[int]] = [[] for _ in range(B)]
-            done = np.zeros(B, dtype=bool)
-            tokens = np.full((B, 1), bos, dtype=np.int64)
-            for _ in range(limit):
-                logits = self.bk.to_numpy(self.step(state, tokens)[:, -1, :])
-                tokens = np.argmax(logits, axis=-1)[:, None].astype(np.int64)
-                for b in np.flatnonzero(~done):
-                    if tokens[b, 0] == eos:
-                        done[b] = True
-                    else:
-                        out[b].append(int(tokens[b, 0]))
-                if done.all() or state.kv_cache.length >= self.config.block_size:
-                    break
-        finally:
-            self.training = was_training
-        return out
 
     def attention_maps(self, src: Any, tgt: Any, src_mask: Any = None) -> dict[str, np.ndarray]:
         """src (1,S), tgt (1,T) -> {"encoder.h.<i>.attn": (H,S,S), "decoder.h.<i>.attn": (H,T,T),

@@ -3,6 +3,7 @@ Legend: T time, C channels.
 
 pe[t, 2i] = sin(t / 10000^(2i/C)),   pe[t, 2i+1] = cos(t / 10000^(2i/C))
 forward: out = x + pe[offset : offset+T];   backward: dx = dout (the table has no parameters)
+pe may also hold one row of positions per sequence, (B,T,C), when the rows start at different positions.
 (Learned positions are an embedding lookup of arange(T); see ops.embedding.)
 """
 
@@ -28,11 +29,11 @@ def sinusoidal_table(bk: Backend, T: int, C: int, offset: int = 0) -> Any:
 
 
 def positions_forward(bk: Backend, x: Any, pe: Any) -> tuple[Any, Any]:
-    """x (B,T,C), pe (T,C) -> out (B,T,C)"""
+    """x (B,T,C), pe (T,C) or (B,T,C) -> out (B,T,C)"""
     expect(
-        tuple(pe.shape) == tuple(x.shape[-2:]),
+        tuple(pe.shape) in (tuple(x.shape[-2:]), tuple(x.shape)),
         "positions_forward",
-        f"pe {tuple(pe.shape)} must match x's last two axes {tuple(x.shape[-2:])}",
+        f"pe {tuple(pe.shape)} must match x's last two axes {tuple(x.shape[-2:])} or all of x {tuple(x.shape)}",
     )
     return x + pe, None
 

@@ -26,10 +26,14 @@ def rope_tables(bk: Backend, T: int, D: int, offset: int = 0, base: float = 1000
 
 
 def rope_forward(bk: Backend, x: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
-    """x (B,H,T,D), cos (T,D), sin (T,D) -> out (B,H,T,D)"""
+    """x (B,H,T,D), cos/sin (T,D), or (B,1,T,D) when each row has its own positions -> out (B,H,T,D)"""
     xp = bk.xp
-    T, D = x.shape[-2], x.shape[-1]
-    expect(tuple(cos.shape) == (T, D), "rope_forward", f"cos/sin must be (T={T}, D={D}), got {tuple(cos.shape)}")
+    B, T, D = x.shape[0], x.shape[-2], x.shape[-1]
+    expect(
+        tuple(cos.shape) in ((T, D), (B, 1, T, D)),
+        "rope_forward",
+        f"cos/sin must be (T={T}, D={D}) or (B={B}, 1, T, D), got {tuple(cos.shape)}",
+    )
     x1, x2 = x[..., : D // 2], x[..., D // 2 :]
     return x * cos + xp.concat([-x2, x1], axis=-1) * sin, (cos, sin)
 

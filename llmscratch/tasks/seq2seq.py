@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..datasets import IGNORE, pad, read_pairs, sample_indices, split_examples
-from ..errors import ConfigError, DataError
+from ..errors import DataError
+from ..generation.search import translate_ids
 from ..models import Model, ModelConfig
 from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
@@ -112,15 +113,13 @@ class Seq2SeqTask(PaddedTask):
         examples = self._encode(read_pairs(path))
         return {"exact_match": self._exact_match(model, examples), "val_loss": self._mean_loss(model, examples)}
 
-    def translate_ids(self, model: Model, sources: list[list[int]], num_beams: int = 1) -> list[list[int]]:
-        """Greedy decoding of each source (batched, padded with a key mask); -> target ids without BOS/EOS."""
-        if num_beams != 1:
-            raise ConfigError(f"num_beams={num_beams}: only greedy decoding (num_beams=1) is available here")
-        sp, out = self.special, []
-        for s in range(0, len(sources), 4 * self.cfg.batch_size):
-            src, mask = pad(sources[s : s + 4 * self.cfg.batch_size], sp.pad)
-            out += model.greedy(src, sp.bos, sp.eos, src_mask=mask)  # type: ignore[attr-defined]
+    def translate_ids(self, model: Model, sources: list[list[int]], **options: Any) -> list[list[int]]:
+        """Each source's target ids without BOS/EOS, in batches (padded, with a key mask): greedy, or any
+        generation option (num_beams=4, ...)."""
+        sp, out, chunk = self.special, [], 4 * self.cfg.batch_size
+        for s in range(0, len(sources), chunk):
+            out += translate_ids(model, sources[s : s + chunk], sp.bos, sp.eos, sp.pad, **options)
         return out
 
-    def translate(self, model: Model, texts: list[str], num_beams: int = 1) -> list[str]:
-        return [self.decode(ids) for ids in self.translate_ids(model, self.encode_sources(texts), num_beams)]
+    def translate(self, model: Model, texts: list[str], **options: Any) -> list[str]:
+        return [self.decode(ids) for ids in self.translate_ids(model, self.encode_sources(texts), **options)]
