@@ -213,6 +213,25 @@ def load(
     return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
 
 
+def grow_vocabulary(bk: Backend, params: dict[str, Any], specs: dict[str, Any], source: str) -> dict[str, Any]:
+    """A trained model's weights for a model with more token ids (chat tokens added): each weight with
+    fewer rows than its spec (the token embedding, an untied LM head) gets new rows equal to the mean of
+    its rows, so a new token starts as an average token. Any other difference is a one-line error."""
+    out = {}
+    for name, (shape, _) in specs.items():
+        if name not in params:
+            raise CheckpointError(f"{source} has no weight {name!r}; it is not the model this run trains")
+        p = params[name]
+        have = tuple(p.shape)
+        if have != tuple(shape):
+            if have[1:] != tuple(shape[1:]) or have[0] > shape[0]:
+                raise CheckpointError(f"{source}: weight {name!r} is {have}, the model needs {tuple(shape)}")
+            mean = bk.xp.mean(p, axis=0, keepdims=True)
+            p = bk.xp.concat([p, bk.xp.broadcast_to(mean, (shape[0] - have[0], *have[1:]))], axis=0)
+        out[name] = p
+    return out
+
+
 def _read_tensors(bk: Backend, path: Path) -> dict[str, Any]:
     """A safetensors file -> arrays on bk in its dtype (bfloat16 goes through float64 on the host)."""
     try:

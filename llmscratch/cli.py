@@ -95,6 +95,14 @@ def _texts(texts: list[str]) -> list[str]:
     return texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
 
 
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .chat_repl import ChatSession, run
+    from .checkpoint import load
+
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    return run(ChatSession(ckpt, _generation_options(args), args.max_new_tokens, args.system))
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     import json
 
@@ -130,6 +138,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.name == "numbers":
         paths = demos.numbers_dataset(args.out)
+    elif args.name == "chat":
+        paths = demos.chat_dataset(args.out)
     else:
         from .data import load_text
 
@@ -433,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p, SAMPLE_DEFAULTS)
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("chat", help="talk to a checkpoint fine-tuned with --task sft (streams each reply)")
+    _add_checkpoint_args(p)
+    p.add_argument("--system", help="a system message to start the conversation with")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="the longest reply [200]")
+    _add_generation_args(p, SAMPLE_DEFAULTS)
+    p.set_defaults(func=cmd_chat)
+
     p = sub.add_parser("classify", help="label texts with a classify checkpoint (one label per line)")
     _add_checkpoint_args(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: lines of standard input)")
@@ -450,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="a file in the task's format (CSV/JSONL, TSV/JSONL, text)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="write a demo task's data: numbers (English -> French) or speakers")
-    p.add_argument("name", choices=["numbers", "speakers"])
+    p = sub.add_parser(
+        "demo", help="write a demo task's data: numbers (English -> French), speakers, chat (pretrain -> sft)"
+    )
+    p.add_argument("name", choices=["numbers", "speakers", "chat"])
     p.add_argument("--out", default="demo", help="the folder to write into [demo]")
     p.set_defaults(func=cmd_demo)
 

@@ -10,7 +10,7 @@ The defaults are nanoGPT's README CPU run, on the embedded default corpus.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -26,7 +26,8 @@ else:  # pragma: no cover
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
-TASKS = {"lm": "gpt", "classify": "encoder", "seq2seq": "seq2seq"}  # task -> the model kind it trains
+TRAIN_ON = ("assistant", "last", "all")  # sft: which targets the loss counts
+TASKS = {"lm": "gpt", "classify": "encoder", "seq2seq": "seq2seq", "sft": "gpt"}  # task -> the model kind it trains
 
 
 @dataclass
@@ -34,6 +35,10 @@ class TrainConfig(Architecture):
     """The model's fields (``Architecture``, defaults and checks included) plus how to train it."""
 
     task: str = "lm"  # lm (a GPT on text) | classify (an encoder on text,label) | seq2seq (source -> target)
+    # | sft (a GPT fine-tuned on chat conversations)
+    init_from: str | None = None  # a checkpoint whose weights (and tokenizer, and shape) start the run
+    train_on: str = "assistant"  # sft: the targets the loss counts: assistant | last | all
+    packing: bool = False  # sft: conversations packed into block_size windows instead of padded
     # data and tokenizer
     data: str = "stdlib"  # lm: stdlib | shakespeare | names | a text file;  classify/seq2seq: a CSV/JSONL/TSV file
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
@@ -72,6 +77,8 @@ class TrainConfig(Architecture):
             raise ConfigError(
                 f"unknown task {self.task!r}{did_you_mean(self.task, TASKS)}; choose one of {', '.join(TASKS)}"
             )
+        if self.train_on not in TRAIN_ON:
+            raise ConfigError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
         for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -99,6 +106,20 @@ class TrainConfig(Architecture):
 
     def architecture(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
+
+    def with_architecture_of(self, model: Architecture, source: str) -> TrainConfig:
+        """This config with a pretrained model's architecture (``init_from``). A field set here to something
+        else than its default must agree with the model's (dropout alone may change), else a one-line error."""
+        defaults = TrainConfig.__dataclass_fields__
+        asked = {n: getattr(self, n) for n in ARCHITECTURE_FIELDS if getattr(self, n) != defaults[n].default}
+        clash = [
+            f"{n}={v} (it has {getattr(model, n)})"
+            for n, v in asked.items()
+            if n != "dropout" and getattr(model, n) != v
+        ]
+        if clash:
+            raise ConfigError(f"--init-from {source}: the model keeps its shape; drop {', '.join(clash)}")
+        return replace(self, **{n: getattr(model, n) for n in ARCHITECTURE_FIELDS if n not in asked})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

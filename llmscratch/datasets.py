@@ -4,6 +4,7 @@ Formats (UTF-8):
 - classification: CSV with a header row that has ``text`` and ``label`` columns, or JSONL lines
   ``{"text": ..., "label": ...}``. Labels are strings (a number in JSONL is read as its text).
 - seq2seq: TSV lines ``source<TAB>target`` (no header), or JSONL lines ``{"source": ..., "target": ...}``.
+- chat (sft): JSONL lines ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``.
 The format is told by the file's extension: .csv, .tsv, .jsonl (or .json with one object a line).
 
 Every problem is a one-line DataError naming the file and line. Padding: ids past a row's length are PAD,
@@ -15,8 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,15 +63,20 @@ def _read(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (offset {e.start}); convert it to UTF-8") from None
 
 
-def _jsonl(path: Path, text: str, keys: tuple[str, str]) -> list[tuple[int, str, str]]:
-    rows = []
+def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank line; a line that is not JSON is an error naming it."""
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+
+
+def _jsonl(path: Path, text: str, keys: tuple[str, str]) -> list[tuple[int, str, str]]:
+    rows = []
+    for n, obj in _json_lines(path, text):
         if not isinstance(obj, dict) or any(k not in obj for k in keys):
             raise DataError(f"{path}:{n}: each line must be an object with keys {keys[0]!r} and {keys[1]!r}")
         a, b = obj[keys[0]], obj[keys[1]]
@@ -138,6 +146,27 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     else:
         raise DataError(f"{path}: seq2seq data must be a .tsv or .jsonl file, not {path.suffix or 'no extension'!r}")
     return _check_rows(path, rows, ("source", "target"))
+
+
+def read_chat(path: str | Path, need_assistant: bool = True) -> list[list[dict[str, str]]]:
+    """-> conversations from a JSONL file of {"messages": [{"role": ..., "content": ...}, ...]} lines, each
+    with an assistant message (what fine-tuning learns from)."""
+    from .tokenizers.chat import check_messages
+
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        raise DataError(f'{path}: chat data must be a .jsonl file of {{"messages": [...]}} lines')
+    out = []
+    for n, obj in _json_lines(path, _read(path)):
+        if not isinstance(obj, dict) or "messages" not in obj:
+            raise DataError(f"{path}:{n}: each line must be an object with a 'messages' list")
+        messages = check_messages(obj["messages"], f"{path}:{n}")
+        if need_assistant and not any(m["role"] == "assistant" for m in messages):
+            raise DataError(f"{path}:{n}: the conversation has no assistant message; there is nothing to learn")
+        out.append(messages)
+    if len(out) < 2:
+        raise DataError(f"{path} has {len(out)} conversation(s); training needs at least 2 (one for validation)")
+    return out
 
 
 def split_examples(examples: list, val_fraction: float = VAL_FRACTION) -> tuple[list, list]:

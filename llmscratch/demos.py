@@ -209,3 +209,63 @@ def baselines(train: list[tuple[str, str]], test: list[tuple[str, str]]) -> dict
         "majority": float(np.mean([lab == majority for _, lab in test])),
         "bag_of_chars_naive_bayes": float(np.mean(guess == truth)),
     }
+
+
+# ---- chat: pretrain -> supervised fine-tuning -> chat ------------------------------------------------------
+
+QUESTIONS = {
+    "add": ["What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} = ?"],
+    "reverse": ["Reverse the word {w}.", "Spell {w} backwards.", "What is {w} reversed?"],
+    "upper": ["Write {w} in capitals.", "Uppercase {w}.", "What is {w} in upper case?"],
+}
+
+
+def chat_items(seed: int = 0) -> dict[str, list[tuple[str, ...]]]:
+    """The demo's facts: additions of two numbers below 50 and made-up words (3 to 6 letters)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = sorted({"".join(rng.choice(letters, size=int(rng.integers(3, 7)))) for _ in range(700)})
+    return {
+        "add": [(str(a), str(b)) for a in range(50) for b in range(50)],
+        "reverse": [(w,) for w in words],
+        "upper": [(w,) for w in words],
+    }
+
+
+def answer(skill: str, item: tuple[str, ...]) -> str:
+    if skill == "add":
+        return str(int(item[0]) + int(item[1]))
+    return item[0][::-1] if skill == "reverse" else item[0].upper()
+
+
+def question(skill: str, item: tuple[str, ...], rng: np.random.Generator) -> str:
+    template = QUESTIONS[skill][int(rng.integers(len(QUESTIONS[skill])))]
+    return template.format(a=item[0], b=item[-1], w=item[0])
+
+
+def chat_dataset(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path, Path]:
+    """Write chat_pretrain.txt (every fact twice, as a question and its answer on one line, shuffled: plain
+    text, no chat template), chat_sft.jsonl (a conversation for each of 90% of the items) and
+    chat_test.jsonl (one for each of the other 10%: never seen in fine-tuning, but their facts are in the
+    pretraining text); -> their paths."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    lines, sft, test = [], [], []
+    for skill, items in chat_items(seed).items():
+        order = rng.permutation(len(items))
+        n_test = len(items) // 10
+        for rank, i in enumerate(order):
+            item = items[i]
+            lines += [f"{question(skill, item, rng)} {answer(skill, item)}" for _ in range(2)]
+            asked = question(skill, item, rng)
+            messages = [{"role": "user", "content": asked}, {"role": "assistant", "content": answer(skill, item)}]
+            (test if rank < n_test else sft).append(json.dumps({"messages": messages}))
+    rng.shuffle(lines)
+    sft = [sft[i] for i in rng.permutation(len(sft))]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "chat_pretrain.txt", out / "chat_sft.jsonl", out / "chat_test.jsonl"
+    for path, rows in zip(paths, (lines, sft, test), strict=True):
+        atomic_write(path, "\n".join(rows) + "\n")
+    return paths

@@ -37,6 +37,35 @@ class UsesModel:
         run = stream_text if stream else sample_text
         return run(self.model, self.tokenizer, prompt, max_new_tokens, **options)
 
+    def chat_tokenizer(self) -> Any:
+        """The tokenizer, which must have the chat tokens (a model fine-tuned with task sft)."""
+        from .tokenizers.chat import ChatTokenizer
+
+        if not isinstance(self.tokenizer, ChatTokenizer):
+            raise ConfigError(
+                f"chat needs a model fine-tuned on conversations (this {self.task_runner.name!r} model has no chat "
+                "tokens): llmscratch train --task sft --init-from CHECKPOINT --data chat.jsonl"
+            )
+        return self.tokenizer
+
+    def chat(
+        self, messages: list[dict[str, str]], max_new_tokens: int = 200, stream: bool = False, **options: Any
+    ) -> Any:
+        """The assistant's reply to ``messages`` ([{"role": "user", "content": ...}, ...]); with ``stream`` an
+        iterator of its pieces. The prompt is the chat template ending in <|assistant|>; the reply ends at
+        <|end|> (or any other chat token). The conversation is kept inside the context: the oldest turns after
+        a system message are dropped until the prompt leaves room for the reply (max_new_tokens, but at most
+        half the context). Options as for ``sample``."""
+        from .generation.text import stream_ids
+        from .tokenizers.chat import check_messages, fit_conversation
+
+        tok = self.chat_tokenizer()
+        T = self.model.config.block_size
+        ids, _ = fit_conversation(tok, check_messages(messages), T - min(max_new_tokens, T // 2))
+        options = {**options, "eos_token_id": list(tok.special.values())}
+        pieces = stream_ids(self.model, tok, ids, max_new_tokens, **options)
+        return pieces if stream else "".join(pieces)
+
     def classify(self, texts: list[str], probabilities: bool = False) -> list[Any]:
         """texts -> their predicted labels, or with ``probabilities`` a {label: probability} dict each."""
         task = self._need("classify", "classify")

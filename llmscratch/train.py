@@ -123,6 +123,8 @@ class Trainer:
         self.checkpoint_dir: Path | None = None
         if resume:
             self._resume()
+        elif cfg.init_from:
+            self._start_from(cfg.init_from)
         else:
             self.task: Task = TASK_CLASSES[cfg.task](cfg)
             self.task.prepare()
@@ -176,6 +178,26 @@ class Trainer:
         self.history, self.start = ck.state["history"], ck.step
         self.checkpoint_dir = ck.path
 
+    def _start_from(self, path: str) -> None:
+        """The weights, tokenizer and shape of a trained GPT, a fresh optimizer, step 0 (fine-tuning, or more
+        pretraining on new data). New token ids (the chat tokens) get embedding rows as documented in
+        grow_vocabulary."""
+        ck = ckpt_io.load(path, backend=self.bk)
+        if ck.model.kind != self.cfg.kind:
+            raise ConfigError(
+                f"--init-from {path}: it holds a {ck.model.kind} model (task {ck.task!r}); task {self.cfg.task!r} "
+                f"trains a {self.cfg.kind}"
+            )
+        self.cfg = self.cfg.with_architecture_of(ck.model.config, path)
+        self.task = TASK_CLASSES[self.cfg.task](self.cfg, ck.tokenizer)
+        self.task.prepare()
+        model_cfg = self.task.model_config()
+        params = ckpt_io.grow_vocabulary(
+            self.bk, ck.model.params, model_class(model_cfg.kind).specs_for(model_cfg), path
+        )
+        self.model = self._model(model_cfg, params)
+        self.opt = self._optimizer()
+
     # ---- one step, evaluation, checkpoints ---------------------------------------------------------------
 
     def lr(self, it: int) -> float:
@@ -213,7 +235,8 @@ class Trainer:
             *summed, total, tokens, flag = world.finish(world.start_sum([*grads.values(), *extra]))
             grads = dict(zip(grads, summed, strict=True))
             total, tokens, stop = total[0], tokens[0], bk.item(flag[0]) > 0
-        self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
+        if tokens > 0:  # a step with nothing to learn from (every target masked) leaves the weights alone
+            self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
         return total / accum, tokens, stop
 
     def evaluate(self, it: int) -> dict[str, float]:

@@ -193,6 +193,16 @@ def prompt_rows(ids: Any) -> list[list[int]]:
     return [list(map(int, r)) for r in np.atleast_2d(a)]
 
 
+def generate_rows(
+    model: Any, ids: Any, max_new_tokens: int, *, tokenizer: Any = None, **options: Any
+) -> list[list[int]]:
+    """Like ``generate``, but -> each row's new tokens alone (no prompt, no padding)."""
+    opt = GenerationOptions.of(**options)
+    with eval_mode(model):
+        decode = None if tokenizer is None else tokenizer.decode
+        return search(GPTDecoder(model), prompt_rows(ids), max_new_tokens, opt, decode)
+
+
 def generate(
     model: Any,
     ids: Any,
@@ -209,11 +219,10 @@ def generate(
     0). Options: see GenerationOptions; ``tokenizer`` is needed for ``stop_strings``. A prompt longer than the
     context keeps its last block_size tokens; past the context the window slides (see decoders.py).
     """
-    opt = GenerationOptions.of(**options)
     prompts = prompt_rows(ids)
-    with eval_mode(model):
-        new = search(GPTDecoder(model), prompts, max_new_tokens, opt, None if tokenizer is None else tokenizer.decode)
-    pad = pad_token_id if pad_token_id is not None else (opt.eos_ids or (0,))[0]
+    new = generate_rows(model, prompts, max_new_tokens, tokenizer=tokenizer, **options)
+    eos = GenerationOptions.of(**options).eos_ids
+    pad = pad_token_id if pad_token_id is not None else (eos or (0,))[0]
     T, N = max(map(len, prompts)), max(map(len, new))
     out = np.full((len(prompts), T + N), pad, dtype=np.int64)
     for b, (p, n) in enumerate(zip(prompts, new, strict=True)):

@@ -60,8 +60,13 @@ def stream_text(
     model: Any, tokenizer: Any, prompt: str = "", max_new_tokens: int = 200, **options: Any
 ) -> Iterator[str]:
     """The continuation of ``prompt`` in pieces as it is generated (beam search: one piece at the end)."""
+    yield from stream_ids(model, tokenizer, prompt_ids(tokenizer, prompt), max_new_tokens, **options)
+
+
+def stream_ids(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, **options: Any) -> Iterator[str]:
+    """The continuation of a prompt given as token ids, in pieces (as ``stream_text``)."""
     opt = GenerationOptions.of(**{**SAMPLE_DEFAULTS, **options} if options.get("num_beams", 1) == 1 else options)
-    ids, stream = prompt_ids(tokenizer, prompt), TextStream(tokenizer, opt)
+    stream = TextStream(tokenizer, opt)
     check_request([ids], max_new_tokens)
     with eval_mode(model):
         if opt.num_beams > 1:

@@ -1,11 +1,12 @@
-"""Tasks: how batches are made and what the loss and metrics are (lm | classify | seq2seq)."""
+"""Tasks: how batches are made and what the loss and metrics are (lm | classify | seq2seq | sft)."""
 
 from .base import DROPOUT, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
 from .classify import ClassifyTask
 from .lm import LMTask
 from .seq2seq import Seq2SeqTask
+from .sft import SFTTask
 
-TASK_CLASSES: dict[str, type[Task]] = {t.name: t for t in (LMTask, ClassifyTask, Seq2SeqTask)}
+TASK_CLASSES: dict[str, type[Task]] = {t.name: t for t in (LMTask, ClassifyTask, Seq2SeqTask, SFTTask)}
 
 __all__ = [
     "DROPOUT",
@@ -14,6 +15,7 @@ __all__ = [
     "TRAIN_BATCH",
     "ClassifyTask",
     "LMTask",
+    "SFTTask",
     "Seq2SeqTask",
     "Task",
     "build_tokenizer",

@@ -15,8 +15,9 @@ from ..errors import TokenizerError
 from .base import Tokenizer
 from .bpe import BPETokenizer
 from .char import CharTokenizer
+from .chat import ChatTokenizer, with_chat_tokens
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {CharTokenizer.kind: CharTokenizer, BPETokenizer.kind: BPETokenizer}
+TOKENIZERS: dict[str, type[Tokenizer]] = {t.kind: t for t in (CharTokenizer, BPETokenizer, ChatTokenizer)}
 
 
 def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
@@ -30,7 +31,8 @@ def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
 
 
 def load(path: str | os.PathLike) -> Tokenizer:
-    """The tokenizer saved at ``path`` (char or BPE), with a one-line error if it is missing or corrupt."""
+    """The tokenizer saved at ``path`` (char, BPE, or either with chat tokens); a one-line error if it is
+    missing or corrupt."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -43,4 +45,4 @@ def load(path: str | os.PathLike) -> Tokenizer:
     return from_json_dict(d, str(path))
 
 
-__all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "from_json_dict", "load"]
+__all__ = ["BPETokenizer", "CharTokenizer", "ChatTokenizer", "Tokenizer", "from_json_dict", "load", "with_chat_tokens"]
