@@ -344,6 +344,30 @@ def cmd_bench_ops(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    from .bench.generation import bench_generation
+    from .bench.report import markdown_table, write_report
+
+    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    records = bench_generation(backends, args.new_tokens, args.rounds, args.beams)
+    table = markdown_table(
+        records,
+        [
+            ("backend", "backend", ""),
+            ("mode", "mode", ""),
+            ("tokens/s", "tokens_per_s", ",.0f"),
+            ("× no cache", "cache_speedup", ".1f"),
+            ("× transformers", "vs_transformers", ".2f"),
+            ("÷ greedy", "vs_greedy", ".2f"),
+        ],
+    )
+    print(table)
+    title = f"greedy generation of {args.new_tokens} tokens, shakespeare_char model (10.7M parameters)"
+    paths = write_report(args.out, args.name, {title: (records, table)})
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
     from .bench.report import markdown_table, write_report
     from .bench.tokenizer import bench_tokenizers
@@ -548,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=7, help="rounds of interleaved timing [7]")
     _add_output_args(p, "ops")
     p.set_defaults(func=cmd_bench_ops)
+
+    p = bench.add_parser("generate", help="generation tokens/s: KV cache, no cache, beam search, transformers")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--beams", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    _add_output_args(p, "generate")
+    p.set_defaults(func=cmd_bench_generate)
 
     p = bench.add_parser("tokenizer", help="BPE training time, encode MB/s, bytes/token vs HF tokenizers")
     p.add_argument("--data", default="shakespeare")

@@ -28,6 +28,7 @@ transformers.logging.set_verbosity_error()
 
 # ---- the processors ---------------------------------------------------------------------------------------
 
+
 def hf_processors(opt: dict) -> list:
     """transformers' processors for the same options, in the order its generate() builds them."""
     out = []
@@ -184,7 +185,12 @@ def test_greedy_and_beam_search_equal_transformers_generate(gpt2_pair, options):
         ids[b, pad[b] :] = p
     mask = (np.arange(5)[None, :] >= pad[:, None]).astype(np.int64)
     ref = hf.generate(
-        torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12, do_sample=False, pad_token_id=0, **options
+        torch.tensor(ids),
+        attention_mask=torch.tensor(mask),
+        max_new_tokens=12,
+        do_sample=False,
+        pad_token_id=0,
+        **options,
     ).numpy()
     mine = generate(ours, prompts, 12, temperature=0, pad_token_id=0, **options)
     assert mine.shape == ref.shape
@@ -198,7 +204,9 @@ def test_beam_search_with_one_beam_is_greedy(gpt2_pair):
     _, ours = gpt2_pair
     opt = GenerationOptions(temperature=0, num_beams=1, eos_token_id=7)
     beams = beam_search(GPTDecoder(ours), [[3, 1, 4]], 10, opt, Stopper(opt, None))
-    assert [3, 1, 4, *beams[0]] == generate(ours, [3, 1, 4], 10, temperature=0, eos_token_id=7)[0].tolist()[: 3 + len(beams[0])]
+    assert [3, 1, 4, *beams[0]] == generate(ours, [3, 1, 4], 10, temperature=0, eos_token_id=7)[0].tolist()[
+        : 3 + len(beams[0])
+    ]
 
 
 def best_by_enumeration(logprob_of, n: int, vocab: int, eos: int, length_penalty: float) -> list[int]:
@@ -230,8 +238,17 @@ def test_beam_search_equals_brute_force_gpt(length_penalty):
         return log_softmax(bk.to_numpy(model.forward(np.array([prompt + seq]))[0])[0, -1])
 
     want = best_by_enumeration(logprob_of, n, 3, eos, length_penalty)
-    got = generate(model, prompt, n, temperature=0, num_beams=27, eos_token_id=eos, early_stopping="never",
-                   length_penalty=length_penalty, pad_token_id=-1)[0, 2:]
+    got = generate(
+        model,
+        prompt,
+        n,
+        temperature=0,
+        num_beams=27,
+        eos_token_id=eos,
+        early_stopping="never",
+        length_penalty=length_penalty,
+        pad_token_id=-1,
+    )[0, 2:]
     assert [t for t in got.tolist() if t != -1] == want
 
 
@@ -251,7 +268,12 @@ def test_beam_search_equals_brute_force_seq2seq():
 
 # ---- the cache -------------------------------------------------------------------------------------------
 
-CACHE_CASES = [dict(), dict(pos="sinusoidal"), dict(pos="rope", n_kv_head=1, norm="rmsnorm"), dict(pos="rope", n_kv_head=2)]
+CACHE_CASES = [
+    dict(),
+    dict(pos="sinusoidal"),
+    dict(pos="rope", n_kv_head=1, norm="rmsnorm"),
+    dict(pos="rope", n_kv_head=2),
+]
 
 
 @pytest.mark.parametrize("options", CACHE_CASES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "learned")

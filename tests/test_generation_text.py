@@ -107,15 +107,32 @@ def test_sample_command_streams_and_takes_every_option(tmp_path, capsys):
     train_args = ["train", *TINY, "--max-iters", "4", "--eval-interval", "2", "--eval-iters", "1", "--quiet"]
     assert main([*train_args, "--out", out, "--sample-tokens", "0"]) == 0
     capsys.readouterr()
-    flags = ["--prompt", "def ", "--max-new-tokens", "30", "--top-p", "0.9", "--min-p", "0.05",
-             "--repetition-penalty", "1.2", "--no-repeat-ngram-size", "3", "--seed", "4", "--stop-strings", "\n\n"]
+    flags = [
+        "--prompt",
+        "def ",
+        "--max-new-tokens",
+        "30",
+        "--top-p",
+        "0.9",
+        "--min-p",
+        "0.05",
+        "--repetition-penalty",
+        "1.2",
+        "--no-repeat-ngram-size",
+        "3",
+        "--seed",
+        "4",
+        "--stop-strings",
+        "\n\n",
+    ]
     assert main(["sample", "--checkpoint", out, *flags]) == 0
     whole = capsys.readouterr().out
     assert main(["sample", "--checkpoint", out, *flags, "--stream"]) == 0
     assert capsys.readouterr().out == whole
     ck = llmscratch.load(out)
-    expected = ck.sample("def ", 30, top_p=0.9, min_p=0.05, repetition_penalty=1.2, no_repeat_ngram_size=3, seed=4,
-                         stop_strings=["\n\n"])
+    expected = ck.sample(
+        "def ", 30, top_p=0.9, min_p=0.05, repetition_penalty=1.2, no_repeat_ngram_size=3, seed=4, stop_strings=["\n\n"]
+    )
     assert whole == expected + "\n" and "\n\n" not in expected
     assert main(["sample", "--checkpoint", out, "--prompt", "a", "--num-beams", "3", "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out == ck.sample("a", 5, num_beams=3) + "\n"

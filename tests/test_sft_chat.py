@@ -69,7 +69,7 @@ def test_loss_is_the_mean_over_assistant_tokens_and_masked_positions_get_no_grad
     logits, loss = model.forward(**batch)
     z = bk.to_numpy(logits)[0]
     logp = z - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)) - z.max(-1, keepdims=True)
-    ids = batch["idx"][0].tolist() + [tok.end_id]
+    ids = [*batch["idx"][0].tolist(), tok.end_id]
     assert ids == [4, 0, 1, 2, 0, 6, 5, 2, 1, 6]  # <|user|> a b c a <|end|> <|assistant|> c b <|end|>
     supervised = [6, 7, 8]  # the positions predicting c, b and <|end|>
     by_hand = -np.mean([logp[t, ids[t + 1]] for t in supervised])
@@ -178,7 +178,7 @@ def test_init_from_continues_pretraining_on_new_text(tmp_path, pretrained):
 
 def test_init_from_errors(tmp_path, pretrained):
     data = write_chat(tmp_path / "c.jsonl", [convo("ab", "ba"), convo("ba", "ab")])
-    with pytest.raises(CheckpointError, match="no checkpoint at .*missing: the directory does not exist"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*missing: the directory does not exist"):
         llmscratch.train(task="sft", init_from=str(tmp_path / "missing"), data=str(data), progress=False)
     with pytest.raises(ConfigError, match=r"the model keeps its shape; drop n_layer=3 \(it has 1\)"):
         llmscratch.train(task="sft", init_from=str(pretrained), data=str(data), n_layer=3, progress=False)

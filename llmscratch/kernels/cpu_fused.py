@@ -144,15 +144,24 @@ def _kernel(bk: Backend, name: str) -> Any:
     return getattr(_threaded(bk) or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
 
 
-def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
-    """a (M,K), b (K,N), bias (N,) or None -> a @ b + bias (M,N), a and b read through their strides.
+FEW_ROWS = 64  # below this many rows torch's own matmul wins (measured for the 384..1536-wide layers)
 
-    On torch the C++ GEMM, threaded on torch's OpenMP threads: in a training step it beat torch's own
-    matmul (MKL) on the model's layers (benchmarks/README.md). numpy keeps its BLAS, which runs on every core,
-    where the kernels here run on one.
+
+def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
+    """a (M,K), b (K,N), bias (N,) or None -> a @ b + bias (M,N).
+
+    On torch the C++ GEMM (``gemm``), threaded on torch's OpenMP threads: in a training step it beat torch's
+    own matmul (MKL) on the model's layers (benchmarks/README.md). A few rows (decoding: one token per
+    sequence) go to torch's matmul, several times faster there. numpy keeps its BLAS, which runs on every
+    core, where the kernels here run on one.
     """
-    if _threaded(bk) is None:
+    if _threaded(bk) is None or a.shape[0] < FEW_ROWS:
         return ops.matmul(bk, a, b, bias)
+    return gemm(bk, a, b, bias)
+
+
+def gemm(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
+    """The C++ GEMM on torch's threads: a and b read through their strides."""
     (M, K), N = a.shape, b.shape[1]
     if 1 not in bk.strides(b):  # the kernel reads B by its rows or by its columns: one must be contiguous
         b = bk.contiguous(b)

@@ -13,9 +13,9 @@ crosses conversation boundaries; no position is wasted on padding). A window may
 its loss is 0 with zero gradients, and a step with no supervised target leaves the weights as they are.
 
 The tokenizer is the pretrained checkpoint's (``init_from``) with the chat tokens added, or one built from
-the conversations' text. Evaluation: the masked loss of each split (a conversation longer than the context in consecutive windows),
-and ``exact_match``: the greedy reply
-to each validation conversation, up to its last assistant message, equals that message.
+the conversations' text. Evaluation: the masked loss of each split (a conversation longer than the
+context in consecutive windows), and ``exact_match``: the greedy reply to each validation conversation, up
+to its last assistant message, equals that message.
 """
 
 from __future__ import annotations

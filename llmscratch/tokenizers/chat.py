@@ -110,8 +110,9 @@ def encode_chat(
 
 def fit_conversation(tokenizer: ChatTokenizer, messages: list[Message], budget: int) -> tuple[list[int], list[Message]]:
     """The prompt for the next reply, at most ``budget`` tokens: the oldest turns after any system message
-    are dropped, whole (a user message with the reply to it), until it fits (the latest message always stays; alone and still too long, its
-    prompt keeps its last tokens, as generation does). -> (ids, the messages kept)"""
+    are dropped, whole (a user message with the reply to it), until it fits (the latest message always
+    stays; alone and still too long, its prompt keeps its last tokens, as generation does).
+    -> (ids, the messages kept)"""
     system = [m for m in messages[:1] if m["role"] == "system"]
     turns = messages[len(system) :]
     while True:

@@ -1,0 +1,102 @@
+"""Generation speed: new tokens per second for one prompt on the shakespeare_char model (10.7M parameters,
+random weights: speed does not depend on them), greedy.
+
+    cache      llmscratch.generate: the prompt once, then one position per token (KV cache)
+    no cache   the obvious loop: rerun the model on the whole context (up to block_size) for every token
+    beam k     beam search with k beams and the cache (k rows per step, the cache reordered every step)
+    transformers  GPT2LMHeadModel.generate (its KV cache) on a GPT-2 of the same size, in the same run
+Each contestant runs once to warm up, then ``rounds`` times (the median counts), one contestant after the
+other with a pause between them: NumPy's BLAS threads spin for a while after their last call, and
+interleaving backends round by round would time that spinning against torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from ..backends import get_backend
+from ..config import resolve_config
+from ..generation import generate
+from ..kernels import fit_to_backend
+from ..models import GPT
+from .train import SETTLE_S
+
+VOCAB = 65  # tinyshakespeare's characters
+
+
+def _model(backend: str) -> GPT:
+    cfg = resolve_config(preset="shakespeare_char", backend=backend, dropout=0.0)
+    bk = get_backend(backend)
+    attention, ops = fit_to_backend(cfg.attention, cfg.ops, bk, cfg.block_size)
+    return GPT(cfg.model_config(VOCAB), bk, seed=0, attention=attention, ops=ops)
+
+
+def _without_cache(model: GPT, prompt: list[int], n: int) -> None:
+    out = list(prompt)
+    model.training = False
+    for _ in range(n):
+        logits, _ = model.forward(np.array([out[-model.config.block_size :]]))
+        out.append(int(np.argmax(model.bk.to_numpy(logits[:, -1, :]))))
+
+
+def _transformers(new_tokens: int) -> Any:
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    cfg = resolve_config(preset="shakespeare_char")
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=cfg.block_size + 1,  # the prompt token and 256 new ones
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    model = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    ids = torch.zeros((1, 1), dtype=torch.long)
+
+    def run() -> None:
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False)
+
+    return run
+
+
+def bench_generation(backends: list[str], new_tokens: int = 256, rounds: int = 3, beams: int = 4) -> list[dict]:
+    """-> one record per contestant: tokens/s, and the ratios the README quotes."""
+    contestants: dict[tuple[str, str], Any] = {}
+    for name in backends:
+        model = _model(name)
+        contestants[(name, "cache")] = lambda m=model: generate(m, [0], new_tokens, temperature=0)
+        contestants[(name, "no cache")] = lambda m=model: _without_cache(m, [0], new_tokens)
+        contestants[(name, f"beam {beams}")] = lambda m=model: generate(m, [0], new_tokens, num_beams=beams)
+    with contextlib.suppress(ImportError):  # transformers is a test dependency
+        contestants[("transformers", "cache")] = _transformers(new_tokens)
+    median = {}
+    for key, run in contestants.items():
+        time.sleep(SETTLE_S)
+        run()
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        median[key] = statistics.median(times)
+    hf = median.get(("transformers", "cache"))
+    records = []
+    for (name, mode), seconds in median.items():
+        record = {"backend": name, "mode": mode, "seconds": seconds, "tokens_per_s": new_tokens / seconds}
+        if name != "transformers":
+            record["cache_speedup"] = median[(name, "no cache")] / median[(name, "cache")] if mode == "cache" else None
+            record["vs_transformers"] = hf / seconds if hf and mode == "cache" else None
+            record["vs_greedy"] = seconds / median[(name, "cache")] if mode.startswith("beam") else None
+        records.append(record)
+    return records
