@@ -198,6 +198,11 @@ def test_cli_classify_translate_and_eval(tmp_path, capsys, monkeypatch):
 
     assert main(["translate", "--checkpoint", mt_out, "abc", "dd"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["translate", "--checkpoint", mt_out, "--num-beams", "3", "--length-penalty", "0.5", "abc"]) == 0
+    beams = llmscratch.load(mt_out).translate(["abc"], num_beams=3, length_penalty=0.5)
+    assert capsys.readouterr().out.splitlines() == beams
+    assert main(["translate", "--checkpoint", mt_out, "--num-beams", "0", "abc"]) == 2
+    assert "num_beams must be >= 1" in capsys.readouterr().err
 
     # eval on hand-made files: the metric equals one computed independently from the predictions
     held_out = tmp_path / "held.csv"
