@@ -212,10 +212,26 @@ def _backend_list(text: str | None) -> list[str]:
     return names
 
 
+def _cpu_backends(text: str | None) -> list[str]:
+    """The --backend list without device specs (torch:cuda): the suites that time CPU backends only."""
+    return [b for b in _backend_list(text) if ":" not in b]
+
+
+def _publish(args: argparse.Namespace, sections: dict[str, tuple[list[dict], str]], plots: Any = ()) -> int:
+    """Print each section's table, write <out>/<name>.json and .md (and the plots), say what was written."""
+    from .bench.report import write_report
+
+    for _, table in sections.values():
+        print(table)
+    paths = write_report(args.out, args.name, sections, plots)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def cmd_bench_attention(args: argparse.Namespace) -> int:
     from .backends import get_backend
     from .bench.attention import bench_attention
-    from .bench.report import attention_markdown, plot_attention, write_report
+    from .bench.report import attention_markdown, plot_attention
 
     backends = [
         get_backend(*spec.partition(":")[::2], dtype=args.dtype) if ":" in spec else get_backend(spec, dtype=args.dtype)
@@ -224,13 +240,8 @@ def cmd_bench_attention(args: argparse.Namespace) -> int:
     Ts = [int(t) for t in args.T.split(",")] if args.T else None
     kernels = args.kernels.split(",") if args.kernels else None
     records = bench_attention(backends, kernels, Ts, causal=not args.bidirectional, budget_s=args.budget)
-    table = attention_markdown(records)
-    print(table)
-    paths = write_report(
-        args.out, args.name, {"attention": (records, table)}, plot_attention(records, _mkdir(args.out), args.name)
-    )
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    sections = {"attention": (records, attention_markdown(records))}
+    return _publish(args, sections, plot_attention(records, _mkdir(args.out), args.name))
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
@@ -258,10 +269,10 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_tasks(args: argparse.Namespace) -> int:
-    from .bench.report import markdown_table, write_report
+    from .bench.report import markdown_table
     from .bench.tasks import bench_tasks
 
-    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    backends = _cpu_backends(args.backend)
     overrides = {"max_iters": args.max_iters} if args.max_iters else {}
     results = bench_tasks(backends, rounds=args.rounds, full=args.full, **overrides)
     sections = {
@@ -298,18 +309,14 @@ def cmd_bench_tasks(args: argparse.Namespace) -> int:
                 ],
             ),
         )
-    for _, table in sections.values():
-        print(table)
-    paths = write_report(args.out, args.name, sections)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _publish(args, sections)
 
 
 def cmd_bench_dist(args: argparse.Namespace) -> int:
     from .bench.distributed import bench_distributed
-    from .bench.report import markdown_table, write_report
+    from .bench.report import markdown_table
 
-    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    backends = _cpu_backends(args.backend)
     procs = tuple(int(n) for n in args.procs.split(","))
     records = bench_distributed(backends, procs, rounds=args.rounds, preset=args.preset, max_iters=args.max_iters)
     table = markdown_table(
@@ -323,32 +330,26 @@ def cmd_bench_dist(args: argparse.Namespace) -> int:
             ("all-reduce ms/step", "allreduce_ms_per_step", ".2f"),
         ],
     )
-    print(table)
-    paths = write_report(args.out, args.name, {f"data-parallel on torchrun (gloo), {args.preset}": (records, table)})
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _publish(args, {f"data-parallel on torchrun (gloo), {args.preset}": (records, table)})
 
 
 def cmd_bench_ops(args: argparse.Namespace) -> int:
     from .backends import get_backend
     from .bench.ops import bench_ops
-    from .bench.report import markdown_table, write_report
+    from .bench.report import markdown_table
 
-    backends = [get_backend(spec, dtype=args.dtype) for spec in _backend_list(args.backend) if ":" not in spec]
+    backends = [get_backend(spec, dtype=args.dtype) for spec in _cpu_backends(args.backend)]
     records = bench_ops(backends, args.preset, rounds=args.rounds)
     columns = [("backend", "backend", ""), ("op", "op", ""), ("op set", "ops", ""), ("µs per call", "time_us", ".1f")]
     table = markdown_table(records, [*columns, ("× faster than array-api", "vs_array_api", ".2f")])
-    print(table)
-    paths = write_report(args.out, args.name, {f"the op sets' ops at the {args.preset} shapes": (records, table)})
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _publish(args, {f"the op sets' ops at the {args.preset} shapes": (records, table)})
 
 
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     from .bench.generation import bench_generation
-    from .bench.report import markdown_table, write_report
+    from .bench.report import markdown_table
 
-    backends = [b for b in _backend_list(args.backend) if ":" not in b]
+    backends = _cpu_backends(args.backend)
     records = bench_generation(backends, args.new_tokens, args.rounds, args.beams)
     table = markdown_table(
         records,
@@ -361,15 +362,12 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
             ("÷ greedy", "vs_greedy", ".2f"),
         ],
     )
-    print(table)
     title = f"greedy generation of {args.new_tokens} tokens, shakespeare_char model (10.7M parameters)"
-    paths = write_report(args.out, args.name, {title: (records, table)})
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _publish(args, {title: (records, table)})
 
 
 def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
-    from .bench.report import markdown_table, write_report
+    from .bench.report import markdown_table
     from .bench.tokenizer import bench_tokenizers
     from .data import load_text
     from .tokenizers.bpe_textbook import textbook_train
@@ -388,10 +386,7 @@ def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
             ("bytes/token ÷ HF", "bytes_per_token_vs_hf", ".4f"),
         ],
     )
-    print(table)
-    paths = write_report(args.out, args.name, {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, table)})
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
+    return _publish(args, {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, table)})
 
 
 def _mkdir(path: str) -> Any:

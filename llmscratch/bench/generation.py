@@ -22,7 +22,6 @@ import numpy as np
 from ..backends import get_backend
 from ..config import resolve_config
 from ..generation import generate
-from ..kernels import fit_to_backend
 from ..models import GPT
 from .train import SETTLE_S
 
@@ -31,9 +30,7 @@ VOCAB = 65  # tinyshakespeare's characters
 
 def _model(backend: str) -> GPT:
     cfg = resolve_config(preset="shakespeare_char", backend=backend, dropout=0.0)
-    bk = get_backend(backend)
-    attention, ops = fit_to_backend(cfg.attention, cfg.ops, bk, cfg.block_size)
-    return GPT(cfg.model_config(VOCAB), bk, seed=0, attention=attention, ops=ops)
+    return GPT(cfg.model_config(VOCAB), get_backend(backend), seed=0, attention=cfg.attention, ops=cfg.ops)
 
 
 def _without_cache(model: GPT, prompt: list[int], n: int) -> None:

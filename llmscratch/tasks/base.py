@@ -15,6 +15,7 @@ again without the steps before it: that is what makes resuming exact.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,14 @@ class Task(ABC):
         batch = self.batch(it, micro)
         _, loss = model.forward(**batch, rng=rng)
         return loss, self.tokens(batch)
+
+    def chunks(self, items: Sequence[Any], sharded: bool = False) -> Iterator[Sequence[Any]]:
+        """items in consecutive evaluation chunks of 4 × batch_size; ``sharded``: this rank's share of the chunks
+        only (a data-parallel evaluation sums the ranks' results)."""
+        size = 4 * self.cfg.batch_size
+        starts = range(0, len(items), size)
+        for i in self.world.shard(len(starts)) if sharded else range(len(starts)):
+            yield items[starts[i] : starts[i] + size]
 
     @abstractmethod
     def evaluate(self, model: Model, it: int) -> dict[str, float]: ...

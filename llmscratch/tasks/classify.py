@@ -87,14 +87,11 @@ class ClassifyTask(PaddedTask):
 
     def _scores(self, model: Model, rows: list[list[int]], labels: np.ndarray) -> tuple[float, float]:
         """-> (mean loss, accuracy) over every example, in fixed chunks"""
-        chunk = 4 * self.cfg.batch_size
-        starts = range(0, len(rows), chunk)
         total = correct = 0.0
-        for s in (starts[i] for i in self.world.shard(len(starts))):
-            logits, loss = self._forward(model, rows[s : s + chunk], labels[s : s + chunk])
-            n = len(rows[s : s + chunk])
-            total += model.bk.item(loss) * n
-            correct += float(np.sum(np.argmax(model.bk.to_numpy(logits), axis=-1) == labels[s : s + chunk]))
+        for part, want in zip(self.chunks(rows, sharded=True), self.chunks(labels, sharded=True), strict=True):
+            logits, loss = self._forward(model, part, want)
+            total += model.bk.item(loss) * len(part)
+            correct += float(np.sum(np.argmax(model.bk.to_numpy(logits), axis=-1) == want))
         total, correct = self.world.sum_floats([total, correct])
         return total / len(rows), correct / len(rows)
 

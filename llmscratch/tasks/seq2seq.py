@@ -82,10 +82,8 @@ class Seq2SeqTask(PaddedTask):
         return int(batch["src_mask"].sum() + (batch["targets"] != IGNORE).sum())
 
     def _mean_loss(self, model: Model, examples: Encoded) -> float:
-        chunk, total = 4 * self.cfg.batch_size, 0.0
-        starts = range(0, len(examples), chunk)
-        for s in (starts[i] for i in self.world.shard(len(starts))):
-            part = examples[s : s + chunk]
+        total = 0.0
+        for part in self.chunks(examples, sharded=True):
             n_tokens = sum(len(t) + 1 for _, t, _ in part)  # the loss is a mean over target tokens
             total += model.bk.item(self._forward(model, part)[1]) * n_tokens
         (total,) = self.world.sum_floats([total])
@@ -116,10 +114,12 @@ class Seq2SeqTask(PaddedTask):
     def translate_ids(self, model: Model, sources: list[list[int]], **options: Any) -> list[list[int]]:
         """Each source's target ids without BOS/EOS, in batches (padded, with a key mask): greedy, or any
         generation option (num_beams=4, ...)."""
-        sp, out, chunk = self.special, [], 4 * self.cfg.batch_size
-        for s in range(0, len(sources), chunk):
-            out += translate_ids(model, sources[s : s + chunk], sp.bos, sp.eos, sp.pad, **options)
-        return out
+        sp = self.special
+        return [
+            ids
+            for part in self.chunks(sources)
+            for ids in translate_ids(model, part, sp.bos, sp.eos, sp.pad, **options)
+        ]
 
     def translate(self, model: Model, texts: list[str], **options: Any) -> list[str]:
         return [self.decode(ids) for ids in self.translate_ids(model, self.encode_sources(texts), **options)]

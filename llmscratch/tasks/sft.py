@@ -57,9 +57,8 @@ class SFTTask(Task):
                 f"conversation {i + 1} is {len(ids)} tokens, more than the context (block_size={self.cfg.block_size}) "
                 "+ 1; shorten it, train with a larger --block-size, or use --packing"
             )
-        last = max(turn)
-        keep = {"assistant": [o >= 0 for o in turn], "last": [o == last for o in turn], "all": [True] * len(ids)}
-        supervised = keep[self.cfg.train_on][1:]
+        on, last = self.cfg.train_on, max(turn)
+        supervised = [on == "all" or (o == last if on == "last" else o >= 0) for o in turn[1:]]
         return ids, [t if s else IGNORE for t, s in zip(ids[1:], supervised, strict=True)]
 
     def model_config(self) -> ModelConfig:
@@ -92,11 +91,9 @@ class SFTTask(Task):
         return [(ids[s : s + T + 1], t[s : s + T]) for ids, t in examples for s in range(0, len(ids) - 1, T)]
 
     def _mean_loss(self, model: Model, examples: list[Example]) -> float:
-        examples = self._windows(examples)
-        chunk, total, count = 4 * self.cfg.batch_size, 0.0, 0
-        starts = range(0, len(examples), chunk)
-        for s in (starts[i] for i in self.world.shard(len(starts))):
-            batch = self._arrays(examples[s : s + chunk])
+        total, count = 0.0, 0
+        for part in self.chunks(self._windows(examples), sharded=True):
+            batch = self._arrays(part)
             n = self.tokens(batch)
             total += model.bk.item(model.forward(**batch)[1]) * n
             count += n
@@ -112,10 +109,8 @@ class SFTTask(Task):
             prompts.append(ids)
             budget = max(budget, len(tok.encode(c[cut]["content"])) + 1)
         out = []
-        for s in range(0, len(prompts), 4 * self.cfg.batch_size):
-            rows = generate_rows(
-                model, prompts[s : s + 4 * self.cfg.batch_size], budget, temperature=0, eos_token_id=tok.end_id
-            )
+        for part in self.chunks(prompts):
+            rows = generate_rows(model, part, budget, temperature=0, eos_token_id=tok.end_id)
             out += [tok.decode(r[:-1] if r and r[-1] == tok.end_id else r) for r in rows]
         return out
 
