@@ -116,6 +116,7 @@ def _build(build: str) -> tuple[ctypes.CDLL | None, str]:
             fn = getattr(lib, f"{name}_{suffix}")
             fn.argtypes = [kind[k] for k in kinds]
             fn.restype = None
+    lib.vector_bytes.argtypes, lib.vector_bytes.restype = [], ctypes.c_int64
     return lib, ""
 
 
@@ -322,7 +323,7 @@ def tiled_attention_forward(
     B, H, Hkv, T, S, D = check_attention_inputs(q, k, v, key_mask, "cpu-tiled attention")
     s = 1.0 / math.sqrt(D) if scale is None else scale
     q, k, v = (_heads(bk, a) for a in (q, k, v))
-    lanes = 64 // (4 if bk.dtype_name == "float32" else 8)  # one 64-byte vector
+    lanes = library().vector_bytes() // (4 if bk.dtype_name == "float32" else 8)  # one vector of the CPU
     S_padded = -(-S // lanes) * lanes
     out = _empty_heads(bk, B, H, T, D)
     probs = xp.empty((B, H, T, S_padded), dtype=bk.dtype, device=bk.device)

@@ -276,24 +276,34 @@ void adamw_step(T* const* ps, const T* const* gs, T* const* ms, T* const* vs, co
 // straight out of the QKV projection and written straight into the (B,T,C) layout. P is (B,H,T,Sp), Sp = S
 // rounded up to whole vectors, zero beyond the keys each query may see.
 
+// The vector is one register of the CPU the library is built for (-march=native): 64 bytes (16 floats, 8
+// doubles) with AVX-512, else 32 (AVX2). The tiles fit the register file: AVX-512's 32 registers hold 8 rows ×
+// 2 vectors of sums, AVX2's 16 hold 6 × 2 (and the two vectors and the broadcast they are summed from).
+#if defined(__AVX512F__)
+constexpr int VECTOR_BYTES = 64;
+constexpr int MROWS = 8;  // rows per rows_by_dims tile (× 2 vectors: 16 sums)
+#else
+constexpr int VECTOR_BYTES = 32;
+constexpr int MROWS = 6;  // (× 2 vectors: 12 sums)
+#endif
+constexpr int QROWS = 8;  // rows per rows_by_keys tile: 8 independent sums hide the FMA latency
+
 template <typename T>
-struct Vector;  // 64 bytes, 16 floats or 8 doubles: one AVX-512 register (two AVX2 ones, four SSE ones)
-template <>     // and `lanes`, the integers of the same width and count: the indices of a shuffle
+struct Vector;  // and `lanes`, the integers of the same width and count: the indices of a shuffle
+template <>
 struct Vector<float> {
-    typedef float type __attribute__((vector_size(64)));
-    typedef int32_t lanes __attribute__((vector_size(64)));
+    typedef float type __attribute__((vector_size(VECTOR_BYTES)));
+    typedef int32_t lanes __attribute__((vector_size(VECTOR_BYTES)));
 };
 template <>
 struct Vector<double> {
-    typedef double type __attribute__((vector_size(64)));
-    typedef int64_t lanes __attribute__((vector_size(64)));
+    typedef double type __attribute__((vector_size(VECTOR_BYTES)));
+    typedef int64_t lanes __attribute__((vector_size(VECTOR_BYTES)));
 };
 template <typename T>
 using vec = typename Vector<T>::type;
 template <typename T>
-constexpr int64_t VL = 64 / sizeof(T);
-constexpr int QROWS = 8;  // rows per rows_by_keys tile: 8 independent sums hide the FMA latency
-constexpr int MROWS = 8;  // rows per rows_by_dims tile (× 2 vectors: 16 sums)
+constexpr int64_t VL = VECTOR_BYTES / sizeof(T);
 
 template <typename T>
 static inline vec<T> load(const T* p) {
@@ -678,3 +688,6 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
 
 EXPORT_ALL(float, f32)
 EXPORT_ALL(double, f64)
+
+// the bytes of one vector: rows of the attention probabilities (and the key mask) are padded to whole vectors
+extern "C" int64_t vector_bytes() { return VECTOR_BYTES; }
