@@ -45,7 +45,8 @@ class Block:
         layer_index: int = 0,
         rope: tuple[Any, Any] | None = None,
     ) -> None:
-        """cfg: a ModelConfig (n_embd, n_head, kv_heads, hidden, mlp, norm, norm_eps, bias, norm_first)."""
+        """cfg: a ModelConfig (n_embd, n_head, kv_heads, hidden, mlp, norm, norm_eps, bias, has_mlp_bias,
+        norm_first)."""
         self.rt, self.norm_first = rt, cfg.norm_first
         C, H, Hkv = cfg.n_embd, cfg.n_head, cfg.kv_heads
 
@@ -59,7 +60,7 @@ class Block:
             Attention(rt, f"{prefix}.cross_attn", C, H, Hkv, cfg.bias, False, cross=True) if cross else None
         )
         self.ln_2 = norm("ln_2")
-        self.mlp = MLP(rt, f"{prefix}.mlp", C, cfg.hidden, cfg.mlp, cfg.bias)
+        self.mlp = MLP(rt, f"{prefix}.mlp", C, cfg.hidden, cfg.mlp, cfg.has_mlp_bias)
 
     def specs(self) -> Specs:
         parts = [self.ln_1, self.attn, self.ln_cross, self.cross_attn, self.ln_2, self.mlp]

@@ -3,8 +3,10 @@
 LM head:          logits = x @ Wᵀ   (B,T,V); W is the token embedding (tied) or its own lm_head.weight (V,C)
 classifier head:  pooled = x[:, 0] (pooling="cls": the first token, a [CLS] the data puts there)
                         or Σ_t m_t x_t / Σ_t m_t (pooling="mean": the mean over the tokens the key mask keeps)
+                  pooled = tanh(pooled @ pooler.weight + pooler.bias)      (pooler: BERT's, (C,C))
                   logits = pooled @ classifier.weight + classifier.bias   (B,K)
-backward (mean):  dx_t = dpooled · m_t / Σ m;   (cls): dx_0 = dpooled, the other positions get zero
+backward:         through the classifier and the pooler, then (mean) dx_t = dpooled · m_t / Σ m;
+                  (cls) dx_0 = dpooled, the other positions get zero
 """
 
 from __future__ import annotations
@@ -42,21 +44,24 @@ class LMHead:
 class ClassifierCache(NamedTuple):
     shape: tuple[int, ...]  # x's (B,T,C)
     weights: Any  # mean pooling: m_t / Σ m (B,T,1); None for cls
+    pooler: Any  # (the pooler's linear cache, tanh's cache), or None
     linear: Any
 
 
 class ClassifierHead:
-    def __init__(self, rt: Runtime, C: int, K: int, pooling: str, bias: bool) -> None:
+    def __init__(self, rt: Runtime, C: int, K: int, pooling: str, bias: bool, pooler: bool = False) -> None:
         self.rt, self.pooling = rt, pooling
+        self.pooler = Linear(rt, "pooler", C, C, bias) if pooler else None
         self.linear = Linear(rt, "classifier", C, K, bias)
 
     def specs(self) -> Specs:
-        return self.linear.specs()
+        return (self.pooler.specs() if self.pooler else {}) | self.linear.specs()
 
-    def forward(self, x: Any, key_mask: Any = None) -> tuple[Any, ClassifierCache]:
-        """x (B,T,C), key_mask (B,T) bool or None -> logits (B,K)"""
+    def pool(self, x: Any, key_mask: Any = None) -> tuple[Any, Any, Any]:
+        """x (B,T,C), key_mask (B,T) bool or None -> pooled (B,C) (after the pooler, if any), the mean
+        pooling's weights (or None), the pooler's caches (or None)"""
         xp = self.rt.bk.xp
-        weights = None
+        weights = c_pooler = None
         if self.pooling == "cls":
             pooled = x[:, 0, :]
         else:
@@ -64,13 +69,25 @@ class ClassifierHead:
             m = xp.ones((B, T), dtype=x.dtype, device=x.device) if key_mask is None else xp.astype(key_mask, x.dtype)
             weights = (m / xp.maximum(xp.sum(m, axis=1, keepdims=True), 1.0))[:, :, None]  # (B,T,1)
             pooled = xp.sum(x * weights, axis=1)  # (B,C)
+        if self.pooler is not None:
+            h, c_dense = self.pooler.forward(pooled)
+            pooled, c_tanh = ops.tanh_forward(self.rt.bk, h)
+            c_pooler = (c_dense, c_tanh)
+        return pooled, weights, c_pooler
+
+    def forward(self, x: Any, key_mask: Any = None) -> tuple[Any, ClassifierCache]:
+        """x (B,T,C), key_mask (B,T) bool or None -> logits (B,K)"""
+        pooled, weights, c_pooler = self.pool(x, key_mask)
         logits, c_linear = self.linear.forward(pooled)
-        return logits, ClassifierCache(tuple(x.shape), weights, c_linear)
+        return logits, ClassifierCache(tuple(x.shape), weights, c_pooler, c_linear)
 
     def backward(self, dlogits: Any, cache: ClassifierCache, grads: dict[str, Any]) -> Any:
         """dlogits (B,K) -> dx (B,T,C)"""
         bk = self.rt.bk
         dpooled = self.linear.backward(dlogits, cache.linear, grads)  # (B,C)
+        if self.pooler is not None:
+            c_dense, c_tanh = cache.pooler
+            dpooled = self.pooler.backward(ops.tanh_backward(bk, dpooled, c_tanh), c_dense, grads)
         if cache.weights is not None:
             return dpooled[:, None, :] * cache.weights
         B, T, C = cache.shape

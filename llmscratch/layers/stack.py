@@ -41,13 +41,13 @@ class Stack:
     ) -> None:
         """cfg: a ModelConfig (sizes and options)."""
         self.rt = rt
-        self.embed = Embedding(rt, prefix, vocab_size, cfg.n_embd, cfg.block_size, cfg.pos)
+        self.embed = Embedding(rt, prefix, vocab_size, cfg)
         self.blocks = [
             Block(rt, f"{prefix}.h.{i}", cfg, causal=causal, cross=cross, layer_index=i, rope=rope)
             for i in range(n_layer)
         ]
-        final = cfg.norm_first if cfg.final_norm is None else cfg.final_norm
-        self.ln_f = Norm(rt, f"{prefix}.ln_f", cfg.n_embd, cfg.norm, cfg.norm_eps, cfg.bias) if final else None
+        has_ln_f = cfg.has_final_norm
+        self.ln_f = Norm(rt, f"{prefix}.ln_f", cfg.n_embd, cfg.norm, cfg.norm_eps, cfg.bias) if has_ln_f else None
 
     def specs(self) -> Specs:
         parts = [self.embed, *self.blocks, *([self.ln_f] if self.ln_f else [])]
@@ -64,10 +64,12 @@ class Stack:
         memory: Any = None,
         memory_mask: Any = None,
         memory_kv: list[tuple[Any, Any]] | None = None,
+        token_types: Any = None,
     ) -> tuple[Any, StackCache]:
         """idx (B,T) int -> x (B,T,C).  key_mask (B,T) (or (B,offset+T) with a kv_cache) masks padding keys;
-        memory (B,S,C) or its per-block keys/values (``memory_kv``) and memory_mask (B,S) feed cross-attention."""
-        x, c_embed = self.embed.forward(idx, offset)
+        memory (B,S,C) or its per-block keys/values (``memory_kv``) and memory_mask (B,S) feed cross-attention;
+        token_types (B,T) int: the segment of each token (with type_vocab_size)."""
+        x, c_embed = self.embed.forward(idx, offset, token_types)
         x, c_drop = ops.dropout_forward(self.rt.bk, x, self.rt.dropout_p, rng)
         c_blocks = []
         for i, block in enumerate(self.blocks):

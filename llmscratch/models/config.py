@@ -52,6 +52,10 @@ class Architecture:
     final_norm: bool | None = None  # a norm after the last block of each stack; None: = norm_first
     n_decoder_layer: int | None = None  # seq2seq: decoder blocks; None: = n_layer
     pooling: str = "cls"  # encoder classifier: cls (the first token) | mean (over unpadded tokens)
+    pooler: bool = False  # encoder classifier: a tanh(dense) layer on the pooled vector (BERT's pooler)
+    type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT's); 0: none
+    embed_norm: bool = False  # a norm of the summed embeddings before the first block (BERT's)
+    mlp_bias: bool | None = None  # biases in the MLP's linear layers; None: = bias (Llama sets them apart)
 
     def __post_init__(self) -> None:
         check_choice("pos", self.pos, POSITIONS)
@@ -61,6 +65,8 @@ class Architecture:
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.type_vocab_size < 0:
+            raise ConfigError(f"type_vocab_size must be 0 (no token types) or more, got {self.type_vocab_size}")
         for name in ("n_kv_head", "n_inner", "n_decoder_layer"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer or None, got {getattr(self, name)}")
@@ -87,6 +93,10 @@ class Architecture:
     @property
     def hidden(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
+
+    @property
+    def has_mlp_bias(self) -> bool:
+        return self.bias if self.mlp_bias is None else self.mlp_bias
 
     @property
     def decoder_layers(self) -> int:
@@ -129,6 +139,10 @@ class ModelConfig(Architecture):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def architecture_dict(self) -> dict[str, Any]:
+        """The fields a user chooses (``Architecture``'s), without what the data decides."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

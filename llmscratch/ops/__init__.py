@@ -11,6 +11,8 @@ from .activations import (
     relu_forward,
     swiglu_backward,
     swiglu_forward,
+    tanh_backward,
+    tanh_forward,
 )
 from .attention import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
@@ -53,4 +55,6 @@ __all__ = [
     "softmax_forward",
     "swiglu_backward",
     "swiglu_forward",
+    "tanh_backward",
+    "tanh_forward",
 ]

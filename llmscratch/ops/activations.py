@@ -1,4 +1,4 @@
-"""Elementwise nonlinearities: GELU (tanh and exact forms), ReLU, SwiGLU.   Legend: F hidden width.
+"""Elementwise nonlinearities: GELU (tanh and exact forms), ReLU, SwiGLU, tanh.   Legend: F hidden width.
 
 gelu tanh:   out = ½x(1 + tanh u),  u = √(2/π)(x + 0.044715x³)
              computed as out = x·s with s = ½(1 + tanh u) = σ(2u) = 1/(1 + e^{-2u})   (one exp, no tanh)
@@ -7,6 +7,7 @@ gelu exact:  out = x·Φ(x),  Φ(x) = ½(1 + erf(x/√2));         dx = dout · 
 relu:        out = max(x, 0);                                 dx = dout · [x > 0]
 swiglu:      h = [g | a] (last axis split in two halves);  out = silu(g) · a,  silu(g) = g·σ(g)
              da = dout · silu(g);   dg = dout · a · σ(g)(1 + g(1 - σ(g)))
+tanh:        out = tanh(x);                                   dx = dout · (1 - out²)   (BERT's pooler)
 """
 
 from __future__ import annotations
@@ -84,3 +85,14 @@ def swiglu_backward(bk: Backend, dout: Any, cache: Any) -> Any:
     g, a, sig, silu = cache
     dg = dout * a * sig * (1.0 + g * (1.0 - sig))
     return bk.xp.concat([dg, dout * silu], axis=-1)
+
+
+def tanh_forward(bk: Backend, x: Any) -> tuple[Any, Any]:
+    """x (...) -> out (...)"""
+    out = bk.xp.tanh(x)
+    return out, out
+
+
+def tanh_backward(bk: Backend, dout: Any, cache: Any) -> Any:
+    """dout (...) -> dx (...)"""
+    return dout * (1.0 - cache * cache)
