@@ -17,7 +17,6 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +27,6 @@ from .errors import DataError
 IGNORE = -100  # the target id the loss skips (cross_entropy's ignore_index)
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0  # the split does not depend on the training seed: every run validates on the same examples
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Ids appended after a tokenizer's own vocabulary of ``base`` tokens: padding, begin (BOS, also the
-    classifier's [CLS]) and end of sequence. A task's model has ``base + 3`` token ids."""
-
-    base: int
-
-    @property
-    def pad(self) -> int:
-        return self.base
-
-    @property
-    def bos(self) -> int:
-        return self.base + 1
-
-    @property
-    def eos(self) -> int:
-        return self.base + 2
-
-    @property
-    def vocab_size(self) -> int:
-        return self.base + 3
 
 
 def _read(path: Path) -> str:

@@ -56,6 +56,15 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def shakespeare() -> str:
+    """tinyshakespeare from LLMSCRATCH_DATA_DIR (the test skips without it)."""
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
+    return (d / "tinyshakespeare.txt").read_text(encoding="utf-8")
+
+
 def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 1e-30) -> float:
     """max|a - b| / max(max|b|, floor): one relative error for a whole tensor (b is the reference).
 

@@ -1,5 +1,5 @@
-"""Tokenizer benchmarks: BPE training time and encoding speed, ours against Hugging Face's Rust trainer and
-the textbook trainer, on the same text, in the same run."""
+"""Tokenizer benchmarks: BPE and WordPiece training time, encoding speed and compression, ours against
+Hugging Face's Rust trainers (and BPE's textbook trainer), on the same text, in the same run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..tokenizers.bpe import PATTERNS, BPETokenizer
+from ..tokenizers.wordpiece import BERT_SPECIALS, WordPieceTokenizer
 
 
 def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
@@ -87,4 +88,44 @@ def bench_tokenizers(
         r["bytes_per_token_vs_hf"] = (
             (r["bytes_per_token"] / hf["bytes_per_token"]) if hf and r["bytes_per_token"] else None
         )
+    return records
+
+
+def train_huggingface_wordpiece(text: str, vocab_size: int) -> Any:
+    """HF tokenizers' WordPiece trainer set up as BERT's uncased tokenizer, with BERT's special tokens."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(BERT_SPECIALS), show_progress=False)
+    tok.train_from_iterator([text], trainer)
+    return tok
+
+
+def bench_wordpiece(text: str, vocab_sizes: tuple[int, ...] = (8000,)) -> list[dict[str, Any]]:
+    """One record per (trainer, vocab size): training seconds, encode MB/s, characters per token, and the
+    characters per token as a fraction of Hugging Face's."""
+    records = []
+    n_chars, n_bytes = len(text), len(text.encode())
+    for V in vocab_sizes:
+        ours, train_s = _timed(lambda V=V: WordPieceTokenizer.train(text, V))
+        ids, enc_s = _timed(lambda ours=ours: ours.encode(text, allowed_special="none"))
+        hf, hf_train_s = _timed(lambda V=V: train_huggingface_wordpiece(text, V))
+        hf_ids, hf_enc_s = _timed(lambda hf=hf: hf.encode(text, add_special_tokens=False).ids)
+        for name, seconds, n_tokens, encode_s, size in (
+            ("llmscratch", train_s, len(ids), enc_s, ours.vocab_size),
+            ("huggingface tokenizers (Rust)", hf_train_s, len(hf_ids), hf_enc_s, hf.get_vocab_size()),
+        ):
+            records.append(
+                {
+                    "tokenizer": name,
+                    "vocab_size": size,
+                    "train_s": seconds,
+                    "encode_mb_s": n_bytes / encode_s / 1e6,
+                    "chars_per_token": n_chars / n_tokens,
+                    "chars_per_token_vs_hf": len(hf_ids) / n_tokens,
+                    "text_bytes": n_bytes,
+                }
+            )
     return records

@@ -22,10 +22,10 @@ import numpy as np
 
 from ..backends.distributed import World
 from ..config import TrainConfig
-from ..datasets import SpecialIds
 from ..models import Model, ModelConfig
 from ..tokenizers import CharTokenizer, Tokenizer
 from ..tokenizers import load as load_tokenizer
+from ..tokenizers.base import SpecialIds
 
 # the streams of random numbers: (seed, stream, it, ...) seeds each one
 TRAIN_BATCH, EVAL_BATCH, DROPOUT = 0, 1, 2
@@ -95,11 +95,12 @@ class Task(ABC):
 
 
 class PaddedTask(Task):
-    """A task of separate examples padded into batches: PAD, BOS/[CLS] and EOS follow the tokenizer's ids."""
+    """A task of separate examples padded into batches: PAD, BOS/[CLS] and EOS are the tokenizer's own
+    (a BERT vocabulary's) or follow its ids."""
 
     @property
     def special(self) -> SpecialIds:
-        return SpecialIds(self.tokenizer.vocab_size)
+        return self.tokenizer.specials()
 
     @property
     def model_vocab_size(self) -> int:

@@ -46,13 +46,14 @@ class ClassifyTask(PaddedTask):
         return {"labels": self.labels}
 
     def encode_texts(self, texts: list[str]) -> list[list[int]]:
-        """texts -> [CLS] + ids each; an empty text or one longer than the context is a one-line error."""
+        """texts -> [CLS] + ids each (+ [SEP] for a BERT vocabulary); an empty text or one longer than the
+        context is a one-line error."""
         rows = []
-        limit = self.cfg.block_size
+        limit, special = self.cfg.block_size, self.special
         for i, text in enumerate(texts):
             if not text.strip():
                 raise DataError(f"text {i + 1} is empty; a classifier needs some text")
-            ids = [self.special.bos, *self.tokenizer.encode(text)]
+            ids = [special.bos, *self.tokenizer.encode(text), *([special.eos] if special.closed else [])]
             if len(ids) > limit:
                 raise DataError(
                     f"text {i + 1} ({text[:30]!r}…) is {len(ids)} tokens with [CLS], longer than the context "

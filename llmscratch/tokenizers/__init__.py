@@ -1,7 +1,7 @@
 """Tokenizers: text <-> token ids, saved as JSON.
 
-tok = llmscratch.tokenizers.load("tokenizer.json")
-ids = tok.encode("To be"); text = tok.decode(ids); tok.vocab_size
+tok = llmscratch.tokenizers.load("tokenizer.json")     # ours, or a Hugging Face tokenizer.json, vocab.txt, or
+ids = tok.encode("To be"); text = tok.decode(ids)      # a directory with one (GPT-2's vocab.json + merges.txt)
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from .base import Tokenizer
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .chat import ChatTokenizer, with_chat_tokens
+from .hf import find_tokenizer, from_tokenizer_json, load_vocab_txt
+from .wordpiece import WordPieceTokenizer
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {t.kind: t for t in (CharTokenizer, BPETokenizer, ChatTokenizer)}
+TOKENIZERS: dict[str, type[Tokenizer]] = {
+    t.kind: t for t in (CharTokenizer, BPETokenizer, WordPieceTokenizer, ChatTokenizer)
+}
 
 
 def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
@@ -31,9 +35,20 @@ def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
 
 
 def load(path: str | os.PathLike) -> Tokenizer:
-    """The tokenizer saved at ``path`` (char, BPE, or either with chat tokens); a one-line error if it is
-    missing or corrupt."""
+    """The tokenizer saved at ``path``: our JSON (char, BPE, WordPiece, any of them with chat tokens), a Hugging
+    Face tokenizer.json or BERT vocab.txt, or a directory holding one of those or GPT-2's files; a one-line
+    error if it is missing, corrupt or of a kind llmscratch does not read."""
     path = Path(path)
+    if path.is_dir():
+        found = find_tokenizer(path)
+        if found is None:
+            raise TokenizerError(
+                f"{path} holds no tokenizer (tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe, "
+                "or vocab.txt)"
+            )
+        return found
+    if path.suffix == ".txt" and path.is_file():
+        return load_vocab_txt(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -42,7 +57,19 @@ def load(path: str | os.PathLike) -> Tokenizer:
         d = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{path} is not valid JSON ({e}); it may be truncated") from None
+    if isinstance(d, dict) and "model" in d and "type" not in d:  # a Hugging Face tokenizer.json
+        return from_tokenizer_json(d, str(path))
     return from_json_dict(d, str(path))
 
 
-__all__ = ["BPETokenizer", "CharTokenizer", "ChatTokenizer", "Tokenizer", "from_json_dict", "load", "with_chat_tokens"]
+__all__ = [
+    "BPETokenizer",
+    "CharTokenizer",
+    "ChatTokenizer",
+    "Tokenizer",
+    "WordPieceTokenizer",
+    "find_tokenizer",
+    "from_json_dict",
+    "load",
+    "with_chat_tokens",
+]

@@ -27,7 +27,7 @@ from typing import Any
 import regex
 
 from ..errors import TokenizerError
-from .base import Tokenizer
+from .base import SpecialTokens, Tokenizer
 
 PATTERNS = {
     "gpt2": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""",
@@ -75,8 +75,11 @@ class BPETokenizer(Tokenizer):
         pattern: str = "gpt2",
         special_tokens: dict[str, int] | None = None,
         byte_ids: list[int] | None = None,
+        ignore_merges: bool = False,
     ) -> None:
-        """merges: (left id, right id, new id) in rank order; byte_ids[b] is the id of byte b (default b)."""
+        """merges: (left id, right id, new id) in rank order; byte_ids[b] is the id of byte b (default b);
+        ignore_merges: a chunk that is a whole token becomes that token without merging (Llama 3's
+        tokenizer.json sets it)."""
         self.pattern_name = pattern if pattern in PATTERNS else "custom"
         self.pattern = PATTERNS.get(pattern, pattern)
         self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
@@ -96,14 +99,13 @@ class BPETokenizer(Tokenizer):
                 raise TokenizerError(f"special token {name!r} reuses id {i}, which is already a byte sequence")
             self.vocab[i] = name.encode("utf-8")
         self.special_ids = set(self.special_tokens.values())
+        self.ignore_merges = ignore_merges
+        self.whole = {b: i for i, b in self.vocab.items() if i not in self.special_ids} if ignore_merges else {}
         try:
             self._split = regex.compile(self.pattern) if self.pattern else None
         except regex.error as e:
             raise TokenizerError(f"the split pattern is not a valid regex: {e}") from None
-        longest_first = sorted(self.special_tokens, key=len, reverse=True)
-        self._special_split = (
-            regex.compile("(" + "|".join(regex.escape(s) for s in longest_first) + ")") if self.special_tokens else None
-        )
+        self._specials = SpecialTokens(self.special_tokens)
         self._encode_chunk = lru_cache(maxsize=1 << 16)(self._encode_chunk_uncached)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -121,7 +123,7 @@ class BPETokenizer(Tokenizer):
                 f"{f' + {len(specials)} special' if specials else ''}; use at least {256 + len(specials)}"
             )
         base = cls(pattern=pattern)  # for splitting only
-        chunk_freqs = Counter(base._chunks(text, set()))
+        chunk_freqs = Counter(base._chunks(text))
         words = [list(chunk.encode("utf-8")) for chunk in chunk_freqs]
         freqs = list(chunk_freqs.values())
         merges = cls._learn_merges(words, freqs, n_merges)
@@ -129,7 +131,12 @@ class BPETokenizer(Tokenizer):
         return cls(merges, pattern, {s: next_id + i for i, s in enumerate(specials)})
 
     @staticmethod
-    def _learn_merges(words: list[list[int]], freqs: list[int], n_merges: int) -> list[tuple[int, int, int]]:
+    def _learn_merges(
+        words: list[list[int]], freqs: list[int], n_merges: int, first_id: int = 256, is_new: Any = None
+    ) -> list[tuple[int, int, int]]:
+        """Merges (left, right, new id), new ids from first_id on. ``is_new(left, right)``, if given, says
+        whether a merge makes a new vocabulary entry; one that does not (WordPiece: two merges can spell the
+        same string) is applied but not counted towards n_merges."""
         counts = pair_counts(words, freqs)
         where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> indices of the words holding it
         for w, word in enumerate(words):
@@ -137,13 +144,14 @@ class BPETokenizer(Tokenizer):
                 where[pair].add(w)
         heap = [(-c, pair) for pair, c in counts.items()]  # max count first, then the smallest pair
         heapq.heapify(heap)
-        merges = []
-        while len(merges) < n_merges and heap:
+        merges, made = [], 0
+        while made < n_merges and heap:
             neg, pair = heapq.heappop(heap)
             if counts.get(pair, 0) != -neg or -neg <= 0:
                 continue  # a stale entry: the count changed after it was pushed
-            new_id = 256 + len(merges)
+            new_id = first_id + len(merges)
             merges.append((pair[0], pair[1], new_id))
+            made += 1 if is_new is None or is_new(*pair) else 0
             changed: Counter[tuple[int, int]] = Counter()
             for w in where.pop(pair):
                 old = words[w]
@@ -168,18 +176,16 @@ class BPETokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return max(self.vocab) + 1
 
-    def _chunks(self, text: str, allowed: set[str]) -> Iterable[str]:
-        """Text pieces: allowed special tokens whole, the rest split by the pattern."""
-        parts = self._special_split.split(text) if (self._special_split and allowed) else [text]
-        for part in parts:
-            if part in allowed:
-                yield part
-            elif part:
-                yield from (self._split.findall(part) if self._split else [part])
+    def _chunks(self, text: str) -> list[str]:
+        """Text (with no special tokens) split by the pattern."""
+        return self._split.findall(text) if self._split else [text]
 
     def _encode_chunk_uncached(self, chunk: str) -> tuple[int, ...]:
         """Merge the lowest-ranked adjacent pair until no pair has a merge."""
-        ids = [self.byte_ids[b] for b in utf8(chunk)]
+        data = utf8(chunk)
+        if data in self.whole:
+            return (self.whole[data],)
+        ids = [self.byte_ids[b] for b in data]
         ranks = self.ranks
         while len(ids) > 1:
             pair = min(pairwise(ids), key=lambda p: ranks.get(p, 1 << 62))
@@ -192,30 +198,13 @@ class BPETokenizer(Tokenizer):
         """text -> ids. allowed_special: "all" (special tokens in text become their ids), "none" (encoded as
         ordinary text), "none_raise" (refused with an error: the default, so text cannot inject them), or
         a set of the special tokens to allow."""
-        if allowed_special == "all":
-            allowed = set(self.special_tokens)
-        elif allowed_special in ("none", "none_raise"):
-            allowed = set()
-            if allowed_special == "none_raise":
-                for s in self.special_tokens:
-                    if s in text:
-                        raise TokenizerError(
-                            f"the text contains the special token {s!r}; pass allowed_special='all' to encode it as "
-                            "one token or 'none' to encode it as plain text"
-                        )
-        else:
-            allowed = set(allowed_special)
-            unknown = allowed - set(self.special_tokens)
-            if unknown:
-                raise TokenizerError(
-                    f"unknown special tokens {sorted(unknown)}; this tokenizer has {sorted(self.special_tokens)}"
-                )
         ids: list[int] = []
-        for chunk in self._chunks(text, allowed):
-            if chunk in allowed:
-                ids.append(self.special_tokens[chunk])
+        for part, special in self._specials.split(text, allowed_special):
+            if special is not None:
+                ids.append(special)
             else:
-                ids.extend(self._encode_chunk(chunk))
+                for chunk in self._chunks(part):
+                    ids.extend(self._encode_chunk(chunk))
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -236,32 +225,59 @@ class BPETokenizer(Tokenizer):
         }
         if self.byte_ids != list(range(256)):
             d["byte_ids"] = self.byte_ids
+        if self.ignore_merges:
+            d["ignore_merges"] = True
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BPETokenizer:
-        return cls([tuple(m) for m in d["merges"]], d["pattern"], d.get("special_tokens"), d.get("byte_ids"))
+        merges = [tuple(m) for m in d["merges"]]
+        return cls(merges, d["pattern"], d.get("special_tokens"), d.get("byte_ids"), d.get("ignore_merges", False))
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> BPETokenizer:
-        """GPT-2's own files (encoder.json + vocab.bpe): encodes exactly as GPT-2 does, ids included."""
+        """GPT-2's own files (encoder.json + vocab.bpe, or a Hugging Face repository's vocab.json +
+        merges.txt): encodes exactly as GPT-2 does, ids included."""
         try:
             encoder: dict[str, int] = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
             lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
         except (OSError, json.JSONDecodeError) as e:
             raise TokenizerError(f"cannot read GPT-2 tokenizer files: {e}") from None
-        to_char = gpt2_bytes_to_unicode()
-        try:
-            byte_ids = [encoder[to_char[b]] for b in range(256)]
-            merges = []
-            for line in lines:
-                if line and not line.startswith("#version"):
-                    left, right = line.split(" ")
-                    merges.append((encoder[left], encoder[right], encoder[left + right]))
-        except (KeyError, ValueError) as e:
-            raise TokenizerError(f"{vocab_bpe} and {encoder_json} do not match ({type(e).__name__}: {e})") from None
+        merges = [line for line in lines if line and not line.startswith("#version")]
         specials = {tok: i for tok, i in encoder.items() if tok.startswith("<|") and tok.endswith("|>")}
-        return cls(merges, "gpt2", specials, byte_ids)
+        return cls.from_vocab_merges(encoder, merges, "gpt2", specials, source=f"{vocab_bpe} and {encoder_json}")
+
+    @classmethod
+    def from_vocab_merges(
+        cls,
+        vocab: dict[str, int],
+        merges: list[str] | list[list[str]],
+        pattern: str,
+        special_tokens: dict[str, int],
+        ignore_merges: bool = False,
+        source: str = "the tokenizer files",
+    ) -> BPETokenizer:
+        """A byte-level BPE as GPT-2's files and Hugging Face's tokenizer.json store it: ``vocab`` maps each
+        token, its bytes written with GPT-2's byte-to-character map, to its id; ``merges`` are pairs of such
+        tokens ("left right" strings or [left, right] lists) in rank order."""
+        to_char = gpt2_bytes_to_unicode()
+        vocab = {t: i for t, i in vocab.items() if t not in special_tokens}
+        try:
+            byte_ids = [vocab[to_char[b]] for b in range(256)]
+            triples = []
+            for m in merges:
+                left, right = m.split(" ") if isinstance(m, str) else m
+                triples.append((vocab[left], vocab[right], vocab[left + right]))
+        except (KeyError, ValueError) as e:
+            raise TokenizerError(f"{source} do not match ({type(e).__name__}: {e})") from None
+        made = {new for _, _, new in triples} | set(byte_ids)
+        unreachable = [t for t, i in vocab.items() if i not in made]
+        if unreachable:
+            raise TokenizerError(
+                f"{source}: {len(unreachable)} tokens (e.g. {unreachable[0]!r}) are made by no merge; "
+                "llmscratch's byte-level BPE needs every token to be a byte or a merge"
+            )
+        return cls(triples, pattern, special_tokens, byte_ids, ignore_merges)
 
     # ---- interop -------------------------------------------------------------------------------------------
 
@@ -283,9 +299,9 @@ class BPETokenizer(Tokenizer):
         def as_text(i: int) -> str:
             return "".join(to_char[b] for b in self.vocab[i])
 
-        vocab = {as_text(i): i for i in self.vocab if i not in self.special_ids}
+        vocab = {as_text(i): i for i in self.vocab if i not in self.special_ids} | self.special_tokens
         merges = [(as_text(a), as_text(b)) for a, b, _ in self.merges]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=self.ignore_merges))
         steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
         if self.pattern:
             steps.insert(0, pre_tokenizers.Split(Regex(self.pattern), behavior="isolated"))

@@ -51,3 +51,12 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CharTokenizer:
         return cls(d["chars"])
+
+    def to_huggingface(self) -> Any:
+        """A tokenizers.Tokenizer: a BPE model with these characters and no merges, and no pre-tokenizer,
+        splits a text into its characters; the Fuse decoder joins them back."""
+        from tokenizers import Tokenizer, decoders, models
+
+        tok = Tokenizer(models.BPE(vocab=dict(self.stoi), merges=[]))
+        tok.decoder = decoders.Fuse()
+        return tok

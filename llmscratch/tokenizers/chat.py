@@ -64,6 +64,12 @@ class ChatTokenizer(Tokenizer):
     def to_dict(self) -> dict[str, Any]:
         return {"base": {"type": self.base.kind, **self.base.to_dict()}}
 
+    def to_huggingface(self) -> Any:
+        """The base tokenizer's tokenizers.Tokenizer with the chat tokens added as special tokens (ids V..V+3)."""
+        tok = self.base.to_huggingface()
+        tok.add_special_tokens(list(CHAT_TOKENS))
+        return tok
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChatTokenizer:
         from . import from_json_dict
