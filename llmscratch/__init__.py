@@ -4,12 +4,13 @@ written once against the Python Array API.
 import llmscratch
 result = llmscratch.train(backend="numpy", data="shakespeare", preset="shakespeare_char_cpu")
 print(result.sample("ROMEO:"))
-ckpt = llmscratch.load("out", backend="torch")
+ckpt = llmscratch.load("out", backend="torch")      # or a Hugging Face directory (GPT-2, Llama, BERT)
+llmscratch.save_hf(ckpt, "hf-dir")                  # for transformers' from_pretrained
 clf = llmscratch.train(task="classify", data="reviews.csv");  clf.classify(["a text"])
 """
 
 from .backends import Backend, available_backends, get_backend
-from .checkpoint import Checkpoint, load
+from .checkpoint import Checkpoint, load, save_hf
 from .config import TrainConfig
 from .errors import LLMScratchError
 from .generation import generate, sample_text
@@ -35,5 +36,6 @@ __all__ = [
     "get_backend",
     "load",
     "sample_text",
+    "save_hf",
     "train",
 ]

@@ -12,7 +12,9 @@
 
 A checkpoint is written whole into a hidden temporary directory, renamed to its final name, and only then
 named by LATEST; older checkpoints are removed after that. A crash at any moment leaves LATEST naming a
-complete checkpoint. ``load`` accepts out_dir (follows LATEST) or a checkpoint directory itself.
+complete checkpoint. ``load`` accepts out_dir (follows LATEST), a checkpoint directory itself, or a Hugging
+Face model directory (llmscratch.interop.hf: GPT-2, Llama, BERT), which loads as a checkpoint at step 0 with
+no optimizer state; ``save_hf`` writes one.
 """
 
 from __future__ import annotations
@@ -21,59 +23,28 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
-import safetensors
-import safetensors.numpy
 
 from .atomic import atomic_write
 from .backends import Backend, get_backend
 from .config import TrainConfig
-from .errors import CheckpointError, LLMScratchError
+from .errors import CheckpointError, ConfigError, LLMScratchError
 from .inference import UsesModel
+from .interop.hf import is_hf_dir, read_hf, write_hf
 from .kernels import fit_to_backend
 from .models import Model, ModelConfig, model_class
 from .tasks import TASK_CLASSES, Task
+from .tensors_io import tensors_from_bytes, tensors_to_bytes, to_backend
 from .tokenizers import Tokenizer, from_json_dict
 
 FORMAT_VERSION = 2
 POINTER = "LATEST"
 FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.json", "state.json")
-SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-}
-
-
-def tensors_to_bytes(bk: Backend, arrays: dict[str, Any]) -> bytes:
-    host = {}
-    for name, a in arrays.items():
-        value = bk.to_numpy(a)
-        host[name] = value.astype(ml_dtypes.bfloat16) if bk.dtype_name == "bfloat16" else value
-    return safetensors.numpy.save(host)
-
-
-def tensors_from_bytes(data: bytes, source: str) -> dict[str, np.ndarray]:
-    """safetensors bytes -> NumPy arrays (bfloat16 too, which safetensors.numpy cannot read back)."""
-    try:
-        items = safetensors.deserialize(data)
-    except Exception as e:  # SafetensorError: truncated, bad header, ...
-        raise CheckpointError(f"{source} is corrupt ({e}); resume from another checkpoint or retrain") from None
-    out = {}
-    for name, info in items:
-        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise CheckpointError(f"{source}: tensor {name} has unsupported dtype {info['dtype']}")
-        out[name] = np.frombuffer(bytes(info["data"]), dtype=dtype).reshape(info["shape"])
-    return out
 
 
 def _checkpoint_dir(path: Path) -> Path:
@@ -146,6 +117,7 @@ class Checkpoint(UsesModel):
     state: dict[str, Any] = field(repr=False)
     optimizer_arrays: dict[str, Any] = field(repr=False)
     meta: dict[str, Any] = field(default_factory=dict, repr=False)  # the task's own data (labels)
+    fresh: list[str] = field(default_factory=list)  # weights a Hugging Face file lacked, drawn new (a head)
     task_runner: Task = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -176,7 +148,11 @@ def load_train_config(path: str | os.PathLike) -> dict[str, Any]:
 def load(
     path: str | os.PathLike, backend: str | Backend | None = None, device: str | None = None, dtype: str | None = None
 ) -> Checkpoint:
-    """Load a checkpoint onto a backend (by default the one it was trained on)."""
+    """Load a checkpoint, or a Hugging Face model directory, onto a backend (by default the one it was
+    trained on; numpy, float32 for a Hugging Face directory). The model comes in evaluation mode (dropout
+    off), as transformers' from_pretrained gives it; set ``model.training = True`` to train it by hand."""
+    if is_hf_dir(path):
+        return _load_hf(Path(path), backend, device, dtype)
     ckpt = _checkpoint_dir(Path(path))
     meta = _read_json(ckpt / "config.json")
     state = _read_json(ckpt / "state.json")
@@ -197,20 +173,74 @@ def load(
             f"{ckpt}: the tokenizer gives {expected} token ids but the model has {model_cfg.vocab_size}; "
             "the files come from different runs"
         )
+    bk = _backend(train_cfg, backend, device, dtype)
+    model = _model(bk, train_cfg, model_cfg, _read_tensors(ckpt / "model.safetensors"), f"{ckpt}/model.safetensors")
+    opt_arrays = to_backend(bk, _read_tensors(ckpt / "optimizer.safetensors"))
+    return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
+
+
+def _load_hf(path: Path, backend: str | Backend | None, device: str | None, dtype: str | None) -> Checkpoint:
+    hf = read_hf(path)
+    task = "lm" if hf.config.kind == "gpt" else "classify"
+    train_cfg = TrainConfig(task=task, tokenizer=str(path), **hf.config.architecture_dict())
+    bk = _backend(train_cfg, backend, device, dtype)
+    model = _model(bk, train_cfg, hf.config, hf.tensors, str(path))
+    state = {"step": 0, "history": [], "optimizer_t": 0, "source": hf.family.architectures[0]}
+    return Checkpoint(model, hf.tokenizer, train_cfg, path, 0, state, {}, hf.meta, hf.fresh)  # type: ignore[arg-type]
+
+
+def _backend(train_cfg: TrainConfig, backend: str | Backend | None, device: str | None, dtype: str | None) -> Backend:
+    """The backend named here (on the device named here), else the checkpoint's own."""
     if isinstance(backend, Backend):
-        bk = backend
-    else:  # a backend named here runs on the device named here; else both come from the checkpoint
-        bk = get_backend(
-            backend or train_cfg.backend, device if backend else (device or train_cfg.device), dtype or train_cfg.dtype
-        )
+        return backend
+    return get_backend(
+        backend or train_cfg.backend, device if backend else (device or train_cfg.device), dtype or train_cfg.dtype
+    )
+
+
+def _model(bk: Backend, train_cfg: TrainConfig, model_cfg: ModelConfig, host: dict[str, Any], source: str) -> Model:
     attention, op_set = fit_to_backend(train_cfg.attention, train_cfg.ops, bk, model_cfg.block_size)
     try:
-        params = _read_tensors(bk, ckpt / "model.safetensors")
+        params = to_backend(bk, host)
         model = model_class(model_cfg.kind)(model_cfg, bk, params=params, attention=attention, ops=op_set)
     except LLMScratchError as e:
-        raise CheckpointError(f"{ckpt}/model.safetensors does not match its config: {e}") from None
-    opt_arrays = _read_tensors(bk, ckpt / "optimizer.safetensors")
-    return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
+        raise CheckpointError(f"{source} does not match its config: {e}") from None
+    model.training = False
+    return model
+
+
+def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Path:
+    """Write a model (or a checkpoint, or a training result, with its tokenizer and labels) as a Hugging
+    Face directory that ``transformers``' ``from_pretrained`` loads: GPT2LMHeadModel, LlamaForCausalLM or
+    BertForSequenceClassification, whichever the architecture is (a one-line error if none is). Weights
+    keep the model's dtype; safetensors only."""
+    if isinstance(model, Model):
+        net, meta = model, {}
+    else:
+        net, meta = model.model, model.task_runner.meta()
+        tokenizer = tokenizer or model.tokenizer
+    host = {n: a.astype(ml_dtypes.bfloat16) if net.bk.dtype_name == "bfloat16" else a for n, a in
+            ((n, net.bk.to_numpy(p)) for n, p in net.params.items())}  # fmt: skip
+    return write_hf(path, net.config, host, tokenizer, meta)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, dtype: str | None = None) -> Path:
+    """A checkpoint or Hugging Face directory written in the other format: ``to`` "hf" (save_hf) or
+    "llmscratch" (a checkpoint at step 0, no optimizer state, for --init-from or sample). dst must be new or
+    empty; it is written whole or not at all."""
+    if to not in ("hf", "llmscratch"):
+        raise ConfigError(f"convert --to must be hf or llmscratch, got {to!r}")
+    ck = load(src, backend="numpy", dtype=dtype or ("float32" if is_hf_dir(src) else None))
+    if to == "hf":
+        return save_hf(ck, dst)
+    if ck.tokenizer is None:
+        raise CheckpointError(f"{src} has no tokenizer files; a llmscratch checkpoint needs one (add tokenizer.json)")
+    dst = Path(dst)
+    if dst.exists() and any(dst.iterdir()):
+        raise CheckpointError(f"{dst} already exists and is not empty; choose a new directory (nothing was written)")
+    config = replace(ck.config, backend="numpy", device=None, dtype=ck.model.bk.dtype_name)
+    state = {"step": 0, "history": [], "converted_from": str(src)}
+    return save_checkpoint(dst, ck.model, ck.tokenizer, config, {"t": 0, "arrays": {}}, state, ck.task_runner.meta())
 
 
 def grow_vocabulary(bk: Backend, params: dict[str, Any], specs: dict[str, Any], source: str) -> dict[str, Any]:
@@ -232,14 +262,9 @@ def grow_vocabulary(bk: Backend, params: dict[str, Any], specs: dict[str, Any], 
     return out
 
 
-def _read_tensors(bk: Backend, path: Path) -> dict[str, Any]:
-    """A safetensors file -> arrays on bk in its dtype (bfloat16 goes through float64 on the host)."""
+def _read_tensors(path: Path) -> dict[str, np.ndarray]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete") from None
-    host = tensors_from_bytes(data, str(path))
-    return {
-        n: bk.from_numpy(a.astype(np.float64) if a.dtype == ml_dtypes.bfloat16 else a, bk.dtype)
-        for n, a in host.items()
-    }
+    return tensors_from_bytes(data, str(path))

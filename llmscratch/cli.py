@@ -1,4 +1,4 @@
-"""The ``llmscratch`` command: train, sample, classify, translate, eval, demo, tokenizer, bench.
+"""The ``llmscratch`` command: train, sample, chat, classify, translate, eval, convert, demo, tokenizer, bench.
 
     llmscratch train                                   # the default small model on the embedded corpus
     llmscratch train --preset shakespeare_char_cpu --backend torch
@@ -10,6 +10,8 @@
     llmscratch train --task seq2seq --data pairs.tsv --out out-mt          # TSV source<TAB>target or JSONL
     llmscratch translate --checkpoint out-mt "three hundred and seventy-one"
     llmscratch eval --checkpoint out-mt --data test.tsv                    # exact_match 0.993
+    llmscratch convert out hf-out --to hf                                  # for transformers' from_pretrained
+    llmscratch sample --checkpoint gpt2-dir --prompt "Hello"               # a Hugging Face directory works too
 
 Every TrainConfig field is a --kebab-case flag (booleans also take --no-...). Errors print one line and
 exit with status 2.
@@ -133,6 +135,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert
+
+    print(f"wrote {convert(args.src, args.dst, args.to, dtype=args.dtype)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demos
 
@@ -152,17 +161,26 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     import time
 
     from .data import load_text
-    from .tokenizers import BPETokenizer
+    from .tokenizers import BPETokenizer, WordPieceTokenizer
+    from .tokenizers.wordpiece import BERT_SPECIALS
 
     _, text = load_text(args.data)
     t0 = time.perf_counter()
-    tok = BPETokenizer.train(text, args.vocab_size, args.pattern, special_tokens=args.special)
+    if args.kind == "wordpiece":
+        specials = args.special if args.special is not None else list(BERT_SPECIALS)
+        tok: Any = WordPieceTokenizer.train(text, args.vocab_size, args.lowercase, specials)
+    else:
+        specials = args.special if args.special is not None else ["<|endoftext|>"]
+        tok = BPETokenizer.train(text, args.vocab_size, args.pattern, special_tokens=specials)
     seconds = time.perf_counter() - t0
-    tok.save(args.out)
+    if args.kind == "wordpiece" and args.out.endswith(".txt"):
+        tok.save_vocab_txt(args.out)
+    else:
+        tok.save(args.out)
     n = len(tok.encode(text, allowed_special="none"))
     print(
-        f"trained {tok.vocab_size} tokens ({len(tok.merges)} merges) in {seconds:.1f} s; "
-        f"{len(text.encode()) / n:.2f} bytes/token on the training text; saved {args.out}"
+        f"trained {tok.vocab_size} {args.kind} tokens in {seconds:.1f} s; {len(text) / n:.2f} characters/token "
+        f"on the training text; saved {args.out}"
     )
     return 0
 
@@ -175,7 +193,7 @@ def cmd_tokenizer_encode(args: argparse.Namespace) -> int:
     from .tokenizers import load
 
     tok = load(args.tokenizer)
-    kwargs = {"allowed_special": "all"} if args.allow_special and tok.kind == "bpe" else {}
+    kwargs = {"allowed_special": "all"} if args.allow_special and tok.kind in ("bpe", "wordpiece") else {}
     print(" ".join(str(i) for i in tok.encode(_read_input(args.text), **kwargs)))
     return 0
 
@@ -368,7 +386,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 
 def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
     from .bench.report import markdown_table
-    from .bench.tokenizer import bench_tokenizers
+    from .bench.tokenizer import bench_tokenizers, bench_wordpiece
     from .data import load_text
     from .tokenizers.bpe_textbook import textbook_train
 
@@ -386,7 +404,22 @@ def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
             ("bytes/token ÷ HF", "bytes_per_token_vs_hf", ".4f"),
         ],
     )
-    return _publish(args, {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, table)})
+    sections = {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, table)}
+    if args.wordpiece_sizes:
+        wp = bench_wordpiece(text, tuple(int(v) for v in args.wordpiece_sizes.split(",")))
+        wp_table = markdown_table(
+            wp,
+            [
+                ("tokenizer", "tokenizer", ""),
+                ("vocab", "vocab_size", ""),
+                ("train s", "train_s", ".2f"),
+                ("encode MB/s", "encode_mb_s", ".2f"),
+                ("chars/token", "chars_per_token", ".3f"),
+                ("chars/token ÷ HF", "chars_per_token_vs_hf", ".4f"),
+            ],
+        )
+        sections[f"WordPiece (BERT uncased) on {args.data}"] = (wp, wp_table)
+    return _publish(args, sections)
 
 
 def _mkdir(path: str) -> Any:
@@ -397,7 +430,11 @@ def _mkdir(path: str) -> Any:
 
 
 def _add_checkpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="out", help="a training --out directory or a checkpoint directory")
+    p.add_argument(
+        "--checkpoint",
+        default="out",
+        help="a training --out directory, a checkpoint directory or a Hugging Face model directory",
+    )
     p.add_argument("--backend", default=None, help="run on another backend than the one it was trained on")
     p.add_argument("--device", default=None)
 
@@ -493,18 +530,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo", help="the folder to write into [demo]")
     p.set_defaults(func=cmd_demo)
 
-    tokenizer = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer, encode, decode").add_subparsers(
-        dest="action", required=True
+    p = sub.add_parser(
+        "convert", help="a checkpoint or Hugging Face directory -> the other format (GPT-2, Llama, BERT)"
     )
-    p = tokenizer.add_parser("train", help="learn a byte-level BPE vocabulary from a corpus")
+    p.add_argument("src", help="a llmscratch output/checkpoint directory or a Hugging Face model directory")
+    p.add_argument("dst", help="the directory to write (new or empty)")
+    p.add_argument("--to", required=True, choices=["hf", "llmscratch"], help="the format to write")
+    p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16 (default: the source's)")
+    p.set_defaults(func=cmd_convert)
+
+    tokenizer = sub.add_parser(
+        "tokenizer", help="train a tokenizer (byte-level BPE or WordPiece), encode, decode"
+    ).add_subparsers(dest="action", required=True)
+    p = tokenizer.add_parser("train", help="learn a byte-level BPE or a WordPiece vocabulary from a corpus")
+    p.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe", help="[bpe]")
     p.add_argument("--data", default="stdlib", help="stdlib | shakespeare | names | a text file [stdlib]")
-    p.add_argument("--vocab-size", type=int, required=True, help="tokens in all: 256 bytes + merges + special")
-    p.add_argument("--pattern", default="gpt2", help="split pattern: gpt2 | gpt4 | none | a regex [gpt2]")
-    p.add_argument("--special", nargs="*", default=["<|endoftext|>"], help="special tokens [<|endoftext|>]")
-    p.add_argument("--out", required=True, help="the tokenizer JSON to write")
+    p.add_argument("--vocab-size", type=int, required=True, help="tokens in all, special tokens included")
+    p.add_argument("--pattern", default="gpt2", help="bpe: split pattern: gpt2 | gpt4 | none | a regex [gpt2]")
+    p.add_argument(
+        "--lowercase", action=argparse.BooleanOptionalAction, default=True, help="wordpiece: lowercase [true]"
+    )
+    p.add_argument(
+        "--special", nargs="*", default=None, help="special tokens [bpe: <|endoftext|>; wordpiece: BERT's five]"
+    )
+    p.add_argument("--out", required=True, help="the tokenizer JSON to write (wordpiece: or a BERT vocab.txt)")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tokenizer.add_parser("encode", help="text (--text, or standard input) -> token ids")
-    p.add_argument("--tokenizer", required=True, help="a tokenizer JSON (char or BPE)")
+    p.add_argument("--tokenizer", required=True, help="a tokenizer: ours, tokenizer.json, vocab.txt, or a folder")
     p.add_argument("--text")
     p.add_argument("--allow-special", action="store_true", help="encode special tokens in the text as one id")
     p.set_defaults(func=cmd_tokenizer_encode)
@@ -576,9 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p, "generate")
     p.set_defaults(func=cmd_bench_generate)
 
-    p = bench.add_parser("tokenizer", help="BPE training time, encode MB/s, bytes/token vs HF tokenizers")
+    p = bench.add_parser("tokenizer", help="BPE and WordPiece training time, encode MB/s, compression vs HF")
     p.add_argument("--data", default="shakespeare")
     p.add_argument("--vocab-sizes", default="512,1024,4096")
+    p.add_argument("--wordpiece-sizes", default="8000", help="WordPiece vocabularies to train ('' for none) [8000]")
     p.add_argument("--pattern", default="gpt2")
     p.add_argument("--textbook", action="store_true", help="also time the textbook trainer (smallest size only)")
     _add_output_args(p, "tokenizer")

@@ -109,13 +109,15 @@ class TrainConfig(Architecture):
 
     def with_architecture_of(self, model: Architecture, source: str) -> TrainConfig:
         """This config with a pretrained model's architecture (``init_from``). A field set here to something
-        else than its default must agree with the model's (dropout alone may change), else a one-line error."""
+        else than its default must agree with the model's, else a one-line error; dropout may change, and
+        block_size may shrink (a learned position table is cropped, as nanoGPT's crop_block_size does)."""
         defaults = TrainConfig.__dataclass_fields__
         asked = {n: getattr(self, n) for n in ARCHITECTURE_FIELDS if getattr(self, n) != defaults[n].default}
+        may_change = {"dropout": lambda v: True, "block_size": lambda v: v <= model.block_size}
         clash = [
             f"{n}={v} (it has {getattr(model, n)})"
             for n, v in asked.items()
-            if n != "dropout" and getattr(model, n) != v
+            if getattr(model, n) != v and not may_change.get(n, lambda v: False)(v)
         ]
         if clash:
             raise ConfigError(f"--init-from {source}: the model keeps its shape; drop {', '.join(clash)}")

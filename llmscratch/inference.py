@@ -17,6 +17,7 @@ class UsesModel:
     model: Model
     tokenizer: Tokenizer
     task_runner: Task
+    fresh: list[str]  # weights drawn new on loading (a head a Hugging Face file lacked)
 
     def _need(self, task: str, what: str) -> Any:
         have = self.task_runner.name
@@ -24,6 +25,16 @@ class UsesModel:
             raise ConfigError(
                 f"{what} needs a model trained with task {task!r}; this one was trained with task {have!r} "
                 f"(use {USE[have]})"
+            )
+        if getattr(self, "fresh", None):
+            raise ConfigError(
+                f"{what}: this model's {', '.join(self.fresh)} are newly initialized (its file has no such head); "
+                f"fine-tune it first: llmscratch train --task {task} --init-from DIR --data FILE"
+            )
+        if self.tokenizer is None:
+            raise ConfigError(
+                f"{what} needs a tokenizer and this model directory has none (tokenizer.json, vocab.json + "
+                "merges.txt, or vocab.txt); add one, or pass token ids to llmscratch.generate"
             )
         return self.task_runner
 

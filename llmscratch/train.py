@@ -33,6 +33,7 @@ from .config import TrainConfig, resolve_config
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .inference import UsesModel
 from .models import Model, model_class
+from .models.base import draw_params
 from .optim import AdamW, learning_rate
 from .tasks import DROPOUT, TASK_CLASSES, Task
 from .tokenizers import Tokenizer
@@ -179,22 +180,30 @@ class Trainer:
         self.checkpoint_dir = ck.path
 
     def _start_from(self, path: str) -> None:
-        """The weights, tokenizer and shape of a trained GPT, a fresh optimizer, step 0 (fine-tuning, or more
-        pretraining on new data). New token ids (the chat tokens) get embedding rows as documented in
-        grow_vocabulary."""
+        """The weights, tokenizer and shape of a trained model (a checkpoint or a Hugging Face directory), a
+        fresh optimizer, step 0: fine-tuning, or more pretraining on new data. New token ids (the chat tokens)
+        get embedding rows as documented in grow_vocabulary; a classifier for another label set (or a BERT
+        file without one) gets a new classifier layer, as transformers gives a new head; a smaller block_size
+        keeps the first rows of a learned position table."""
         ck = ckpt_io.load(path, backend=self.bk)
         if ck.model.kind != self.cfg.kind:
             raise ConfigError(
                 f"--init-from {path}: it holds a {ck.model.kind} model (task {ck.task!r}); task {self.cfg.task!r} "
                 f"trains a {self.cfg.kind}"
             )
+        if ck.tokenizer is None:
+            raise ConfigError(f"--init-from {path}: it has no tokenizer files (tokenizer.json, vocab.txt, ...)")
         self.cfg = self.cfg.with_architecture_of(ck.model.config, path)
         self.task = TASK_CLASSES[self.cfg.task](self.cfg, ck.tokenizer)
         self.task.prepare()
         model_cfg = self.task.model_config()
-        params = ckpt_io.grow_vocabulary(
-            self.bk, ck.model.params, model_class(model_cfg.kind).specs_for(model_cfg), path
-        )
+        specs = model_class(model_cfg.kind).specs_for(model_cfg)
+        T = model_cfg.block_size  # a smaller context crops the learned position tables
+        params = {n: p[:T, ...] if n.endswith(".wpe.weight") else p for n, p in ck.model.params.items()}
+        if model_cfg.kind == "encoder" and (ck.fresh or ck.meta.get("labels") != self.task.meta().get("labels")):
+            head = {n: spec for n, spec in specs.items() if n.startswith("classifier.")}  # another label set
+            params.update(draw_params(head, model_cfg.init_depth, self.bk, self.cfg.seed))
+        params = ckpt_io.grow_vocabulary(self.bk, params, specs, path)
         self.model = self._model(model_cfg, params)
         self.opt = self._optimizer()
 

@@ -1,0 +1,248 @@
+"""Hugging Face model directories, read and written with safetensors only (never pickle).
+
+    read_hf(path)  -> HFModel: our ModelConfig, our tensors (NumPy), the tokenizer if the directory has one,
+                      the task's meta (a classifier's labels) and the names drawn fresh (a head the file lacks)
+    write_hf(path, config, tensors, tokenizer, meta)   a directory ``transformers.AutoModel*.from_pretrained``
+                      and ``AutoTokenizer.from_pretrained`` load
+
+A directory holds config.json and model.safetensors, or shards named by model.safetensors.index.json.
+Tensor names and layouts are translated by the family's rules (llmscratch.interop.families). A file may
+lack a head (BertModel has no classifier, BertForMaskedLM no pooler): those weights are drawn as a new
+model's would be, and named in ``fresh``, as transformers' "newly initialized" warning does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from ..errors import CheckpointError, ConfigError
+from ..models import ModelConfig, model_class
+from ..models.base import draw_params
+from ..tensors_io import tensors_from_bytes
+from ..tokenizers import Tokenizer
+from .families import OLD_NORM_NAMES, Family, family_for, family_of
+
+INDEX = "model.safetensors.index.json"
+PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+FRESH_OK = re.compile(r"^(classifier|pooler)\.")  # heads a base-model file may lack
+
+
+@dataclass
+class HFModel:
+    family: type[Family]
+    config: ModelConfig
+    tensors: dict[str, np.ndarray]  # our names and layouts, in the file's dtype
+    tokenizer: Tokenizer | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    fresh: list[str] = field(default_factory=list)
+
+
+def is_hf_dir(path: str | os.PathLike) -> bool:
+    """A Hugging Face model directory (config.json naming a model_type), not a llmscratch checkpoint."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        d = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and ("model_type" in d or "architectures" in d) and "train" not in d
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return tensors_from_bytes(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; the model directory is incomplete") from None
+
+
+def read_weights(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the directory's model.safetensors, or of the shards its index names."""
+    if (path / "model.safetensors").is_file():
+        return _read_safetensors(path / "model.safetensors")
+    if (path / INDEX).is_file():
+        weight_map = _read_json(path / INDEX).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{path / INDEX} has no weight_map")
+        out: dict[str, np.ndarray] = {}
+        for shard in sorted(set(weight_map.values())):
+            out.update(_read_safetensors(path / shard))
+        return out
+    pickled = [p for p in PICKLES if (path / p).exists()]
+    if pickled:
+        raise CheckpointError(
+            f"{path} holds only {pickled[0]}, a pickle, which llmscratch never loads (it can run code); convert it "
+            'to safetensors first: python -c "import transformers as t; '
+            f"t.AutoModel.from_pretrained('{path}').save_pretrained('{path}-safetensors')\""
+        )
+    raise CheckpointError(f"{path} has no model.safetensors (nor {INDEX})")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def read_hf(path: str | os.PathLike) -> HFModel:
+    """A Hugging Face model directory -> our config and tensors (see the module docstring)."""
+    from ..tokenizers import find_tokenizer
+
+    path = Path(path)
+    hf = _read_json(path / "config.json")
+    family = family_of(hf, str(path / "config.json"))
+    try:
+        config = ModelConfig(**family.architecture(hf))
+    except ConfigError as e:
+        raise ConfigError(f"{path}/config.json: {e}") from None
+    file = {
+        OLD_NORM_NAMES.sub(lambda m: ".weight" if m[1] == "gamma" else ".bias", n): a
+        for n, a in read_weights(path).items()
+    }
+    theirs = {family.canonical_name(n): a for n, a in file.items()}
+    rules = family.rules(config)
+    specs = model_class(config.kind).specs_for(config)
+    fresh = [r.ours for r in rules if FRESH_OK.match(r.ours) and not all(n in theirs for n in r.theirs)]
+    wanted = {n for r in rules if r.ours not in fresh for n in r.theirs}
+    missing = sorted(wanted - set(theirs))
+    ignored = re.compile(family.ignored) if family.ignored else None
+    tied_head = {"lm_head.weight"} if config.tie_embeddings and config.kind == "gpt" else set()
+    unexpected = sorted(
+        n
+        for n in theirs
+        if n not in wanted
+        and n not in tied_head
+        and not (ignored and ignored.search(n))
+        and not any(n in r.theirs for r in rules if r.ours in fresh)
+    )
+    if missing or unexpected:
+        parts = [f"missing {_listed(missing)}"] * bool(missing) + [f"unexpected {_listed(unexpected)}"] * bool(
+            unexpected
+        )
+        raise CheckpointError(
+            f"{path}: the weights do not match its config.json ({family.architectures[0]}): {'; '.join(parts)}"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    for rule in rules:
+        if rule.ours in fresh:
+            continue
+        want = rule.their_shapes(specs[rule.ours][0])
+        for n, shape in want.items():
+            if tuple(theirs[n].shape) != shape:
+                raise CheckpointError(
+                    f"{path}: weight {n} has shape {tuple(theirs[n].shape)}, config.json makes it {shape}"
+                )
+        tensors[rule.ours] = rule.load(theirs)
+    if fresh:
+        drawn = draw_params({n: specs[n] for n in fresh}, config.init_depth, _host_backend(), seed=0)
+        tensors.update({n: np.asarray(a) for n, a in drawn.items()})
+    meta = {}
+    if config.kind == "encoder":
+        labels = hf.get("id2label") or {}
+        meta["labels"] = [labels.get(str(i), labels.get(i, f"LABEL_{i}")) for i in range(config.n_classes)]
+    tokenizer = find_tokenizer(path)
+    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} token ids but config.json's vocab_size is "
+            f"{config.vocab_size}; the files come from different models"
+        )
+    return HFModel(family, config, {n: tensors[n] for n in specs}, tokenizer, meta, fresh)
+
+
+def _host_backend() -> Any:
+    from ..backends import get_backend
+
+    return get_backend("numpy", dtype="float64")
+
+
+TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+
+
+def write_hf(
+    path: str | os.PathLike,
+    config: ModelConfig,
+    tensors: dict[str, np.ndarray],
+    tokenizer: Tokenizer | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Write a Hugging Face model directory: config.json, model.safetensors, and the tokenizer's
+    tokenizer.json + tokenizer_config.json. The directory is written whole under a temporary name and then
+    renamed, so it is complete or absent; an existing non-empty directory is never overwritten."""
+    path = Path(path)
+    family = family_for(config)
+    full = family.full_config(config)
+    specs = model_class(full.kind).specs_for(full)
+    theirs: dict[str, np.ndarray] = {}
+    dtype = next(iter(tensors.values())).dtype
+    for rule in family.rules(full):
+        ours = tensors.get(rule.ours)
+        if ours is None:  # a bias or token-type table we do without: zeros compute the same
+            ours = np.zeros(specs[rule.ours][0], dtype=dtype)
+        theirs.update(rule.save(np.asarray(ours)))
+    hf = {
+        "architectures": [family.architectures[0]],
+        "model_type": family.name,
+        **family.hf_config(config, meta or {}),
+        "dtype": str(dtype),
+    }
+    if tokenizer is not None:
+        hf.update(tokenizer_ids(tokenizer))
+    if path.exists() and any(path.iterdir()):
+        raise CheckpointError(f"{path} already exists and is not empty; choose a new directory (nothing was written)")
+    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(3)}"
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "model.safetensors").write_bytes(safetensors.numpy.save(theirs, metadata={"format": "pt"}))
+        (tmp / "config.json").write_text(json.dumps(hf, indent=2, ensure_ascii=False), encoding="utf-8")
+        if tokenizer is not None:
+            write_hf_tokenizer(tmp, tokenizer, config)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if path.exists():
+            path.rmdir()
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def tokenizer_ids(tokenizer: Tokenizer) -> dict[str, int]:
+    """config.json's bos/eos/pad token ids from the tokenizer's special tokens, where it has them."""
+    from ..tokenizers.hf import special_token_roles
+
+    return {f"{role}_token_id": i for role, (_, i) in special_token_roles(tokenizer).items()}
+
+
+def write_hf_tokenizer(path: Path, tokenizer: Tokenizer, config: ModelConfig) -> None:
+    from ..tokenizers.hf import special_token_roles
+
+    tokenizer.to_huggingface().save(str(path / "tokenizer.json"))
+    roles = special_token_roles(tokenizer)
+    tok_config = {
+        "tokenizer_class": "BertTokenizerFast" if tokenizer.kind == "wordpiece" else "PreTrainedTokenizerFast",
+        "model_max_length": config.block_size,
+        "clean_up_tokenization_spaces": False,
+        **{f"{role}_token": name for role, (name, _) in roles.items()},
+    }
+    if tokenizer.kind == "wordpiece":
+        tok_config["do_lower_case"] = tokenizer.lowercase
+    (path / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False), encoding="utf-8")
