@@ -1,4 +1,4 @@
-"""BPE training and encoding on a slice of the embedded corpus (no data directory needed)."""
+"""BPE and WordPiece training and encoding on a slice of the embedded corpus (no data directory needed)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,9 @@ def test_huggingface_bpe_train(benchmark):
     from llmscratch.bench.tokenizer import train_huggingface
 
     benchmark.pedantic(lambda: train_huggingface(TEXT, 4096), rounds=3)
+
+
+def test_wordpiece_train(benchmark):
+    from llmscratch.tokenizers import WordPieceTokenizer
+
+    benchmark.pedantic(lambda: WordPieceTokenizer.train(TEXT, 8000), rounds=3)

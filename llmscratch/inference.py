@@ -73,7 +73,7 @@ class UsesModel:
         tok = self.chat_tokenizer()
         T = self.model.config.block_size
         ids, _ = fit_conversation(tok, check_messages(messages), T - min(max_new_tokens, T // 2))
-        options = {**options, "eos_token_id": list(tok.special.values())}
+        options = {**options, "eos_token_id": list(tok.special_tokens.values())}
         pieces = stream_ids(self.model, tok, ids, max_new_tokens, **options)
         return pieces if stream else "".join(pieces)
 

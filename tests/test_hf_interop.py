@@ -310,6 +310,42 @@ def test_trained_char_model_round_trips_through_transformers_with_its_tokenizer(
     assert again.tokenizer.encode(text) == result.tokenizer.encode(text)
 
 
+def test_trained_bert_shaped_classifier_classifies_alike_in_transformers(tmp_path):
+    """A classifier trained here with BERT's shape and a char tokenizer: transformers' tokenizer from the saved
+    directory encodes [CLS] + text as llmscratch does, and the model gives the same probabilities."""
+    csv = tmp_path / "data.csv"
+    csv.write_text(
+        "text,label\n" + "".join(f"{'good' if i % 2 else 'bad'} thing {i},{'ab'[i % 2]}\n" for i in range(60))
+    )
+    clf = llmscratch.train(
+        task="classify",
+        data=str(csv),
+        max_iters=3,
+        eval_iters=1,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        block_size=24,
+        norm_first=False,
+        embed_norm=True,
+        pooler=True,
+        mlp="gelu_exact",
+        type_vocab_size=2,
+        progress=False,
+    )
+    texts = ["good thing 3", "bad thing 12", "good"]
+    out = llmscratch.save_hf(clf, tmp_path / "hf")
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert [tok(t)["input_ids"] for t in texts] == clf.task_runner.encode_texts(texts)
+    hf = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.id2label == {0: "a", 1: "b"}
+    ref = torch.softmax(hf(**tok(texts, padding=True, return_tensors="pt")).logits, -1).detach().numpy()
+    ours = [[p["a"], p["b"]] for p in clf.classify(texts, probabilities=True)]
+    assert np.allclose(ours, ref, atol=1e-5, rtol=0)
+    again = llmscratch.load(out)
+    assert again.classify(texts) == clf.classify(texts) and again.tokenizer.kind == "char"
+
+
 def gpt2_with_tokenizer(path: Path, text: str) -> Path:
     """A random GPT-2 with a byte-level BPE tokenizer.json of the same vocabulary (ours, trained on text)."""
     from llmscratch.tokenizers import BPETokenizer

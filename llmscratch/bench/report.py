@@ -12,6 +12,24 @@ from typing import Any
 
 from ..atomic import atomic_write
 
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")  # what decides the kernels' speed
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name, family and model, and its vector extensions (Linux /proc/cpuinfo; else empty)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name"),
+        "cpu_family_model": f"{fields.get('cpu family')}/{fields.get('model')}",
+        "cpu_vector_flags": " ".join(f for f in VECTOR_FLAGS if f in flags),
+    }
+
 
 def machine_info() -> dict[str, Any]:
     import numpy
@@ -20,6 +38,7 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        **cpu_info(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": numpy.__version__,

@@ -55,9 +55,27 @@ def _get(hf: dict[str, Any], name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _require(family: str, problems: list[str]) -> None:
-    if problems:
-        raise ConfigError(f"this {family} config uses what llmscratch does not build: {'; '.join(problems)}")
+def _refuse(family: str, checks: dict[str, bool]) -> None:
+    """checks: what a config.json uses -> whether llmscratch lacks it; a one-line error naming each lacking one."""
+    lacking = [what for what, bad in checks.items() if bad]
+    if lacking:
+        raise ConfigError(f"this {family} config uses what llmscratch does not build: {'; '.join(lacking)}")
+
+
+def _differences(cfg: ModelConfig, checks: dict[str, bool]) -> list[str]:
+    """checks: field -> whether cfg's value fits the family; -> "field=value" for each that does not."""
+    return [f"{name}={getattr(cfg, name)}" for name, ok in checks.items() if not ok]
+
+
+def _decoder_only(cfg: ModelConfig) -> dict[str, bool]:
+    """What GPT-2 and Llama share: a GPT, pre-LN with a final norm, no token types, no embedding norm."""
+    return {
+        "kind": cfg.kind == "gpt",
+        "norm_first": cfg.norm_first,
+        "final_norm": cfg.has_final_norm,
+        "type_vocab_size": cfg.type_vocab_size == 0,
+        "embed_norm": not cfg.embed_norm,
+    }
 
 
 ACTIVATIONS = {
@@ -148,18 +166,14 @@ class GPT2(Family):
     @classmethod
     def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
         act = _get(hf, "activation_function", "gelu_new")
-        _require(
+        _refuse(
             "GPT-2",
-            [
-                *(
-                    [f"activation_function {act!r} (supported: {', '.join(ACTIVATIONS)})"]
-                    if act not in ACTIVATIONS
-                    else []
-                ),
-                *(["scale_attn_by_inverse_layer_idx"] if hf.get("scale_attn_by_inverse_layer_idx") else []),
-                *(["scale_attn_weights=false"] if hf.get("scale_attn_weights") is False else []),
-                *(["add_cross_attention"] if hf.get("add_cross_attention") else []),
-            ],
+            {
+                f"activation_function {act!r} (supported: {', '.join(ACTIVATIONS)})": act not in ACTIVATIONS,
+                "scale_attn_by_inverse_layer_idx": bool(hf.get("scale_attn_by_inverse_layer_idx")),
+                "scale_attn_weights=false": hf.get("scale_attn_weights") is False,
+                "add_cross_attention": bool(hf.get("add_cross_attention")),
+            },
         )
         return {
             "kind": "gpt",
@@ -178,21 +192,16 @@ class GPT2(Family):
 
     @classmethod
     def problems(cls, cfg: ModelConfig) -> list[str]:
-        return [
-            f"{name}={value}"
-            for name, value, ok in (
-                ("kind", cfg.kind, cfg.kind == "gpt"),
-                ("pos", cfg.pos, cfg.pos == "learned"),
-                ("norm", cfg.norm, cfg.norm == "layernorm"),
-                ("mlp", cfg.mlp, cfg.mlp in HF_ACTIVATION),
-                ("norm_first", cfg.norm_first, cfg.norm_first),
-                ("final_norm", cfg.final_norm, cfg.has_final_norm),
-                ("n_kv_head", cfg.n_kv_head, cfg.kv_heads == cfg.n_head),
-                ("type_vocab_size", cfg.type_vocab_size, cfg.type_vocab_size == 0),
-                ("embed_norm", cfg.embed_norm, not cfg.embed_norm),
-            )
-            if not ok
-        ]
+        return _differences(
+            cfg,
+            {
+                **_decoder_only(cfg),
+                "pos": cfg.pos == "learned",
+                "norm": cfg.norm == "layernorm",
+                "mlp": cfg.mlp in HF_ACTIVATION,
+                "n_kv_head": cfg.kv_heads == cfg.n_head,
+            },
+        )
 
     @classmethod
     def full_config(cls, cfg: ModelConfig) -> ModelConfig:
@@ -239,18 +248,14 @@ class Llama(Family):
         heads = hf["num_attention_heads"]
         head_dim = _get(hf, "head_dim", hf["hidden_size"] // heads)
         act = _get(hf, "hidden_act", "silu")
-        _require(
+        _refuse(
             "Llama",
-            [
-                *([f"rope_type {rope_type!r} (supported: default)"] if rope_type != "default" else []),
-                *(
-                    [f"head_dim {head_dim} ≠ hidden_size / num_attention_heads"]
-                    if head_dim * heads != hf["hidden_size"]
-                    else []
-                ),
-                *([f"hidden_act {act!r} (supported: silu)"] if act != "silu" else []),
-                *([f"pretraining_tp {hf['pretraining_tp']}"] if _get(hf, "pretraining_tp", 1) != 1 else []),
-            ],
+            {
+                f"rope_type {rope_type!r} (supported: default)": rope_type != "default",
+                f"head_dim {head_dim} ≠ hidden_size / num_attention_heads": head_dim * heads != hf["hidden_size"],
+                f"hidden_act {act!r} (supported: silu)": act != "silu",
+                f"pretraining_tp {_get(hf, 'pretraining_tp', 1)}": _get(hf, "pretraining_tp", 1) != 1,
+            },
         )
         bias = bool(hf.get("attention_bias", False))
         mlp_bias = bool(hf.get("mlp_bias", False))
@@ -276,20 +281,15 @@ class Llama(Family):
 
     @classmethod
     def problems(cls, cfg: ModelConfig) -> list[str]:
-        return [
-            f"{name}={value}"
-            for name, value, ok in (
-                ("kind", cfg.kind, cfg.kind == "gpt"),
-                ("pos", cfg.pos, cfg.pos == "rope"),
-                ("norm", cfg.norm, cfg.norm == "rmsnorm"),
-                ("mlp", cfg.mlp, cfg.mlp == "swiglu"),
-                ("norm_first", cfg.norm_first, cfg.norm_first),
-                ("final_norm", cfg.final_norm, cfg.has_final_norm),
-                ("type_vocab_size", cfg.type_vocab_size, cfg.type_vocab_size == 0),
-                ("embed_norm", cfg.embed_norm, not cfg.embed_norm),
-            )
-            if not ok
-        ]
+        return _differences(
+            cfg,
+            {
+                **_decoder_only(cfg),
+                "pos": cfg.pos == "rope",
+                "norm": cfg.norm == "rmsnorm",
+                "mlp": cfg.mlp == "swiglu",
+            },
+        )
 
     @classmethod
     def hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
@@ -356,19 +356,16 @@ class Bert(Family):
         problem = hf.get("problem_type")
         labels = hf.get("id2label") or {}
         n_classes = len(labels) if labels else _get(hf, "num_labels", 2)
-        _require(
+        _refuse(
             "BERT",
-            [
-                *([f"hidden_act {act!r} (supported: {', '.join(ACTIVATIONS)})"] if act not in ACTIVATIONS else []),
-                *([f"position_embedding_type {position!r} (supported: absolute)"] if position != "absolute" else []),
-                *(
-                    [f"problem_type {problem!r} (supported: single_label_classification)"]
-                    if problem not in (None, "single_label_classification")
-                    else []
-                ),
-                *(["num_labels 1 (regression)"] if n_classes == 1 else []),
-                *(["is_decoder"] if hf.get("is_decoder") else []),
-            ],
+            {
+                f"hidden_act {act!r} (supported: {', '.join(ACTIVATIONS)})": act not in ACTIVATIONS,
+                f"position_embedding_type {position!r} (supported: absolute)": position != "absolute",
+                f"problem_type {problem!r} (supported: single_label_classification)": problem
+                not in (None, "single_label_classification"),
+                "num_labels 1 (regression)": n_classes == 1,
+                "is_decoder": bool(hf.get("is_decoder")),
+            },
         )
         return {
             "kind": "encoder",
@@ -392,22 +389,21 @@ class Bert(Family):
 
     @classmethod
     def problems(cls, cfg: ModelConfig) -> list[str]:
-        return [
-            f"{name}={value}"
-            for name, value, ok in (
-                ("kind", cfg.kind, cfg.kind == "encoder"),
-                ("norm_first", cfg.norm_first, not cfg.norm_first),
-                ("pos", cfg.pos, cfg.pos == "learned"),
-                ("norm", cfg.norm, cfg.norm == "layernorm"),
-                ("mlp", cfg.mlp, cfg.mlp in HF_ACTIVATION),
-                ("embed_norm", cfg.embed_norm, cfg.embed_norm),
-                ("pooler", cfg.pooler, cfg.pooler),
-                ("pooling", cfg.pooling, cfg.pooling == "cls"),
-                ("final_norm", cfg.final_norm, not cfg.has_final_norm),
-                ("n_kv_head", cfg.n_kv_head, cfg.kv_heads == cfg.n_head),
-            )
-            if not ok
-        ]
+        return _differences(
+            cfg,
+            {
+                "kind": cfg.kind == "encoder",
+                "norm_first": not cfg.norm_first,
+                "pos": cfg.pos == "learned",
+                "norm": cfg.norm == "layernorm",
+                "mlp": cfg.mlp in HF_ACTIVATION,
+                "embed_norm": cfg.embed_norm,
+                "pooler": cfg.pooler,
+                "pooling": cfg.pooling == "cls",
+                "final_norm": not cfg.has_final_norm,
+                "n_kv_head": cfg.kv_heads == cfg.n_head,
+            },
+        )
 
     @classmethod
     def full_config(cls, cfg: ModelConfig) -> ModelConfig:

@@ -120,18 +120,11 @@ def read_hf(path: str | os.PathLike) -> HFModel:
     rules = family.rules(config)
     specs = model_class(config.kind).specs_for(config)
     fresh = [r.ours for r in rules if FRESH_OK.match(r.ours) and not all(n in theirs for n in r.theirs)]
-    wanted = {n for r in rules if r.ours not in fresh for n in r.theirs}
-    missing = sorted(wanted - set(theirs))
+    known = {n for r in rules for n in r.theirs}
+    missing = sorted({n for r in rules if r.ours not in fresh for n in r.theirs} - set(theirs))
     ignored = re.compile(family.ignored) if family.ignored else None
     tied_head = {"lm_head.weight"} if config.tie_embeddings and config.kind == "gpt" else set()
-    unexpected = sorted(
-        n
-        for n in theirs
-        if n not in wanted
-        and n not in tied_head
-        and not (ignored and ignored.search(n))
-        and not any(n in r.theirs for r in rules if r.ours in fresh)
-    )
+    unexpected = sorted(n for n in set(theirs) - known - tied_head if not (ignored and ignored.search(n)))
     if missing or unexpected:
         parts = [f"missing {_listed(missing)}"] * bool(missing) + [f"unexpected {_listed(unexpected)}"] * bool(
             unexpected
@@ -158,10 +151,18 @@ def read_hf(path: str | os.PathLike) -> HFModel:
         labels = hf.get("id2label") or {}
         meta["labels"] = [labels.get(str(i), labels.get(i, f"LABEL_{i}")) for i in range(config.n_classes)]
     tokenizer = find_tokenizer(path)
-    if tokenizer is not None and tokenizer.vocab_size != config.vocab_size:
+    # a classifier's ids: the tokenizer's own (BERT's [PAD] [CLS] [SEP]) or appended after it
+    ids = (
+        None
+        if tokenizer is None
+        else tokenizer.specials().vocab_size
+        if config.kind == "encoder"
+        else tokenizer.vocab_size
+    )
+    if ids is not None and ids != config.vocab_size:
         raise CheckpointError(
-            f"{path}: the tokenizer has {tokenizer.vocab_size} token ids but config.json's vocab_size is "
-            f"{config.vocab_size}; the files come from different models"
+            f"{path}: the tokenizer has {ids} token ids but config.json's vocab_size is {config.vocab_size}; "
+            "the files come from different models"
         )
     return HFModel(family, config, {n: tensors[n] for n in specs}, tokenizer, meta, fresh)
 
@@ -233,10 +234,13 @@ def tokenizer_ids(tokenizer: Tokenizer) -> dict[str, int]:
 
 
 def write_hf_tokenizer(path: Path, tokenizer: Tokenizer, config: ModelConfig) -> None:
-    from ..tokenizers.hf import special_token_roles
+    from ..tokenizers.hf import TASK_ROLES, special_token_roles, with_task_tokens
 
-    tokenizer.to_huggingface().save(str(path / "tokenizer.json"))
+    hf_tokenizer = with_task_tokens(tokenizer, config.vocab_size)
+    hf_tokenizer.save(str(path / "tokenizer.json"))
     roles = special_token_roles(tokenizer)
+    if hf_tokenizer.get_vocab_size() == config.vocab_size > tokenizer.vocab_size:  # the task's ids were added
+        roles |= {role: (name, hf_tokenizer.token_to_id(name)) for role, name in TASK_ROLES.items()}
     tok_config = {
         "tokenizer_class": "BertTokenizerFast" if tokenizer.kind == "wordpiece" else "PreTrainedTokenizerFast",
         "model_max_length": config.block_size,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import regex
@@ -76,6 +77,7 @@ class SpecialTokens:
 
 class Tokenizer(ABC):
     kind: ClassVar[str]  # the "type" written to JSON, used by tokenizers.load()
+    special_tokens: Mapping[str, int] = MappingProxyType({})  # name -> id of the special tokens it has
 
     @property
     @abstractmethod

@@ -32,19 +32,19 @@ class ChatTokenizer(Tokenizer):
     def __init__(self, base: Tokenizer) -> None:
         self.base = base
         V = base.vocab_size
-        self.special = {name: V + i for i, name in enumerate(CHAT_TOKENS)}
-        self.names = {i: name for name, i in self.special.items()}
+        self.special_tokens = {name: V + i for i, name in enumerate(CHAT_TOKENS)}
+        self.names = {i: name for name, i in self.special_tokens.items()}
 
     @property
     def vocab_size(self) -> int:
         return self.base.vocab_size + len(CHAT_TOKENS)
 
     def role_id(self, role: str) -> int:
-        return self.special[f"<|{role}|>"]
+        return self.special_tokens[f"<|{role}|>"]
 
     @property
     def end_id(self) -> int:
-        return self.special[END]
+        return self.special_tokens[END]
 
     def encode(self, text: str) -> list[int]:
         """Plain text -> ids of the base tokenizer (special tokens only come from ``encode_chat``)."""

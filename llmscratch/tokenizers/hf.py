@@ -47,6 +47,24 @@ def _split_pattern(pre: dict[str, Any] | None, source: str) -> str:
     return next((name for name, p in PATTERNS.items() if p == pattern), pattern)
 
 
+TASK_ROLES = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]"}  # SpecialIds.after's pad, bos, eos, by BERT's names
+TASK_TOKENS = tuple(TASK_ROLES.values())
+
+
+def with_task_tokens(tokenizer: Tokenizer, model_vocab: int) -> Any:
+    """tokenizer.to_huggingface(), with the ids a classifier appends after the vocabulary (model_vocab is
+    3 more than the tokenizer's) as [PAD] [CLS] [SEP] and [CLS] text as the template, so that transformers'
+    tokenizer encodes a text as llmscratch's classify does."""
+    from tokenizers import processors
+
+    tok = tokenizer.to_huggingface()
+    special = tokenizer.specials()
+    if special.vocab_size == model_vocab and special.pad == tokenizer.vocab_size:
+        tok.add_special_tokens(list(TASK_TOKENS))
+        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A", special_tokens=[("[CLS]", special.bos)])
+    return tok
+
+
 def is_character_level(d: dict[str, Any]) -> bool:
     """A BPE of single characters in sorted order and no merges, nothing before it and Fuse after it: how
     CharTokenizer.to_huggingface writes a character tokenizer."""
@@ -63,16 +81,28 @@ def is_character_level(d: dict[str, Any]) -> bool:
     )
 
 
-def from_tokenizer_json(d: dict[str, Any], source: str = "tokenizer.json") -> Tokenizer:
-    """A parsed Hugging Face tokenizer.json -> a BPETokenizer or WordPieceTokenizer that encodes the same."""
+def _without_trailing(d: dict[str, Any], names: tuple[str, ...], source: str) -> Tokenizer | None:
+    """The tokenizer d describes without the added tokens ``names``, if they are its last ids, in order (how
+    llmscratch's wrappers extend a tokenizer); else None."""
     added = {t["content"]: t["id"] for t in d.get("added_tokens", [])}
-    chat = [t for t in CHAT_TOKENS if t in added]
-    if chat == list(CHAT_TOKENS):  # a chat model's tokenizer, as ChatTokenizer.to_huggingface writes it
-        rest = [t for t in d.get("added_tokens", []) if t["content"] not in CHAT_TOKENS]
-        model = {**d["model"], "vocab": {t: i for t, i in d["model"]["vocab"].items() if t not in CHAT_TOKENS}}
-        base = from_tokenizer_json({**d, "model": model, "added_tokens": rest}, source)
-        if [added[t] for t in CHAT_TOKENS] == list(range(base.vocab_size, base.vocab_size + len(CHAT_TOKENS))):
-            return ChatTokenizer(base)
+    if not all(n in added and n not in d["model"].get("vocab", {}) for n in names):
+        return None
+    rest = [t for t in d["added_tokens"] if t["content"] not in names]
+    base = from_tokenizer_json({**d, "added_tokens": rest, "post_processor": None}, source)
+    return base if [added[n] for n in names] == list(range(base.vocab_size, base.vocab_size + len(names))) else None
+
+
+def from_tokenizer_json(d: dict[str, Any], source: str = "tokenizer.json") -> Tokenizer:
+    """A parsed Hugging Face tokenizer.json -> a tokenizer of ours that encodes the same: byte-level BPE,
+    WordPiece, char, any of them with the chat tokens. A classifier's [PAD] [CLS] [SEP] written after the
+    vocabulary (``with_task_tokens``) are left to the task, which appends them again."""
+    chat_base = _without_trailing(d, CHAT_TOKENS, source)
+    if chat_base is not None:
+        return ChatTokenizer(chat_base)
+    task_base = _without_trailing(d, TASK_TOKENS, source)
+    if task_base is not None:
+        return task_base
+    added = {t["content"]: t["id"] for t in d.get("added_tokens", [])}
     model = d.get("model") or {}
     kind = model.get("type")
     if kind == "BPE" and is_character_level(d):
@@ -143,7 +173,7 @@ ROLE_NAMES = {"bos": ("<|endoftext|>", "<|begin_of_text|>", "<s>", "[CLS]"), "eo
 
 def special_token_roles(tokenizer: Tokenizer) -> dict[str, tuple[str, int]]:
     """role (bos, eos, unk, pad, cls, sep, mask) -> (token, id), for the special tokens a tokenizer has."""
-    specials: dict[str, int] = dict(getattr(tokenizer, "special_tokens", {}) or getattr(tokenizer, "special", {}))
+    specials = tokenizer.special_tokens
     roles = {}
     for role, names in ROLE_NAMES.items():
         found = next((n for n in names if n in specials), None)
