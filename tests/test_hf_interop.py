@@ -437,6 +437,12 @@ def test_bert_classifies_like_transformers_and_fine_tunes(tmp_path, shakespeare)
     hf = transformers.BertForSequenceClassification.from_pretrained(path).eval()
     ref = torch.softmax(hf(**tok(texts, padding=True, return_tensors="pt")).logits, -1).detach().numpy()
     assert np.allclose([[p["neg"], p["pos"]] for p in probs], ref, atol=1e-12, rtol=0)
+    scored = tmp_path / "scored.csv"
+    truth = ["neg", "pos", "pos"]
+    scored.write_text("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in zip(texts, truth, strict=True)))
+    code, out, _ = run_cli("eval", "--checkpoint", str(path), "--data", str(scored))
+    want = np.mean([["neg", "pos"][int(i)] == y for i, y in zip(ref.argmax(-1), truth, strict=True)])
+    assert code == 0 and f"accuracy {want:.4f}" in out
     csv = tmp_path / "data.csv"
     csv.write_text("text,label\n" + "".join(f"line {i} of text,{'ab'[i % 2]}\n" for i in range(40)))
     code, _, err = run_cli(
@@ -609,3 +615,26 @@ def test_the_readme_commands_run_on_a_gpt2_shaped_directory(tmp_path, shakespear
             assert run.returncode == 0, run.stderr
             assert run.stdout.startswith("ROMEO:")
     assert llmscratch.load("out-gpt2").model.config.block_size == 128
+
+
+def test_chat_model_saved_for_transformers_chats_from_its_directory(tmp_path):
+    """A GPT with the chat tokens, saved with save_hf: its tokenizer.json reads back with the chat tokens, so
+    `llmscratch chat --checkpoint HF_DIR` runs (piped: one reply per line)."""
+    import subprocess
+    import sys
+
+    from llmscratch.models import GPT, GPTConfig
+    from llmscratch.tokenizers import CharTokenizer, ChatTokenizer
+
+    tok = ChatTokenizer(CharTokenizer("ab \n"))
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    out = llmscratch.save_hf(model, tmp_path / "hf", tokenizer=tok)
+    assert isinstance(llmscratch.load(out).chat_tokenizer(), ChatTokenizer)
+    run = subprocess.run(
+        [sys.executable, "-m", "llmscratch", "chat", "--checkpoint", str(out), "--max-new-tokens", "4"],
+        input="ab\nba\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
