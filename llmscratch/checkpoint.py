@@ -219,8 +219,9 @@ def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = N
     else:
         net, meta = model.model, model.task_runner.meta()
         tokenizer = tokenizer or model.tokenizer
-    host = {n: a.astype(ml_dtypes.bfloat16) if net.bk.dtype_name == "bfloat16" else a for n, a in
-            ((n, net.bk.to_numpy(p)) for n, p in net.params.items())}  # fmt: skip
+    bf16 = net.bk.dtype_name == "bfloat16"  # to_numpy upcasts it: store it as it is
+    host = {n: net.bk.to_numpy(p) for n, p in net.params.items()}
+    host = {n: a.astype(ml_dtypes.bfloat16) if bf16 else a for n, a in host.items()}
     return write_hf(path, net.config, host, tokenizer, meta)
 
 

@@ -143,15 +143,62 @@ def test_causal_lm_parity(case, backend_id, tmp_path):
     check_grads(our_grads_as_theirs(ck, ck.model.backward()), their_grads(hf))
 
 
-def test_llama_float32_parts_bound_the_unpatched_reference(tmp_path):
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8,
+}
+
+
+@pytest.mark.parametrize("rope", [None, {"rope_type": "linear", "factor": 4.0}, LLAMA3_SCALING])
+def test_llama_float32_parts_bound_the_unpatched_reference(rope, tmp_path):
     """Unpatched, the difference is what transformers' float32 RoPE angles and RMSNorm statistics cost:
-    above 1e-10 (so the patch matters), below 1e-6."""
+    above 1e-10 (so the patch matters), below 1e-6; with rope scaling (linear, Llama 3.1's) too, whose
+    frequencies transformers also computes in float32."""
     torch.manual_seed(0)
-    hf = llama()
+    hf = (
+        llama(H=2, Hkv=1, C=64)
+        if rope is None
+        else llama(H=2, Hkv=1, C=64, rope_parameters={"rope_theta": 5e5, **rope})
+    )
     ck = llmscratch.load(saved(hf, tmp_path / "hf"), dtype="float64")
+    assert ck.model.config.rope_type == (rope or {}).get("rope_type", "default")
     idx = np.random.default_rng(0).integers(0, 97, (2, 17))
     err = rel_err(np.asarray(ck.model.forward(idx)[0]), hf(input_ids=torch.tensor(idx)).logits.detach().numpy())
     assert 1e-10 < err <= 1e-6
+    llmscratch.save_hf(ck, tmp_path / "again")
+    again = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "again")
+    assert again.config.rope_parameters == hf.config.rope_parameters
+
+
+WIDE_LLAMA3 = {**LLAMA3_SCALING, "factor": 32.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 64}
+
+
+@pytest.mark.parametrize("rope", [{"rope_type": "linear", "factor": 4.0}, LLAMA3_SCALING, WIDE_LLAMA3])
+def test_rope_frequencies_match_transformers(rope):
+    """Every wavelength band of Llama 3.1's rescaling (stretched, blended, kept), against transformers'
+    own rope_init functions (which compute in float32)."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from llmscratch.ops import rope_frequencies
+
+    config = transformers.LlamaConfig(
+        hidden_size=128, num_attention_heads=2, rope_parameters={"rope_theta": 5e5, **rope}
+    )
+    theirs, _ = ROPE_INIT_FUNCTIONS[rope["rope_type"]](config, "cpu")
+    ours = rope_frequencies(
+        64,
+        5e5,
+        rope["rope_type"],
+        rope["factor"],
+        rope.get("low_freq_factor", 1.0),
+        rope.get("high_freq_factor", 4.0),
+        rope.get("original_max_position_embeddings", 8192),
+    )
+    assert rel_err(ours, theirs.double().numpy()) <= 1e-6
+    assert not np.allclose(ours, rope_frequencies(64, 5e5))  # the scaling changed something
 
 
 @pytest.mark.parametrize("backend_id", CPU_BACKENDS)
@@ -490,7 +537,7 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
 
 def test_unsupported_options_are_named(tmp_path):
     path = saved(llama(), tmp_path / "hf")
-    edit_config(path, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0})
+    edit_config(path, rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}, rope_scaling=None)
     with pytest.raises(ConfigError, match="rope_type 'yarn'"):
         llmscratch.load(path)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..models import ModelConfig
+from ..ops import ROPE_TYPES
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,15 @@ def _decoder_only(cfg: ModelConfig) -> dict[str, bool]:
         "embed_norm": not cfg.embed_norm,
     }
 
+
+# our field -> its name in config.json's rope_parameters (rope_scaling before transformers 5)
+ROPE_SCALING = {
+    "rope_type": "rope_type",
+    "rope_factor": "factor",
+    "rope_low_freq_factor": "low_freq_factor",
+    "rope_high_freq_factor": "high_freq_factor",
+    "rope_original_context": "original_max_position_embeddings",
+}
 
 ACTIVATIONS = {
     "gelu_new": "gelu",
@@ -242,16 +252,15 @@ class Llama(Family):
 
     @classmethod
     def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
-        rope = dict(_get(hf, "rope_parameters", {}))
-        scaling = hf.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+        rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}  # the old name, the new
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
         heads = hf["num_attention_heads"]
         head_dim = _get(hf, "head_dim", hf["hidden_size"] // heads)
         act = _get(hf, "hidden_act", "silu")
         _refuse(
             "Llama",
             {
-                f"rope_type {rope_type!r} (supported: default)": rope_type != "default",
+                f"rope_type {rope_type!r} (supported: {', '.join(ROPE_TYPES)})": rope_type not in ROPE_TYPES,
                 f"head_dim {head_dim} ≠ hidden_size / num_attention_heads": head_dim * heads != hf["hidden_size"],
                 f"hidden_act {act!r} (supported: silu)": act != "silu",
                 f"pretraining_tp {_get(hf, 'pretraining_tp', 1)}": _get(hf, "pretraining_tp", 1) != 1,
@@ -273,6 +282,7 @@ class Llama(Family):
             "mlp": "swiglu",
             "norm_eps": _get(hf, "rms_norm_eps", 1e-6),
             "rope_base": float(rope.get("rope_theta", _get(hf, "rope_theta", 10000.0))),
+            **{ours: rope[theirs] for ours, theirs in ROPE_SCALING.items() if theirs in rope},
             "bias": bias,
             "mlp_bias": None if mlp_bias == bias else mlp_bias,
             "tie_embeddings": _get(hf, "tie_word_embeddings", False),
@@ -305,7 +315,10 @@ class Llama(Family):
             "max_position_embeddings": cfg.block_size,
             "rms_norm_eps": cfg.norm_eps,
             "rope_theta": cfg.rope_base,
-            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_base},
+            "rope_parameters": {
+                "rope_theta": cfg.rope_base,
+                **{theirs: getattr(cfg, ours) for ours, theirs in ROPE_SCALING.items() if ours in cfg.rope_fields()},
+            },
             "attention_bias": cfg.bias,
             "mlp_bias": cfg.has_mlp_bias,
             "attention_dropout": cfg.dropout,

@@ -184,7 +184,7 @@ def rope_for(model: Model) -> tuple[Any, Any] | None:
     cfg = model.config
     if cfg.pos != "rope":
         return None
-    return ops.rope_tables(model.bk, cfg.block_size, cfg.head_dim, base=cfg.rope_base)
+    return ops.rope_tables(model.bk, cfg.block_size, cfg.head_dim, base=cfg.rope_base, **cfg.rope_scaling)
 
 
 def check_length(cfg: ModelConfig, length: int, what: str = "a sequence") -> None:

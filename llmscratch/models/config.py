@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..layers import MLPS, NORMS, POOLINGS, POSITIONS
+from ..ops import ROPE_TYPES
 
 KINDS = ("gpt", "encoder", "seq2seq")
 
@@ -48,6 +49,11 @@ class Architecture:
     mlp: str = "gelu"  # gelu (tanh form, GPT-2's) | gelu_exact | relu | swiglu
     norm_eps: float = 1e-5
     rope_base: float = 10000.0
+    rope_type: str = "default"  # default | linear | llama3: RoPE frequencies rescaled for a longer context
+    rope_factor: float = 1.0  # linear, llama3: how many times longer
+    rope_low_freq_factor: float = 1.0  # llama3: wavelengths beyond original_context / this are stretched
+    rope_high_freq_factor: float = 4.0  # llama3: wavelengths below original_context / this are kept
+    rope_original_context: int = 8192  # llama3: the context the model was first trained at
     norm_first: bool = True  # pre-LN (GPT-2); False: post-LN "Add & Norm" (BERT, the 2017 paper)
     final_norm: bool | None = None  # a norm after the last block of each stack; None: = norm_first
     n_decoder_layer: int | None = None  # seq2seq: decoder blocks; None: = n_layer
@@ -81,6 +87,32 @@ class Architecture:
         check_float("dropout", self.dropout, 0.0, 1.0)
         check_float("norm_eps", self.norm_eps, 0.0, low_open=True)
         check_float("rope_base", self.rope_base, 1.0, low_open=True)
+        check_choice("rope_type", self.rope_type, ROPE_TYPES)
+        check_float("rope_factor", self.rope_factor, 1.0)
+        check_float("rope_low_freq_factor", self.rope_low_freq_factor, 0.0, low_open=True)
+        check_float("rope_high_freq_factor", self.rope_high_freq_factor, self.rope_low_freq_factor, low_open=True)
+        if self.rope_original_context < 1:
+            raise ConfigError(f"rope_original_context must be a positive integer, got {self.rope_original_context}")
+
+    @property
+    def rope_scaling(self) -> dict[str, Any]:
+        """The keyword arguments of ops.rope_frequencies (and rope_tables) beyond the base."""
+        return {
+            "rope_type": self.rope_type,
+            "factor": self.rope_factor,
+            "low_freq_factor": self.rope_low_freq_factor,
+            "high_freq_factor": self.rope_high_freq_factor,
+            "original_context": self.rope_original_context,
+        }
+
+    def rope_fields(self) -> tuple[str, ...]:
+        """The rope_* scaling fields this rope_type uses."""
+        used = {
+            "default": (),
+            "linear": ("rope_factor",),
+            "llama3": ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context"),
+        }[self.rope_type]
+        return ("rope_type", *used)
 
     @property
     def head_dim(self) -> int:

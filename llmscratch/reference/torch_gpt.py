@@ -41,6 +41,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
+        if cfg.rope_type != "default":
+            raise ValueError("the reference GPT has the default RoPE frequencies only (rope_type='default')")
         self.cfg = cfg
         D = cfg.head_dim
         self.c_attn = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * D, bias=cfg.bias)
