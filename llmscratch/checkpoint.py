@@ -39,7 +39,7 @@ from .interop.hf import is_hf_dir, read_hf, write_hf
 from .kernels import fit_to_backend
 from .models import Model, ModelConfig, model_class
 from .tasks import TASK_CLASSES, Task
-from .tensors_io import tensors_from_bytes, tensors_to_bytes, to_backend
+from .tensors_io import read_safetensors, tensors_to_bytes, to_backend
 from .tokenizers import Tokenizer, from_json_dict
 
 FORMAT_VERSION = 2
@@ -265,7 +265,6 @@ def grow_vocabulary(bk: Backend, params: dict[str, Any], specs: dict[str, Any], 
 
 def _read_tensors(path: Path) -> dict[str, np.ndarray]:
     try:
-        data = path.read_bytes()
+        return read_safetensors(path)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete") from None
-    return tensors_from_bytes(data, str(path))

@@ -17,7 +17,7 @@ from conftest import make_backend, rel_err
 import llmscratch
 from llmscratch.errors import CheckpointError, ConfigError, LLMScratchError
 from llmscratch.interop import FAMILIES, read_hf
-from llmscratch.tensors_io import tensors_from_bytes
+from llmscratch.tensors_io import read_safetensors
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -254,8 +254,7 @@ def test_hf_to_ours_to_hf_gives_identical_tensors(make, tmp_path):
     torch.manual_seed(0)
     src = saved(make(), tmp_path / "src")
     llmscratch.save_hf(llmscratch.load(src, dtype="float64"), tmp_path / "dst")
-    a = tensors_from_bytes((src / "model.safetensors").read_bytes(), "src")
-    b = tensors_from_bytes((tmp_path / "dst" / "model.safetensors").read_bytes(), "dst")
+    a, b = read_safetensors(src / "model.safetensors"), read_safetensors(tmp_path / "dst" / "model.safetensors")
     assert set(a) == set(b)
     for name in a:
         assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
@@ -437,8 +436,7 @@ def test_cli_convert_sample_and_init_from(tmp_path, shakespeare):
     assert code == 0
     code, _, _ = run_cli("convert", str(tmp_path / "ours"), str(tmp_path / "hf-again"), "--to", "hf")
     assert code == 0
-    a = tensors_from_bytes((hf / "model.safetensors").read_bytes(), "a")
-    b = tensors_from_bytes((tmp_path / "hf-again" / "model.safetensors").read_bytes(), "b")
+    a, b = read_safetensors(hf / "model.safetensors"), read_safetensors(tmp_path / "hf-again" / "model.safetensors")
     assert set(a) == set(b) and all(np.array_equal(a[n].astype(np.float32), b[n]) for n in a)
     code, out, err = run_cli(
         "train",

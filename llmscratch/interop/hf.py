@@ -28,7 +28,7 @@ import safetensors.numpy
 from ..errors import CheckpointError, ConfigError
 from ..models import ModelConfig, model_class
 from ..models.base import draw_params
-from ..tensors_io import tensors_from_bytes
+from ..tensors_io import read_safetensors
 from ..tokenizers import Tokenizer
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
 
@@ -70,7 +70,7 @@ def _read_json(path: Path) -> Any:
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     try:
-        return tensors_from_bytes(path.read_bytes(), str(path))
+        return read_safetensors(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the model directory is incomplete") from None
 
