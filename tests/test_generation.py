@@ -402,3 +402,19 @@ def test_left_padded_batch_gradients_equal_finite_differences(pos):
             down = loss()
             p[i] = old
             assert abs((up - down) / 2e-6 - grads[name][i]) <= 1e-6 * max(1.0, abs(grads[name][i])), name
+
+
+def test_the_cache_holds_the_prompt_and_new_tokens_not_the_whole_context():
+    """A model with a long context (Llama 3's is 131072) gets a cache of prompt + max_new_tokens slots; the
+    tokens are those of greedy decoding by full forwards."""
+    from llmscratch.generation.search import search
+
+    model = GPT(GPTConfig(vocab_size=13, block_size=4096, n_layer=1, n_head=2, n_embd=8, pos="rope"), seed=2)
+    decoder = GPTDecoder(model, max_new_tokens=5)
+    new = search(decoder, [[1, 2, 3], [4, 5]], 5, GenerationOptions.of(temperature=0))
+    assert decoder.cache.k[0].shape[2] == 3 + 5
+    for prompt, got in zip([[1, 2, 3], [4, 5]], new, strict=True):
+        ids = list(prompt)
+        for _ in range(5):
+            ids.append(int(np.argmax(np.asarray(model.forward(np.array([ids]))[0])[0, -1])))
+        assert got == ids[len(prompt) :]

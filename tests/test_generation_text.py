@@ -42,7 +42,9 @@ class ScriptedDecoder:
 
 def scripted(monkeypatch, tokenizer, says: str):
     ids = tokenizer.encode(says)
-    monkeypatch.setattr(text, "GPTDecoder", lambda model: ScriptedDecoder(ids, tokenizer.vocab_size))
+    monkeypatch.setattr(
+        text, "GPTDecoder", lambda model, max_new_tokens=None: ScriptedDecoder(ids, tokenizer.vocab_size)
+    )
     return SimpleNamespace(training=False)
 
 

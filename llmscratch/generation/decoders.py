@@ -32,13 +32,16 @@ def last_logits(bk: Any, logits: Any) -> np.ndarray:
 class GPTDecoder:
     slides = True
 
-    def __init__(self, model: GPT) -> None:
-        self.model, self.window = model, model.config.block_size
+    def __init__(self, model: GPT, max_new_tokens: int | None = None) -> None:
+        """max_new_tokens: the most tokens the search will add, so the cache holds the prompt and those, not
+        the whole context (a Llama 3 model's block_size is 131072: its full cache would not fit in memory)."""
+        self.model, self.window, self.max_new_tokens = model, model.config.block_size, max_new_tokens
         self.cache: KVCache | None = None
 
     def prefill(self, rows: list[list[int]]) -> np.ndarray:
         idx, pad = pad_left([r[-self.window :] for r in rows])
-        self.cache = self.model.new_kv_cache(len(rows), pad)
+        room = self.window if self.max_new_tokens is None else min(self.window, idx.shape[1] + self.max_new_tokens)
+        self.cache = self.model.new_kv_cache(len(rows), pad, room)
         return last_logits(self.model.bk, self.model.forward(idx, kv_cache=self.cache)[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray:

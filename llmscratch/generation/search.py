@@ -200,7 +200,7 @@ def generate_rows(
     opt = GenerationOptions.of(**options)
     with eval_mode(model):
         decode = None if tokenizer is None else tokenizer.decode
-        return search(GPTDecoder(model), prompt_rows(ids), max_new_tokens, opt, decode)
+        return search(GPTDecoder(model, max_new_tokens), prompt_rows(ids), max_new_tokens, opt, decode)
 
 
 def generate(

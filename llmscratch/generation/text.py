@@ -70,10 +70,14 @@ def stream_ids(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, 
     check_request([ids], max_new_tokens)
     with eval_mode(model):
         if opt.num_beams > 1:
-            yield stream.piece(search(GPTDecoder(model), [ids], max_new_tokens, opt, tokenizer.decode)[0], True)
+            decoder = GPTDecoder(model, max_new_tokens)
+            yield stream.piece(search(decoder, [ids], max_new_tokens, opt, tokenizer.decode)[0], True)
             return
         new: list[int] = []
-        for rows in token_steps(GPTDecoder(model), [ids], max_new_tokens, opt, Stopper(opt, tokenizer.decode)):
+        steps = token_steps(
+            GPTDecoder(model, max_new_tokens), [ids], max_new_tokens, opt, Stopper(opt, tokenizer.decode)
+        )
+        for rows in steps:
             new = rows[0]
             if piece := stream.piece(new):
                 yield piece

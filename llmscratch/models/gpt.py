@@ -89,10 +89,12 @@ class GPT(Model):
         """idx (1,T) -> {"transformer.h.<i>.attn": probabilities (H,T,T)}, dropout off."""
         return record_attention(self, lambda: self.forward(idx))
 
-    def new_kv_cache(self, B: int, pad: np.ndarray | None = None) -> KVCache:
-        """An empty cache for B rows; pad (B,): the padding slots each row's prompt starts with."""
+    def new_kv_cache(self, B: int, pad: np.ndarray | None = None, capacity: int | None = None) -> KVCache:
+        """An empty cache for B rows; pad (B,): the padding slots each row's prompt starts with; capacity: the
+        slots it holds (default: the whole context, block_size)."""
         cfg = self.config
-        return KVCache(self.bk, cfg.n_layer, B, cfg.kv_heads, cfg.block_size, cfg.head_dim, pad)
+        slots = cfg.block_size if capacity is None else min(capacity, cfg.block_size)
+        return KVCache(self.bk, cfg.n_layer, B, cfg.kv_heads, slots, cfg.head_dim, pad)
 
     def flops_per_token(self, T: int | None = None) -> float:
         """Training FLOPs per token, forward + backward (the PaLM appendix estimate nanoGPT uses):

@@ -1,6 +1,7 @@
 """Keys and values of the tokens seen so far, so each new token costs one position, not the whole prefix.
 
-Legend: L layers, B batch, Hkv kv heads, S capacity (block_size), D head dim.
+Legend: L layers, B batch, Hkv kv heads, S capacity (the prompt and the tokens to come, at most block_size),
+D head dim.
 Each layer owns k, v (B,Hkv,S,D), preallocated. A forward over T new tokens writes them at slots
 [length, length+T) and attends over [0, length+T). The causal mask of the attention op is bottom-right
 aligned, which is exactly what queries at the end of a longer key sequence need.
