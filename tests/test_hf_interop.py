@@ -18,9 +18,11 @@ import llmscratch
 from llmscratch.errors import CheckpointError, ConfigError, LLMScratchError
 from llmscratch.interop import FAMILIES, read_hf
 from llmscratch.tensors_io import read_safetensors
+from llmscratch.tokenizers import load as load_tokenizer
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+tokenizers = pytest.importorskip("tokenizers")
 
 CPU_BACKENDS = ("numpy", "torch", "strict", "cupy", "torch-cuda")
 
@@ -683,3 +685,25 @@ def test_chat_model_saved_for_transformers_chats_from_its_directory(tmp_path):
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_a_tokenizer_template_bos_starts_every_prompt(tmp_path, shakespeare):
+    """Llama 3's tokenizer.json puts <|begin_of_text|> before each text: sample() prompts start with it, as
+    transformers' tokenizer encodes them, and the tokens are transformers' greedy ones."""
+    from llmscratch.tokenizers import BPETokenizer
+
+    trained = BPETokenizer.train(shakespeare[:20000], 300, special_tokens=("<|begin_of_text|>", "<|end_of_text|>"))
+    bpe = BPETokenizer(trained.merges, trained.pattern, trained.special_tokens, prefix=["<|begin_of_text|>"])
+    torch.manual_seed(0)
+    path = saved(llama(vocab=300, T=32, C=32, H=2, Hkv=1, F=24), tmp_path / "hf")
+    bpe.to_huggingface().save(str(path / "tokenizer.json"))
+    ck = llmscratch.load(path, dtype="float64")
+    bos = trained.special_tokens["<|begin_of_text|>"]
+    assert ck.tokenizer.prefix == (bos,) and load_tokenizer(path).to_dict() == bpe.to_dict()
+    ref_tok = tokenizers.Tokenizer.from_file(str(path / "tokenizer.json"))
+    ids = ref_tok.encode("ROMEO:").ids
+    assert ids[0] == bos and ids[1:] == bpe.encode("ROMEO:")
+    hf = transformers.LlamaForCausalLM.from_pretrained(path).eval()
+    float64_llama(hf)
+    out = hf.generate(torch.tensor([ids]), max_new_tokens=10, do_sample=False, pad_token_id=0)[0].tolist()
+    assert ck.sample("ROMEO:", 10, temperature=0) == "ROMEO:" + bpe.decode(out[len(ids) :])

@@ -23,9 +23,11 @@ SAMPLE_DEFAULTS = {"temperature": 0.8, "top_k": 200}  # nanoGPT's sample.py; use
 
 
 def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """An empty prompt starts from a newline (or token 0 when the vocabulary has none)."""
-    if prompt:
-        return tokenizer.encode(prompt)
+    """The tokenizer's prefix (Llama 3's <|begin_of_text|>, usually none), then the prompt's ids. An empty
+    prompt is the prefix alone, or without one a newline (or token 0 when the vocabulary has none)."""
+    prefix = list(tokenizer.prefix)
+    if prompt or prefix:
+        return prefix + tokenizer.encode(prompt)
     try:
         return tokenizer.encode("\n")
     except TokenizerError:
@@ -88,5 +90,5 @@ def stream_ids(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, 
 def sample_text(model: Any, tokenizer: Any, prompt: str = "", max_new_tokens: int = 200, **options: Any) -> str:
     """The prompt and its continuation as text (options: GenerationOptions; sampling defaults to
     temperature 0.8, top_k 200)."""
-    start = tokenizer.decode(prompt_ids(tokenizer, prompt))
+    start = tokenizer.decode(prompt_ids(tokenizer, prompt)[len(tokenizer.prefix) :])
     return start + "".join(stream_text(model, tokenizer, prompt, max_new_tokens, **options))

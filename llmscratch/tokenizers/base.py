@@ -78,6 +78,7 @@ class SpecialTokens:
 class Tokenizer(ABC):
     kind: ClassVar[str]  # the "type" written to JSON, used by tokenizers.load()
     special_tokens: Mapping[str, int] = MappingProxyType({})  # name -> id of the special tokens it has
+    prefix: tuple[int, ...] = ()  # ids a prompt starts with (Llama 3's <|begin_of_text|>); none by default
 
     @property
     @abstractmethod

@@ -76,12 +76,13 @@ class BPETokenizer(Tokenizer):
         special_tokens: dict[str, int] | None = None,
         byte_ids: list[int] | None = None,
         ignore_merges: bool = False,
+        prefix: Iterable[str] = (),
     ) -> None:
         """merges: (left id, right id, new id) in rank order; byte_ids[b] is the id of byte b (default b);
         ignore_merges: a chunk that is a whole token becomes that token without merging (Llama 3's
-        tokenizer.json sets it)."""
-        self.pattern_name = pattern if pattern in PATTERNS else "custom"
-        self.pattern = PATTERNS.get(pattern, pattern)
+        tokenizer.json sets it); prefix: special tokens a prompt starts with (Llama 3's <|begin_of_text|>)."""
+        named = next((name for name, regex_ in PATTERNS.items() if pattern in (name, regex_)), None)
+        self.pattern_name, self.pattern = (named, PATTERNS[named]) if named else ("custom", pattern)
         self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
         if len(self.byte_ids) != 256 or len(set(self.byte_ids)) != 256:
             raise TokenizerError("byte_ids must give 256 distinct ids, one per byte value")
@@ -106,6 +107,11 @@ class BPETokenizer(Tokenizer):
         except regex.error as e:
             raise TokenizerError(f"the split pattern is not a valid regex: {e}") from None
         self._specials = SpecialTokens(self.special_tokens)
+        self.prefix_tokens = list(prefix)
+        unknown = [t for t in self.prefix_tokens if t not in self.special_tokens]
+        if unknown:
+            raise TokenizerError(f"the prompt prefix {unknown[0]!r} is not one of the special tokens")
+        self.prefix = tuple(self.special_tokens[t] for t in self.prefix_tokens)
         self._encode_chunk = lru_cache(maxsize=1 << 16)(self._encode_chunk_uncached)
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -227,12 +233,15 @@ class BPETokenizer(Tokenizer):
             d["byte_ids"] = self.byte_ids
         if self.ignore_merges:
             d["ignore_merges"] = True
+        if self.prefix_tokens:
+            d["prefix"] = self.prefix_tokens
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BPETokenizer:
         merges = [tuple(m) for m in d["merges"]]
-        return cls(merges, d["pattern"], d.get("special_tokens"), d.get("byte_ids"), d.get("ignore_merges", False))
+        specials, ignore = d.get("special_tokens"), d.get("ignore_merges", False)
+        return cls(merges, d["pattern"], specials, d.get("byte_ids"), ignore, d.get("prefix", ()))
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | Path, vocab_bpe: str | Path) -> BPETokenizer:
@@ -256,6 +265,7 @@ class BPETokenizer(Tokenizer):
         special_tokens: dict[str, int],
         ignore_merges: bool = False,
         source: str = "the tokenizer files",
+        prefix: Iterable[str] = (),
     ) -> BPETokenizer:
         """A byte-level BPE as GPT-2's files and Hugging Face's tokenizer.json store it: ``vocab`` maps each
         token, its bytes written with GPT-2's byte-to-character map, to its id; ``merges`` are pairs of such
@@ -277,7 +287,7 @@ class BPETokenizer(Tokenizer):
                 f"{source}: {len(unreachable)} tokens (e.g. {unreachable[0]!r}) are made by no merge; "
                 "llmscratch's byte-level BPE needs every token to be a byte or a merge"
             )
-        return cls(triples, pattern, special_tokens, byte_ids, ignore_merges)
+        return cls(triples, pattern, special_tokens, byte_ids, ignore_merges, prefix)
 
     # ---- interop -------------------------------------------------------------------------------------------
 
@@ -308,6 +318,13 @@ class BPETokenizer(Tokenizer):
         tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
         tok.decoder = decoders.ByteLevel()
         tok.add_special_tokens(list(self.special_tokens))
+        if self.prefix_tokens:
+            from tokenizers import processors
+
+            tok.post_processor = processors.TemplateProcessing(
+                single=" ".join([*self.prefix_tokens, "$A"]),
+                special_tokens=[(t, self.special_tokens[t]) for t in dict.fromkeys(self.prefix_tokens)],
+            )
         return tok
 
 

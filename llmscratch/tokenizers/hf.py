@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import TokenizerError
 from .base import Tokenizer
-from .bpe import PATTERNS, BPETokenizer
+from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .chat import CHAT_TOKENS, ChatTokenizer
 from .wordpiece import PREFIX, WordPieceTokenizer
@@ -43,8 +43,7 @@ def _split_pattern(pre: dict[str, Any] | None, source: str) -> str:
         raise _unsupported(source, f"pre-tokenizer sequence {[s.get('type') for s in steps]}")
     if split.get("behavior") != "Isolated" or split.get("invert") or "Regex" not in split.get("pattern", {}):
         raise _unsupported(source, "a Split other than an isolated regex")
-    pattern = split["pattern"]["Regex"]
-    return next((name for name, p in PATTERNS.items() if p == pattern), pattern)
+    return split["pattern"]["Regex"]  # BPETokenizer names it if it is one of PATTERNS
 
 
 TASK_ROLES = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]"}  # SpecialIds.after's pad, bos, eos, by BERT's names
@@ -92,6 +91,19 @@ def _without_trailing(d: dict[str, Any], names: tuple[str, ...], source: str) ->
     return base if [added[n] for n in names] == list(range(base.vocab_size, base.vocab_size + len(names))) else None
 
 
+def template_prefix(post: dict[str, Any] | None) -> list[str]:
+    """The special tokens a tokenizer.json's single-text template puts before the text ("<|begin_of_text|>
+    $A": Llama 3), looking inside a Sequence of post-processors; [] when there is no template."""
+    steps = (post or {}).get("processors", [post]) if (post or {}).get("type") == "Sequence" else [post]
+    template = next((p for p in steps if p and p.get("type") == "TemplateProcessing"), None)
+    prefix = []
+    for piece in (template or {}).get("single", []):
+        if "Sequence" in piece:
+            break
+        prefix.append(piece["SpecialToken"]["id"])
+    return prefix
+
+
 def from_tokenizer_json(d: dict[str, Any], source: str = "tokenizer.json") -> Tokenizer:
     """A parsed Hugging Face tokenizer.json -> a tokenizer of ours that encodes the same: byte-level BPE,
     WordPiece, char, any of them with the chat tokens. A classifier's [PAD] [CLS] [SEP] written after the
@@ -114,9 +126,9 @@ def from_tokenizer_json(d: dict[str, Any], source: str = "tokenizer.json") -> To
             if model.get(key):
                 raise _unsupported(source, f"BPE {key}={model[key]!r}")
         pattern = _split_pattern(d.get("pre_tokenizer"), source)
-        return BPETokenizer.from_vocab_merges(
-            model["vocab"], model["merges"], pattern, added, bool(model.get("ignore_merges")), source
-        )
+        ignore = bool(model.get("ignore_merges"))
+        prefix = template_prefix(d.get("post_processor"))
+        return BPETokenizer.from_vocab_merges(model["vocab"], model["merges"], pattern, added, ignore, source, prefix)
     if kind == "WordPiece":
         norm = d.get("normalizer") or {}
         if norm.get("type") != "BertNormalizer" or (d.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer":
