@@ -30,7 +30,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, require_empty, write_directory
 from .backends import Backend, get_backend
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, LLMScratchError
@@ -83,20 +83,18 @@ def save_checkpoint(
     for stale in out_dir.glob(".tmp-*"):  # left by a crash during an earlier save
         shutil.rmtree(stale, ignore_errors=True)
     name = f"ckpt-{state['step']:06d}-{secrets.token_hex(3)}"
-    tmp = out_dir / f".tmp-{name}"
-    tmp.mkdir()
     bk = model.bk
-    (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params))
-    (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk, optimizer_state["arrays"]))
-    meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-    (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
-    full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
-    (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
-    for f in FILES:
-        with open(tmp / f, "rb") as fh:
-            os.fsync(fh.fileno())
-    os.rename(tmp, out_dir / name)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params))
+        (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk, optimizer_state["arrays"]))
+        meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
+        full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
+        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
+
+    write_directory(out_dir / name, fill)
     atomic_write(out_dir / POINTER, name + "\n")
     for old in out_dir.glob("ckpt-*"):
         if old.name != name:
@@ -231,14 +229,12 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, dtype: str 
     empty; it is written whole or not at all."""
     if to not in ("hf", "llmscratch"):
         raise ConfigError(f"convert --to must be hf or llmscratch, got {to!r}")
-    ck = load(src, backend="numpy", dtype=dtype or ("float32" if is_hf_dir(src) else None))
+    ck = load(src, backend="numpy", dtype=dtype)
     if to == "hf":
         return save_hf(ck, dst)
     if ck.tokenizer is None:
         raise CheckpointError(f"{src} has no tokenizer files; a llmscratch checkpoint needs one (add tokenizer.json)")
-    dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise CheckpointError(f"{dst} already exists and is not empty; choose a new directory (nothing was written)")
+    require_empty(dst)
     config = replace(ck.config, backend="numpy", device=None, dtype=ck.model.bk.dtype_name)
     state = {"step": 0, "history": [], "converted_from": str(src)}
     return save_checkpoint(dst, ck.model, ck.tokenizer, config, {"t": 0, "arrays": {}}, state, ck.task_runner.meta())
