@@ -16,7 +16,7 @@ from conftest import make_backend, rel_err
 
 import llmscratch
 from llmscratch.errors import CheckpointError, ConfigError, LLMScratchError
-from llmscratch.interop import FAMILIES, read_hf
+from llmscratch.interop import family_for, read_hf
 from llmscratch.tensors_io import read_safetensors
 from llmscratch.tokenizers import load as load_tokenizer
 
@@ -96,7 +96,7 @@ def their_grads(hf_model) -> dict[str, np.ndarray]:
 
 def our_grads_as_theirs(ck, grads) -> dict[str, np.ndarray]:
     """Our gradients under transformers' names and layouts (the family's rules, saving direction)."""
-    family = FAMILIES[ck.state["source"].removesuffix("LMHeadModel").removesuffix("ForCausalLM").lower()]
+    family = family_for(ck.model.config)
     out = {}
     for rule in family.rules(ck.model.config):
         out.update(rule.save(ck.model.bk.to_numpy(grads[rule.ours])))
@@ -226,11 +226,7 @@ def test_bert_classifier_parity(backend_id, tmp_path):
     logits, loss = ck.model.forward(idx, labels, key_mask=mask, token_types=types)
     assert rel_err(bk.to_numpy(logits), out.logits.detach().numpy()) <= 1e-10
     assert abs(bk.item(loss) - out.loss.item()) <= 1e-10
-    grads = ck.model.backward()
-    ours = {}
-    for rule in FAMILIES["bert"].rules(ck.model.config):
-        ours.update(rule.save(bk.to_numpy(grads[rule.ours])))
-    check_grads(ours, their_grads(hf))
+    check_grads(our_grads_as_theirs(ck, ck.model.backward()), their_grads(hf))
 
 
 def test_bert_model_without_head_loads_for_features_and_fine_tuning(tmp_path):
@@ -601,7 +597,7 @@ def test_a_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hf_module, "write_hf_tokenizer", crash)
+    monkeypatch.setattr(hf_module, "write_tokenizer_config", crash)
     from llmscratch.tokenizers import CharTokenizer
 
     with pytest.raises(OSError):

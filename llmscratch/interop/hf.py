@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,13 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from ..atomic import write_directory
 from ..errors import CheckpointError, ConfigError
 from ..models import ModelConfig, model_class
 from ..models.base import draw_params
 from ..tensors_io import read_safetensors
-from ..tokenizers import Tokenizer
+from ..tokenizers import Tokenizer, find_tokenizer
+from ..tokenizers.hf import with_task_tokens
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
 
 INDEX = "model.safetensors.index.json"
@@ -103,8 +103,6 @@ def _listed(names: list[str]) -> str:
 
 def read_hf(path: str | os.PathLike) -> HFModel:
     """A Hugging Face model directory -> our config and tensors (see the module docstring)."""
-    from ..tokenizers import find_tokenizer
-
     path = Path(path)
     hf = _read_json(path / "config.json")
     family = family_of(hf, str(path / "config.json"))
@@ -173,9 +171,6 @@ def _host_backend() -> Any:
     return get_backend("numpy", dtype="float64")
 
 
-TORCH_DTYPES = {"float64": "float64", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-
-
 def write_hf(
     path: str | os.PathLike,
     config: ModelConfig,
@@ -204,43 +199,24 @@ def write_hf(
         "dtype": str(dtype),
     }
     if tokenizer is not None:
-        hf.update(tokenizer_ids(tokenizer))
-    if path.exists() and any(path.iterdir()):
-        raise CheckpointError(f"{path} already exists and is not empty; choose a new directory (nothing was written)")
-    tmp = path.parent / f".tmp-{path.name}-{secrets.token_hex(3)}"
-    tmp.mkdir(parents=True)
-    try:
+        hf_tokenizer, roles = with_task_tokens(tokenizer, config.vocab_size)
+        hf.update({f"{role}_token_id": i for role, (_, i) in roles.items()})
+
+    def fill(tmp: Path) -> None:
         (tmp / "model.safetensors").write_bytes(safetensors.numpy.save(theirs, metadata={"format": "pt"}))
         (tmp / "config.json").write_text(json.dumps(hf, indent=2, ensure_ascii=False), encoding="utf-8")
         if tokenizer is not None:
-            write_hf_tokenizer(tmp, tokenizer, config)
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if path.exists():
-            path.rmdir()
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            hf_tokenizer.save(str(tmp / "tokenizer.json"))
+            write_tokenizer_config(tmp, tokenizer, roles, config)
+
+    write_directory(path, fill)
     return path
 
 
-def tokenizer_ids(tokenizer: Tokenizer) -> dict[str, int]:
-    """config.json's bos/eos/pad token ids from the tokenizer's special tokens, where it has them."""
-    from ..tokenizers.hf import special_token_roles
-
-    return {f"{role}_token_id": i for role, (_, i) in special_token_roles(tokenizer).items()}
-
-
-def write_hf_tokenizer(path: Path, tokenizer: Tokenizer, config: ModelConfig) -> None:
-    from ..tokenizers.hf import TASK_ROLES, special_token_roles, with_task_tokens
-
-    hf_tokenizer = with_task_tokens(tokenizer, config.vocab_size)
-    hf_tokenizer.save(str(path / "tokenizer.json"))
-    roles = special_token_roles(tokenizer)
-    if hf_tokenizer.get_vocab_size() == config.vocab_size > tokenizer.vocab_size:  # the task's ids were added
-        roles |= {role: (name, hf_tokenizer.token_to_id(name)) for role, name in TASK_ROLES.items()}
+def write_tokenizer_config(
+    path: Path, tokenizer: Tokenizer, roles: dict[str, tuple[str, int]], config: ModelConfig
+) -> None:
+    """tokenizer_config.json: the class AutoTokenizer builds, the context, each special token's role."""
     tok_config = {
         "tokenizer_class": "BertTokenizerFast" if tokenizer.kind == "wordpiece" else "PreTrainedTokenizerFast",
         "model_max_length": config.block_size,

@@ -27,10 +27,16 @@ def _unsupported(source: str, what: str) -> TokenizerError:
     return TokenizerError(f"{source}: {what} is not supported (llmscratch reads byte-level BPE and BERT WordPiece)")
 
 
+def _steps(node: dict[str, Any] | None, key: str) -> list[Any]:
+    """A pre- or post-processor of tokenizer.json as a list of steps: those of a Sequence (under ``key``),
+    else the one itself (None when absent)."""
+    return node.get(key, []) if node and node.get("type") == "Sequence" else [node]
+
+
 def _split_pattern(pre: dict[str, Any] | None, source: str) -> str:
     """The pre-tokenizer of a byte-level BPE -> its split regex: ByteLevel alone (GPT-2's pattern), or a
     Split on a regex followed by ByteLevel without one (Llama 3)."""
-    steps = (pre or {}).get("pretokenizers", [pre]) if (pre or {}).get("type") == "Sequence" else [pre]
+    steps = _steps(pre, "pretokenizers")
     if not steps or steps[-1] is None or steps[-1].get("type") != "ByteLevel":
         raise _unsupported(source, f"pre-tokenizer {pre and pre.get('type')!r} without a final ByteLevel")
     byte_level = steps[-1]
@@ -50,18 +56,21 @@ TASK_ROLES = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]"}  # SpecialIds.afte
 TASK_TOKENS = tuple(TASK_ROLES.values())
 
 
-def with_task_tokens(tokenizer: Tokenizer, model_vocab: int) -> Any:
-    """tokenizer.to_huggingface(), with the ids a classifier appends after the vocabulary (model_vocab is
-    3 more than the tokenizer's) as [PAD] [CLS] [SEP] and [CLS] text as the template, so that transformers'
-    tokenizer encodes a text as llmscratch's classify does."""
+def with_task_tokens(tokenizer: Tokenizer, model_vocab: int) -> tuple[Any, dict[str, tuple[str, int]]]:
+    """-> tokenizer.to_huggingface() and the role -> (token, id) of its special tokens (special_token_roles).
+    When the model has the 3 ids a classifier appends after the vocabulary, they are added as [PAD] [CLS] [SEP]
+    with [CLS] text as the template, so that transformers' tokenizer encodes a text as llmscratch's classify
+    does."""
     from tokenizers import processors
 
-    tok = tokenizer.to_huggingface()
+    tok, roles = tokenizer.to_huggingface(), special_token_roles(tokenizer)
     special = tokenizer.specials()
     if special.vocab_size == model_vocab and special.pad == tokenizer.vocab_size:
         tok.add_special_tokens(list(TASK_TOKENS))
         tok.post_processor = processors.TemplateProcessing(single="[CLS] $A", special_tokens=[("[CLS]", special.bos)])
-    return tok
+        ids = (special.pad, special.bos, special.eos)
+        roles |= {role: (name, i) for (role, name), i in zip(TASK_ROLES.items(), ids, strict=True)}
+    return tok, roles
 
 
 def is_character_level(d: dict[str, Any]) -> bool:
@@ -94,8 +103,7 @@ def _without_trailing(d: dict[str, Any], names: tuple[str, ...], source: str) ->
 def template_prefix(post: dict[str, Any] | None) -> list[str]:
     """The special tokens a tokenizer.json's single-text template puts before the text ("<|begin_of_text|>
     $A": Llama 3), looking inside a Sequence of post-processors; [] when there is no template."""
-    steps = (post or {}).get("processors", [post]) if (post or {}).get("type") == "Sequence" else [post]
-    template = next((p for p in steps if p and p.get("type") == "TemplateProcessing"), None)
+    template = next((p for p in _steps(post, "processors") if p and p.get("type") == "TemplateProcessing"), None)
     prefix = []
     for piece in (template or {}).get("single", []):
         if "Sequence" in piece:
