@@ -141,24 +141,18 @@ class Family:
         raise NotImplementedError
 
 
+def _linear_rules(ours: str, theirs: str | tuple[str, ...], bias: bool, sizes: tuple[int, ...] = ()) -> list[Rule]:
+    """ours.weight (and .bias) from one nn.Linear, or from several side by side, ``sizes`` their widths
+    (q/k/v -> c_attn, gate/up -> c_fc); names without .weight"""
+    parts = (theirs,) if isinstance(theirs, str) else theirs
+    rules = [Rule(f"{ours}.weight", tuple(f"{t}.weight" for t in parts), sizes, linear=True)]
+    return rules + ([Rule(f"{ours}.bias", tuple(f"{t}.bias" for t in parts), sizes)] if bias else [])
+
+
 def _attention_rules(ours: str, q: str, k: str, v: str, o: str, cfg: ModelConfig, bias: bool) -> list[Rule]:
-    """our fused c_attn from separate q/k/v nn.Linear layers, c_proj from o (names without .weight)"""
+    """our fused c_attn from separate q/k/v nn.Linear layers, c_proj from o"""
     sizes = (cfg.n_head * cfg.head_dim, cfg.kv_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim)
-    rules = [
-        Rule(f"{ours}.c_attn.weight", (f"{q}.weight", f"{k}.weight", f"{v}.weight"), sizes, linear=True),
-        Rule(f"{ours}.c_proj.weight", (f"{o}.weight",), linear=True),
-    ]
-    if bias:
-        rules += [
-            Rule(f"{ours}.c_attn.bias", (f"{q}.bias", f"{k}.bias", f"{v}.bias"), sizes),
-            Rule(f"{ours}.c_proj.bias", (f"{o}.bias",)),
-        ]
-    return rules
-
-
-def _linear_rules(ours: str, theirs: str, bias: bool) -> list[Rule]:
-    rules = [Rule(f"{ours}.weight", (f"{theirs}.weight",), linear=True)]
-    return rules + ([Rule(f"{ours}.bias", (f"{theirs}.bias",))] if bias else [])
+    return _linear_rules(f"{ours}.c_attn", (q, k, v), bias, sizes) + _linear_rules(f"{ours}.c_proj", o, bias)
 
 
 def _norm_rules(ours: str, theirs: str, bias: bool) -> list[Rule]:
@@ -344,9 +338,7 @@ class Llama(Family):
                 ),
             ]
             fc = (f"{m}.gate_proj", f"{m}.up_proj")
-            rules.append(Rule(f"{ours}.mlp.c_fc.weight", tuple(f"{n}.weight" for n in fc), (cfg.hidden,) * 2, True))
-            if cfg.has_mlp_bias:
-                rules.append(Rule(f"{ours}.mlp.c_fc.bias", tuple(f"{n}.bias" for n in fc), (cfg.hidden,) * 2))
+            rules += _linear_rules(f"{ours}.mlp.c_fc", fc, cfg.has_mlp_bias, (cfg.hidden,) * 2)
             rules += _linear_rules(f"{ours}.mlp.c_proj", f"{m}.down_proj", cfg.has_mlp_bias)
         return rules
 

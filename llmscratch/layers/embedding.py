@@ -54,14 +54,8 @@ def position_rows(bk: Any, table: Any, offset: int | np.ndarray, T: int) -> Any:
 class Embedding:
     def __init__(self, rt: Runtime, prefix: str, V: int, cfg: Any) -> None:
         """cfg: a ModelConfig (n_embd, block_size, pos, type_vocab_size, embed_norm and the norm's options)."""
-        self.rt, self.V, self.C, self.P, self.pos, self.Y = (
-            rt,
-            V,
-            cfg.n_embd,
-            cfg.block_size,
-            cfg.pos,
-            cfg.type_vocab_size,
-        )
+        self.rt, self.V, self.C, self.P, self.pos = rt, V, cfg.n_embd, cfg.block_size, cfg.pos
+        self.Y = cfg.type_vocab_size
         self.wte, self.wpe, self.wtt = f"{prefix}.wte.weight", f"{prefix}.wpe.weight", f"{prefix}.wtt.weight"
         self._sinusoid = ops.sinusoidal_table(rt.bk, self.P, self.C) if self.pos == "sinusoidal" else None
         self.ln_e = Norm(rt, f"{prefix}.ln_e", self.C, cfg.norm, cfg.norm_eps, cfg.bias) if cfg.embed_norm else None

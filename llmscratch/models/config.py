@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import ConfigError, did_you_mean
 from ..layers import MLPS, NORMS, POOLINGS, POSITIONS
-from ..ops import ROPE_TYPES
+from ..ops import ROPE_SCALINGS, ROPE_TYPES
 
 KINDS = ("gpt", "encoder", "seq2seq")
 
@@ -96,23 +96,13 @@ class Architecture:
 
     @property
     def rope_scaling(self) -> dict[str, Any]:
-        """The keyword arguments of ops.rope_frequencies (and rope_tables) beyond the base."""
-        return {
-            "rope_type": self.rope_type,
-            "factor": self.rope_factor,
-            "low_freq_factor": self.rope_low_freq_factor,
-            "high_freq_factor": self.rope_high_freq_factor,
-            "original_context": self.rope_original_context,
-        }
+        """The keyword arguments of ops.rope_frequencies (and rope_tables) beyond the base: the rope_type and
+        the rope_<argument> fields it uses."""
+        return {"rope_type": self.rope_type, **{k: getattr(self, f"rope_{k}") for k in ROPE_SCALINGS[self.rope_type]}}
 
     def rope_fields(self) -> tuple[str, ...]:
-        """The rope_* scaling fields this rope_type uses."""
-        used = {
-            "default": (),
-            "linear": ("rope_factor",),
-            "llama3": ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor", "rope_original_context"),
-        }[self.rope_type]
-        return ("rope_type", *used)
+        """The rope_* fields this rope_type uses."""
+        return ("rope_type", *(f"rope_{k}" for k in ROPE_SCALINGS[self.rope_type]))
 
     @property
     def head_dim(self) -> int:

@@ -22,10 +22,11 @@ from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward, matmul
 from .positions import positions_backward, positions_forward, sinusoidal_table
 from .rmsnorm import rmsnorm_backward, rmsnorm_forward
-from .rope import ROPE_TYPES, rope_backward, rope_forward, rope_frequencies, rope_tables
+from .rope import ROPE_SCALINGS, ROPE_TYPES, rope_backward, rope_forward, rope_frequencies, rope_tables
 from .softmax import softmax_backward, softmax_forward
 
 __all__ = [
+    "ROPE_SCALINGS",
     "ROPE_TYPES",
     "attention_backward",
     "attention_forward",

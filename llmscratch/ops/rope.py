@@ -16,7 +16,13 @@ import numpy as np
 from ..backends import Backend
 from .checks import expect
 
-ROPE_TYPES = ("default", "linear", "llama3")
+# each rope_type -> the rope_frequencies arguments it uses
+ROPE_SCALINGS = {
+    "default": (),
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_context"),
+}
+ROPE_TYPES = tuple(ROPE_SCALINGS)
 
 
 def rope_frequencies(
