@@ -234,6 +234,14 @@ CASES: list[OpCase] = [
         lambda torch, x: torch.relu(x),
     ),
     OpCase(
+        "tanh",
+        lambda rng: {"x": normal(rng, 2, 7, 5, scale=2.0)},
+        ops.tanh_forward,
+        lambda bk, d, c: (ops.tanh_backward(bk, d, c),),
+        ("x",),
+        lambda torch, x: torch.tanh(x),
+    ),
+    OpCase(
         "swiglu",
         lambda rng: {"h": normal(rng, 2, 7, 8, scale=3.0)},
         ops.swiglu_forward,
