@@ -3,12 +3,12 @@
     out_dir/
       LATEST                       the name of the current checkpoint, replaced atomically
       ckpt-000500-1a2b3c/          one complete checkpoint:
-        model.safetensors            parameters (bfloat16 via ml_dtypes)
+        model.safetensors            parameters (bfloat16 via ml_dtypes; a mixed-precision run's float32 masters)
         optimizer.safetensors        AdamW's m and v
         config.json                  the TrainConfig, the ModelConfig (kind: gpt | encoder | seq2seq) and the
                                      task's own data (the label set of a classifier)
         tokenizer.json
-        state.json                   step, optimizer step count, history, format version
+        state.json                   step, optimizer step count, history, format version (and fp16's loss scaler)
 
 A checkpoint is written whole into a hidden temporary directory, renamed to its final name, and only then
 named by LATEST; older checkpoints are removed after that. A crash at any moment leaves LATEST naming a
@@ -76,8 +76,11 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     state: dict[str, Any],
     task_meta: dict[str, Any] | None = None,
+    weights: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint under out_dir, then point LATEST at it. Returns its directory."""
+    """Write a complete checkpoint under out_dir, then point LATEST at it. Returns its directory. ``weights``
+    (default: the model's parameters) are what model.safetensors keeps: a mixed-precision run's float32 master
+    weights."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".tmp-*"):  # left by a crash during an earlier save
@@ -86,7 +89,7 @@ def save_checkpoint(
     bk = model.bk
 
     def fill(tmp: Path) -> None:
-        (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params))
+        (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params if weights is None else weights))
         (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk, optimizer_state["arrays"]))
         meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")

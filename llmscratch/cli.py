@@ -264,15 +264,12 @@ def cmd_bench_attention(args: argparse.Namespace) -> int:
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from .bench.report import full_runs_markdown, plot_train, train_markdown, write_report
-    from .bench.train import bench_train, full_runs
+    from .bench.train import bench_train, full_runs, parse_contestant
 
     contestants = _backend_list(args.backend)
-    if not args.no_reference:
-        contestants += [
-            f"reference{spec[len('torch') :]}" for spec in list(contestants) if spec.split(":")[0] == "torch"
-        ]
-        if not any(c.startswith("reference") for c in contestants):
-            contestants.append("reference")
+    if not args.no_reference:  # one reference per torch device
+        devices = dict.fromkeys(d for n, d, _ in map(parse_contestant, contestants) if n == "torch")
+        contestants += [f"reference:{d}" if d else "reference" for d in devices] or ["reference"]
     overrides = {"max_iters": args.max_iters} if args.max_iters else {}
     records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps)
     sections = {"throughput": (records, train_markdown(records))}
@@ -583,7 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="training tokens/s, MFU and step time (linear-layer matmuls / the rest) per backend vs the PyTorch "
         "autograd reference",
     )
-    p.add_argument("--backend", help="comma-separated, e.g. numpy,torch [all available]")
+    p.add_argument(
+        "--backend",
+        help="comma-separated, e.g. numpy,torch,torch@bf16,torch:cuda@fp16 (@: a precision) [all available]",
+    )
     p.add_argument("--preset", default="shakespeare_char_cpu")
     p.add_argument("--rounds", type=int, default=6, help="rounds of interleaved timing [6]")
     p.add_argument("--steps", type=int, default=10, help="steps per contestant per round [10]")

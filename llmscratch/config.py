@@ -17,6 +17,7 @@ from typing import Any, get_args, get_type_hints
 from .backends.distributed import check_dist_backend
 from .errors import ConfigError, did_you_mean
 from .models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
+from .precision import check_precision
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,7 +47,8 @@ class TrainConfig(Architecture):
     # where it runs
     backend: str = "numpy"  # numpy | torch | cupy | strict
     device: str | None = None  # cpu | cuda | cuda:N (None: the backend's default)
-    dtype: str = "float32"  # float32 | float64 | bfloat16 (torch)
+    dtype: str = "float32"  # float32 | float64 | bfloat16 (torch) | float16 (torch, cupy): the weights' dtype
+    precision: str = "fp32"  # fp32 | bf16 | fp16: compute in 16 bits on float32 master weights (precision.py)
     attention: str = "auto"  # an attention kernel name, or auto: the measured best for the backend
     ops: str = "auto"  # array-api | cpu-fused (C++ kernels, CPU) | auto: cpu-fused where it compiles
     dist_backend: str = "auto"  # under torchrun: gloo (host arrays) | nccl (GPU arrays) | auto: by the device
@@ -92,6 +94,7 @@ class TrainConfig(Architecture):
         check_float("beta2", self.beta2, 0.0, 1.0)
         check_float("grad_clip", self.grad_clip, 0.0)
         check_dist_backend(self.backend, self.device, self.dist_backend)
+        check_precision(self.precision, self.backend, self.dtype)
         if self.tokenizer == "bpe" and self.vocab_size is None:
             raise ConfigError("tokenizer='bpe' needs a vocab_size (e.g. --vocab-size 1024)")
 

@@ -7,6 +7,11 @@ AdamW (Loshchilov & Hutter), step t, for each parameter p with gradient g:
 Updates are in place (the standard's in-place operators), so no parameter is reallocated. ``grad_norm`` and
 ``adamw_update`` take every tensor at once, so an op set may bring fused versions that do all of them in one
 call (``AdamW(update=..., norm=...)``, see llmscratch.kernels).
+
+Mixed precision (llmscratch.precision): with ``master`` weights (float32) the moments are float32 too, the
+16-bit gradients are widened, the update goes to the master weights, and the model's parameters are replaced by
+their rounded copies. With a ``loss_scale`` the gradients arrive multiplied by it: the norm is read on the host,
+the update divides by the scale, and a step whose gradients overflowed is skipped.
 """
 
 from __future__ import annotations
@@ -90,37 +95,59 @@ class AdamW:
         weight_decay: float = 0.0,
         update: Callable[..., None] = adamw_update,
         norm: Callable[..., Any] = grad_norm,
+        master: dict[str, Any] | None = None,
     ) -> None:
         self.bk, self.params, self.update, self.norm = bk, params, update, norm
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
-        self.m = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in params.items()}
-        self.v = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in params.items()}
+        self.master = master  # float32 weights that params are rounded copies of (mixed precision), or None
+        self.m = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in self.weights.items()}
+        self.v = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in self.weights.items()}
+
+    @property
+    def weights(self) -> dict[str, Any]:
+        """The arrays the updates go to (and a checkpoint keeps): the master weights, else the parameters."""
+        return self.params if self.master is None else self.master
 
     @staticmethod
     def decays(p: Any) -> bool:
         """Weight decay on matrices (linear weights, embeddings), not on biases and norm weights."""
         return p.ndim >= 2
 
-    def step(self, grads: Mapping[str, Any], lr: float | None = None, max_grad_norm: float = 0.0) -> Any:
+    def step(
+        self, grads: Mapping[str, Any], lr: float | None = None, max_grad_norm: float = 0.0, loss_scale: float = 0.0
+    ) -> Any:
         """One update of every parameter. With max_grad_norm > 0 the gradients are first clipped to that global
         norm, as clip_grad_norm would (the same numbers), but without writing them; returns the norm before
-        clipping (0-d), or None without clipping."""
+        clipping (0-d), or None without clipping. With loss_scale > 0 the gradients are that many times too big:
+        the norm is read on the host (a float, of the true gradients), and inf or NaN skips the step."""
         lr = self.lr if lr is None else lr
         b1, b2 = self.betas
+        names = list(self.params)
+        weights = self.weights
+        grads_list = [grads[n] for n in names]
+        if self.master is not None:
+            xp = self.bk.xp
+            grads_list = [
+                g if g.dtype == weights[n].dtype else xp.astype(g, weights[n].dtype)
+                for n, g in zip(names, grads_list, strict=True)
+            ]
+        norm = scale = None
+        if loss_scale > 0:
+            norm = self.bk.item(self.norm(self.bk, grads_list)) / loss_scale
+            if not math.isfinite(norm):
+                return norm
+            scale = (min(1.0, max_grad_norm / (norm + 1e-6)) if max_grad_norm > 0 else 1.0) / loss_scale
+        elif max_grad_norm > 0:
+            norm = self.norm(self.bk, grads_list)
+            scale = clip_scale(self.bk, norm, max_grad_norm)
         self.t += 1
         step_size = lr / (1 - b1**self.t)
         rsqrt_bc2 = 1.0 / math.sqrt(1 - b2**self.t)
-        names = list(self.params)
-        grads_list = [grads[n] for n in names]
-        norm = scale = None
-        if max_grad_norm > 0:
-            norm = self.norm(self.bk, grads_list)
-            scale = clip_scale(self.bk, norm, max_grad_norm)
         decays = [1.0 - lr * self.weight_decay if self.decays(self.params[n]) else 1.0 for n in names]
         self.update(
             self.bk,
-            [self.params[n] for n in names],
+            [weights[n] for n in names],
             grads_list,
             [self.m[n] for n in names],
             [self.v[n] for n in names],
@@ -132,6 +159,9 @@ class AdamW:
             self.eps,
             scale,
         )
+        if self.master is not None:
+            for n in names:
+                self.params[n] = self.bk.narrow(self.master[n])
         return norm
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,9 +27,10 @@ SAFETENSORS_DTYPES = {
 
 def tensors_to_bytes(bk: Backend, arrays: dict[str, Any]) -> bytes:
     host = {}
+    bfloat16 = getattr(bk.xp, "bfloat16", None)
     for name, a in arrays.items():
-        value = bk.to_numpy(a)
-        host[name] = value.astype(ml_dtypes.bfloat16) if bk.dtype_name == "bfloat16" else value
+        value = bk.to_numpy(a)  # bfloat16 comes back as float32: stored as bfloat16 again
+        host[name] = value.astype(ml_dtypes.bfloat16) if bfloat16 is not None and a.dtype == bfloat16 else value
     return safetensors.numpy.save(host)
 
 

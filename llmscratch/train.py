@@ -11,6 +11,10 @@ So a run resumed from a checkpoint at step s repeats, bit for bit, what the unin
 
 Losses stay on the device and are read back every log_interval steps (one wait per window on a GPU);
 a NaN or inf found then stops the run and leaves the last good checkpoint in place.
+
+``precision`` bf16 / fp16 (llmscratch.precision) runs the model in 16 bits on float32 master weights, which
+the optimizer updates and the checkpoints keep; fp16 scales the loss, and a step whose gradients overflow is
+skipped (logged, and marked ``skipped`` in the history).
 """
 
 from __future__ import annotations
@@ -27,14 +31,14 @@ from typing import Any
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
-from .backends import get_backend
 from .backends.distributed import World, launched_world_size
 from .config import TrainConfig, resolve_config
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .inference import UsesModel
 from .models import Model, model_class
-from .models.base import draw_params
+from .models.base import draw_params, init_params
 from .optim import AdamW, learning_rate
+from .precision import LossScaler, Precision
 from .tasks import DROPOUT, TASK_CLASSES, Task
 from .tokenizers import Tokenizer
 
@@ -87,8 +91,9 @@ class _StopFlag:
             signal.signal(s, previous)
 
 
-def optimizer_for(model: Model, cfg: TrainConfig) -> AdamW:
-    """AdamW over the model's parameters with the config's settings, on the model's op set's fused ops."""
+def optimizer_for(model: Model, cfg: TrainConfig, master: dict[str, Any] | None = None) -> AdamW:
+    """AdamW over the model's parameters with the config's settings, on the model's op set's fused ops;
+    ``master``: the float32 weights of a mixed-precision run."""
     ops = model.op_set
     return AdamW(
         model.bk,
@@ -98,7 +103,25 @@ def optimizer_for(model: Model, cfg: TrainConfig) -> AdamW:
         weight_decay=cfg.weight_decay,
         update=ops.adamw_update,
         norm=ops.grad_norm,
+        master=master,
     )
+
+
+def build_for_training(
+    model_cfg: Any, cfg: TrainConfig, precision: Precision, weights: dict[str, Any] | None = None
+) -> tuple[Model, AdamW]:
+    """A model and its AdamW for ``cfg``, from weights in the master dtype (None: drawn from the seed). The model
+    computes on their copies rounded to the precision's dtype (on themselves in fp32); AdamW updates them."""
+    weights = init_params(model_cfg, precision.master_bk, cfg.seed) if weights is None else weights
+    model = model_class(model_cfg.kind)(
+        model_cfg,
+        precision.bk,
+        seed=cfg.seed,
+        params=precision.compute_copy(weights),
+        attention=cfg.attention,
+        ops=cfg.ops,
+    )
+    return model, optimizer_for(model, cfg, weights if precision.has_master else None)
 
 
 class Trainer:
@@ -115,11 +138,13 @@ class Trainer:
                 f"set it to {size * max(1, cfg.gradient_accumulation_steps // size)} (--gradient-accumulation-steps)"
             )
         self.cfg = cfg
-        self.bk = get_backend(cfg.backend, cfg.device, cfg.dtype)
+        self.precision = Precision(cfg.precision, cfg.backend, cfg.device, cfg.dtype)
+        self.bk, self.master_bk = self.precision.bk, self.precision.master_bk  # the model's, the weights'
         self.world = World.from_env(self.bk, cfg.dist_backend)
         self.progress = progress and self.world.is_main
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
         self.history: list[dict[str, Any]] = []
+        self.skipped: dict[int, float] = {}  # fp16: step -> the loss scale after its overflow, until logged
         self.start = 0
         self.checkpoint_dir: Path | None = None
         if resume:
@@ -129,8 +154,7 @@ class Trainer:
         else:
             self.task: Task = TASK_CLASSES[cfg.task](cfg)
             self.task.prepare()
-            self.model = self._model(self.task.model_config())
-            self.opt = self._optimizer()
+            self._build(self.task.model_config())
         self.task.world = self.world
         if self.world.size > 1:  # the fingerprint copies every weight to the host: only when it is compared
             self.world.check_same("configs, tokenizers or weights", self._fingerprint())
@@ -145,21 +169,16 @@ class Trainer:
     def tokenizer(self) -> Tokenizer:
         return self.task.tokenizer
 
-    def _model(self, model_cfg: Any, params: dict[str, Any] | None = None) -> Model:
-        c = self.cfg
-        return model_class(model_cfg.kind)(
-            model_cfg, self.bk, seed=c.seed, params=params, attention=c.attention, ops=c.ops
-        )
-
-    def _optimizer(self) -> AdamW:
-        return optimizer_for(self.model, self.cfg)
+    def _build(self, model_cfg: Any, weights: dict[str, Any] | None = None) -> None:
+        """The model and its optimizer from weights in the master dtype (None: drawn from the seed)."""
+        self.model, self.opt = build_for_training(model_cfg, self.cfg, self.precision, weights)
 
     def _resume(self) -> None:
         if self.out_dir is None:
             raise CheckpointError("cannot resume without an output directory: pass the out_dir (--out) to continue")
         if not ckpt_io.has_checkpoint(self.out_dir):
             raise CheckpointError(f"cannot resume: no checkpoint in {self.out_dir} (drop --resume to start a new run)")
-        ck = ckpt_io.load(self.out_dir, backend=self.bk)
+        ck = ckpt_io.load(self.out_dir, backend=self.master_bk)
         if ck.task != self.cfg.task:
             raise ConfigError(
                 f"the checkpoint in {self.out_dir} was trained for task {ck.task!r}, not {self.cfg.task!r}"
@@ -173,9 +192,10 @@ class Trainer:
             raise ConfigError(
                 f"the model cannot change when resuming ({', '.join(changed)} differ from the checkpoint)"
             )
-        self.model = self._model(wanted, ck.model.params)
-        self.opt = self._optimizer()
+        self._build(wanted, ck.model.params)
         self.opt.load_state_dict({"t": ck.state["optimizer_t"], "arrays": ck.optimizer_arrays})
+        if self.precision.scaler is not None and "loss_scaler" in ck.state:
+            self.precision.scaler = LossScaler.from_state(ck.state["loss_scaler"])
         self.history, self.start = ck.state["history"], ck.step
         self.checkpoint_dir = ck.path
 
@@ -185,7 +205,7 @@ class Trainer:
         get embedding rows as documented in grow_vocabulary; a classifier for another label set (or a BERT
         file without one) gets a new classifier layer, as transformers gives a new head; a smaller block_size
         keeps the first rows of a learned position table."""
-        ck = ckpt_io.load(path, backend=self.bk)
+        ck = ckpt_io.load(path, backend=self.master_bk)
         if ck.model.kind != self.cfg.kind:
             raise ConfigError(
                 f"--init-from {path}: it holds a {ck.model.kind} model (task {ck.task!r}); task {self.cfg.task!r} "
@@ -202,10 +222,8 @@ class Trainer:
         params = {n: p[:T, ...] if n.endswith(".wpe.weight") else p for n, p in ck.model.params.items()}
         if model_cfg.kind == "encoder" and (ck.fresh or ck.meta.get("labels") != self.task.meta().get("labels")):
             head = {n: spec for n, spec in specs.items() if n.startswith("classifier.")}  # another label set
-            params.update(draw_params(head, model_cfg.init_depth, self.bk, self.cfg.seed))
-        params = ckpt_io.grow_vocabulary(self.bk, params, specs, path)
-        self.model = self._model(model_cfg, params)
-        self.opt = self._optimizer()
+            params.update(draw_params(head, model_cfg.init_depth, self.master_bk, self.cfg.seed))
+        self._build(model_cfg, ckpt_io.grow_vocabulary(self.master_bk, params, specs, path))
 
     # ---- one step, evaluation, checkpoints ---------------------------------------------------------------
 
@@ -222,7 +240,8 @@ class Trainer:
         This rank runs its share of the step's micro-batches (micro-batch m is the same batch whichever rank
         draws it); the gradients, each already scaled by 1/accum, are summed over the ranks in one all-reduce of
         flat buckets (with the loss, the token count and the stop flag in the last one), so clipping and AdamW
-        see the whole step's mean gradient on every rank."""
+        see the whole step's mean gradient on every rank. With master weights the gradients are summed in
+        float32; with a loss scaler they carry its scale until the update."""
         c, bk, model, world = self.cfg, self.bk, self.model, self.world
         accum = c.gradient_accumulation_steps
         per_rank = accum // world.size
@@ -231,7 +250,7 @@ class Trainer:
         for micro in range(world.rank * per_rank, (world.rank + 1) * per_rank):
             rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
             loss, n = self.task.loss(model, it, micro, rng)
-            g = model.backward(dloss=1.0 / accum)
+            g = self.precision.widened(model.backward(dloss=self.precision.loss_scale / accum))
             if grads:
                 for name in grads:
                     grads[name] += g[name]
@@ -244,8 +263,10 @@ class Trainer:
             *summed, total, tokens, flag = world.finish(world.start_sum([*grads.values(), *extra]))
             grads = dict(zip(grads, summed, strict=True))
             total, tokens, stop = total[0], tokens[0], bk.item(flag[0]) > 0
-        if tokens > 0:  # a step with nothing to learn from (every target masked) leaves the weights alone
-            self.opt.step(grads, self.lr(it), max_grad_norm=c.grad_clip)  # clipped to grad_clip first, if > 0
+        # a step with nothing to learn from (every target masked) leaves the weights alone; clipped first, if > 0
+        taken = tokens == 0 or self.precision.update(self.opt, grads, self.lr(it), c.grad_clip)
+        if not taken:  # fp16 gradients that overflowed
+            self.skipped[it] = self.precision.loss_scale
         return total / accum, tokens, stop
 
     def evaluate(self, it: int) -> dict[str, float]:
@@ -258,8 +279,17 @@ class Trainer:
     def save(self, it: int) -> None:
         if self.out_dir is not None and self.world.is_main:
             state = {"step": it, "history": self.history}
+            if self.precision.scaler is not None:
+                state["loss_scaler"] = self.precision.scaler.state_dict()
             self.checkpoint_dir = ckpt_io.save_checkpoint(
-                self.out_dir, self.model, self.tokenizer, self.cfg, self.opt.state_dict(), state, self.task.meta()
+                self.out_dir,
+                self.model,
+                self.tokenizer,
+                self.cfg,
+                self.opt.state_dict(),
+                state,
+                self.task.meta(),
+                weights=self.opt.weights,
             )
 
     # ---- the loop ------------------------------------------------------------------------------------------
@@ -293,6 +323,11 @@ class Trainer:
                         f"the loss became {value} at step {it}; {where}. Lower --learning-rate or --grad-clip"
                     )
                 entry = {"step": it, "train_loss": value, "val_loss": None, "lr": lr, "tokens_per_s": tps}
+                if self.precision.scaler is not None:  # fp16: was this step skipped on overflow?
+                    entry["skipped"] = it in self.skipped
+                    if entry["skipped"]:
+                        scale = self.skipped.pop(it)
+                        log(f"step {it}: the fp16 gradients overflowed; step skipped, loss scale now {scale:g}")
                 self.history.append(entry | comm)
             bar.update(len(pending))
             bar.set_postfix(loss=f"{values[-1]:.4f}", tok_s=f"{tps:,.0f}")

@@ -67,17 +67,36 @@ def test_cupy_with_broken_driver(monkeypatch):
         get_backend("cupy")
 
 
-@pytest.mark.parametrize("name", ["numpy", "strict", "cupy"])
-def test_bfloat16_refused_where_missing_and_names_torch(name, monkeypatch):
+@pytest.mark.parametrize(
+    "name, dtype, have",
+    [
+        ("numpy", "bfloat16", "torch"),
+        ("strict", "bfloat16", "torch"),
+        ("cupy", "bfloat16", "torch"),
+        ("numpy", "float16", "torch, cupy"),
+        ("strict", "float16", "torch, cupy"),
+    ],
+)
+def test_half_dtypes_refused_where_missing_and_name_where_they_are(name, dtype, have, monkeypatch):
     if name == "cupy":  # the dtype check comes before any GPU is needed
         monkeypatch.setitem(sys.modules, "cupy", None)
-    with pytest.raises(BackendError, match=f"the {name} backend has no bfloat16.*a backend that has it: torch"):
-        get_backend(name, dtype="bfloat16")
+    with pytest.raises(BackendError, match=f"the {name} backend has no {dtype}.*a backend that has it: {have}$"):
+        get_backend(name, dtype=dtype)
 
 
 def test_unsupported_dtype_lists_the_choices():
-    with pytest.raises(BackendError, match="unsupported dtype 'float16'; choose one of float32, float64, bfloat16"):
-        get_backend("numpy", dtype="float16")
+    with pytest.raises(
+        BackendError, match="unsupported dtype 'int8'; choose one of float32, float64, bfloat16, float16"
+    ):
+        get_backend("numpy", dtype="int8")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_half_dtypes_accumulate_in_float32(dtype):
+    pytest.importorskip("torch")
+    bk = get_backend("torch", dtype=dtype)
+    assert bk.dtype == getattr(bk.xp, dtype) and bk.wide_dtype == bk.xp.float32
+    assert get_backend("torch", dtype="float64").wide_dtype == bk.xp.float64
 
 
 def test_numpy_and_strict_refuse_a_gpu_device():

@@ -69,6 +69,27 @@ def test_resume_with_other_kernels_continues(trained):
     assert (result.model.kernel.name, result.model.op_set.name) == ("naive", "array-api")
 
 
+@pytest.mark.parametrize(
+    "backend, dtype, stored",
+    [
+        ("numpy", "float64", "F64"),
+        ("numpy", "float32", "F32"),
+        ("torch", "float64", "F64"),
+    ],
+)
+def test_checkpoints_store_the_dtype_they_trained_in(tmp_path, backend, dtype, stored):
+    """Weights and moments are written in the run's own dtype, bit for bit (never through another float type)."""
+    pytest.importorskip("torch")
+    result = llmscratch.train(max_iters=2, eval_interval=2, out_dir=str(tmp_path), backend=backend, dtype=dtype, **TINY)
+    ckpt = llmscratch.load(tmp_path, backend=backend, dtype=dtype)
+    for file in ("model.safetensors", "optimizer.safetensors"):
+        raw = (ckpt.path / file).read_bytes()
+        header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+        assert {v["dtype"] for k, v in header.items() if k != "__metadata__"} == {stored}, file
+    for name, p in result.model.params.items():
+        np.testing.assert_array_equal(ckpt.model.bk.to_numpy(ckpt.model.params[name]), result.model.bk.to_numpy(p))
+
+
 def test_bfloat16_checkpoint_round_trip(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "bf16"

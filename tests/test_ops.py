@@ -2,7 +2,8 @@
 
 1. central finite differences in float64 (max relative error ≤ 1e-6), computed on the same backend;
 2. torch.autograd on the equivalent torch expression in float64 (≤ 1e-10);
-3. the numpy backend: float64 ≤ 1e-12, float32 ≤ 1e-5 relative.
+3. the numpy backend: float64 ≤ 1e-12, float32 ≤ 1e-5 relative;
+and in the 16-bit dtypes against float64 on the same (rounded) inputs, within HALF_TOLERANCE.
 """
 
 from __future__ import annotations
@@ -96,5 +97,30 @@ def test_same_result_on_every_backend(backend_id, case: OpCase, dtype: str, tol:
     out, grads = run_case(bk, case, inputs, dout)
     ref_out, ref_grads = run_case(make_backend("numpy", dtype), case, inputs, dout)
     assert rel_err(out, ref_out) <= tol
+    for name, g, r in zip(case.grad_names, grads, ref_grads, strict=True):
+        assert rel_err(g, r) <= tol, f"{case.id}: d{name} on {backend_id} ({dtype})"
+
+
+# 4 units of the format's machine epsilon (bfloat16 has 7 fraction bits, float16 10), relative to the largest
+# float64 value: what an op that accumulates in float32 and rounds its results once or a few times keeps.
+HALF_TOLERANCE = {"bfloat16": 4 * 2.0**-7, "float16": 4 * 2.0**-10}
+
+
+@pytest.mark.parametrize("dtype", HALF_TOLERANCE)
+@pytest.mark.parametrize("case", [c for c in CASES if c.cross_backend and not c.cpu_kernels], ids=lambda c: c.id)
+@pytest.mark.parametrize("backend_id", ["torch", "torch-cuda", "cupy"])
+def test_half_precision_against_float64(backend_id, case: OpCase, dtype: str):
+    """bfloat16 / float16 outputs and gradients equal the float64 ones of the same rounded inputs within
+    HALF_TOLERANCE (the losses of softmax, norms and cross-entropy are summed in float32)."""
+    bk = make_backend(backend_id, dtype)
+    inputs, dout = case_inputs(case)
+    rounded = {
+        k: bk.to_numpy(bk.from_numpy(a)).astype(a.dtype) if a.dtype.kind == "f" else a for k, a in inputs.items()
+    }
+    dout = bk.to_numpy(bk.from_numpy(dout)).astype(np.float64)
+    out, grads = run_case(bk, case, rounded, dout)
+    ref_out, ref_grads = run_case(make_backend("numpy", "float64"), case, rounded, dout)
+    tol = HALF_TOLERANCE[dtype]
+    assert rel_err(out, ref_out) <= tol, f"{case.id}: forward on {backend_id} ({dtype})"
     for name, g, r in zip(case.grad_names, grads, ref_grads, strict=True):
         assert rel_err(g, r) <= tol, f"{case.id}: d{name} on {backend_id} ({dtype})"

@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BackendError, did_you_mean
-from .base import FLOAT_DTYPES, Backend, check_dtype
+from .base import FLOAT_DTYPES, HALF_DTYPES, Backend, check_dtype
 
 BACKENDS = ("numpy", "torch", "cupy", "strict")
-HAVE_BFLOAT16 = ("torch",)
+BACKEND_HALF_DTYPES = {"torch": ("bfloat16", "float16"), "cupy": ("float16",)}  # CuPy has no bfloat16
 
 
 def _backend_class(name: str) -> Callable[[Any, str], Backend]:
@@ -36,7 +36,8 @@ def _backend_class(name: str) -> Callable[[Any, str], Backend]:
 
 
 def get_backend(name: str | Backend = "numpy", device: Any = None, dtype: str = "float32") -> Backend:
-    """Make the backend ``name`` on ``device`` computing in ``dtype`` ("float32" | "float64" | "bfloat16").
+    """Make the backend ``name`` on ``device`` computing in ``dtype`` ("float32" | "float64" | "bfloat16" |
+    "float16"; the 16-bit ones where BACKEND_HALF_DTYPES lists them).
 
     Raises BackendError with a one-line reason when the backend, device or dtype cannot be used here.
     A Backend passed as ``name`` is returned as it is.
@@ -49,7 +50,7 @@ def get_backend(name: str | Backend = "numpy", device: Any = None, dtype: str = 
             f"available here: {', '.join(available_backends())}"
         )
     cls = _backend_class(name)
-    check_dtype(name, dtype, name in HAVE_BFLOAT16, HAVE_BFLOAT16)
+    check_dtype(name, dtype, BACKEND_HALF_DTYPES)
     return cls(device, dtype)
 
 
@@ -65,4 +66,12 @@ def available_backends() -> list[str]:
     return names
 
 
-__all__ = ["BACKENDS", "FLOAT_DTYPES", "Backend", "available_backends", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_HALF_DTYPES",
+    "FLOAT_DTYPES",
+    "HALF_DTYPES",
+    "Backend",
+    "available_backends",
+    "get_backend",
+]

@@ -9,6 +9,7 @@ torch and cupy subclasses override them with their library's fast native routine
 from __future__ import annotations
 
 import contextlib
+import os
 import tracemalloc
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -18,7 +19,8 @@ import numpy as np
 from ..errors import BackendError
 from .erf import erf_array_api
 
-FLOAT_DTYPES = ("float32", "float64", "bfloat16")
+FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
+HALF_DTYPES = ("bfloat16", "float16")  # 16-bit floats: sums over them accumulate in float32 (``wide_dtype``)
 
 # Rows of the one-hot matrix built at a time by the pure Array API scatter-add (bounds its memory).
 _ONE_HOT_CHUNK = 4096
@@ -29,11 +31,11 @@ class Backend:
 
     Attributes: ``name`` ("numpy" | "torch" | "cupy" | "strict"), ``xp`` (Array API namespace), ``device``
     (the library's own device object), ``dtype`` (an ``xp`` float dtype), ``dtype_name``, ``is_gpu``,
-    ``index_dtype`` (int64, used for token ids).
+    ``index_dtype`` (int64, used for token ids), ``wide_dtype`` (float32 for a 16-bit dtype, else ``dtype``: what
+    softmax, normalisation statistics, the loss and sums of many terms accumulate in).
     """
 
     name: str = "base"
-    supports_bfloat16: bool = False
 
     def __init__(self, xp: Any, device: Any, dtype_name: str, is_gpu: bool = False) -> None:
         self.xp = xp
@@ -41,6 +43,7 @@ class Backend:
         self.dtype_name = dtype_name
         self.dtype = getattr(xp, dtype_name)
         self.index_dtype = xp.int64
+        self.wide_dtype = xp.float32 if dtype_name in HALF_DTYPES else self.dtype
         self.is_gpu = is_gpu
 
     def __repr__(self) -> str:
@@ -65,11 +68,19 @@ class Backend:
         return self.xp.asarray(a, dtype=dtype, device=self.device, copy=True)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """An array of this backend -> a NumPy array on the host (bfloat16 is upcast to float32)."""
+        """An array of this backend -> a NumPy array on the host (bfloat16, which NumPy lacks, is upcast to float32)."""
         return np.from_dlpack(x).copy()
 
     def zeros(self, shape: Sequence[int], dtype: Any = None) -> Any:
         return self.xp.zeros(tuple(shape), dtype=self.dtype if dtype is None else dtype, device=self.device)
+
+    def widen(self, x: Any) -> Any:
+        """x in ``wide_dtype`` (a float32 copy of a 16-bit array; x itself otherwise), to accumulate in."""
+        return x if x.dtype == self.wide_dtype else self.xp.astype(x, self.wide_dtype)
+
+    def narrow(self, x: Any) -> Any:
+        """x in the compute dtype (rounds a widened result back; x itself when it already is)."""
+        return x if x.dtype == self.dtype else self.xp.astype(x, self.dtype)
 
     def item(self, x: Any) -> float:
         """A 0-d array -> a Python float (on a GPU this waits for the result)."""
@@ -116,6 +127,14 @@ class Backend:
         """How many elements apart consecutive indices along each axis of a host array are (for ctypes kernels)."""
         raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
 
+    def make_room_for_openmp(self) -> None:
+        """Called before OpenMP kernels (llmscratch/kernels/cpu_fused.py) first run on this backend's arrays:
+        a library with a thread pool of its own lets them have the cores. Nothing to do by default."""
+
+    def threads(self) -> int:
+        """How many CPU threads the library computes on (the cores this process may use)."""
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
     def synchronize(self) -> None:
         """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
 
@@ -144,15 +163,13 @@ class PeakMemory:
     bytes: int | None = None
 
 
-def check_dtype(backend_name: str, dtype: str, supports_bfloat16: bool, have_bfloat16: Sequence[str]) -> None:
-    """Refuse a dtype the backend cannot compute in, naming where it is available."""
+def check_dtype(backend_name: str, dtype: str, half_dtypes: dict[str, Sequence[str]]) -> None:
+    """Refuse a dtype the backend cannot compute in, naming the backends that have it."""
     if dtype not in FLOAT_DTYPES:
+        raise BackendError(f"unsupported dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
+    if dtype in HALF_DTYPES and dtype not in half_dtypes.get(backend_name, ()):
+        have = [name for name, dtypes in half_dtypes.items() if dtype in dtypes]
         raise BackendError(
-            f"unsupported dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)} (bfloat16 only on "
-            f"{', '.join(have_bfloat16)})"
-        )
-    if dtype == "bfloat16" and not supports_bfloat16:
-        raise BackendError(
-            f"the {backend_name} backend has no bfloat16; use dtype='float32', or a backend that has it: "
-            f"{', '.join(have_bfloat16)}"
+            f"the {backend_name} backend has no {dtype}; use dtype='float32', or a backend that has it: "
+            f"{', '.join(have)}"
         )

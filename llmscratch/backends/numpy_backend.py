@@ -10,6 +10,8 @@ from ..errors import BackendError
 from .base import Backend
 from .host_memory import tune_host_allocator
 
+_BLAS_LIMIT: Any = None  # the process-wide one-thread limit on NumPy's BLAS, once OpenMP kernels have run
+
 
 class NumpyBackend(Backend):
     name = "numpy"
@@ -52,6 +54,20 @@ class NumpyBackend(Backend):
         except ImportError:
             return super().erf(x)
         return erf(x)
+
+    def make_room_for_openmp(self) -> None:
+        """NumPy's BLAS (OpenBLAS) keeps its own threads, which spin on the cores beside an OpenMP team between
+        calls: a product that takes 0.6 ms took 16 ms right after the BLAS had run (measured). So once OpenMP
+        kernels run in this process, the BLAS runs on one thread (threadpoolctl), and its products are
+        measured that way against the kernels' GEMM (gemm_choice.py)."""
+        global _BLAS_LIMIT
+        if _BLAS_LIMIT is None:
+            from threadpoolctl import threadpool_limits
+
+            _BLAS_LIMIT = threadpool_limits(1, user_api="blas")
+
+    def threads(self) -> int:
+        return 1 if _BLAS_LIMIT is not None else super().threads()
 
     def uniform(self, gen: Any, shape: Any) -> Any:
         return gen.random(tuple(shape), dtype=self.dtype)

@@ -20,7 +20,6 @@ from .host_memory import peak_rss_delta, tune_host_allocator
 
 class TorchBackend(Backend):
     name = "torch"
-    supports_bfloat16 = True
 
     def __init__(self, device: Any, dtype_name: str) -> None:
         try:
@@ -79,6 +78,9 @@ class TorchBackend(Backend):
 
     def uniform(self, gen: Any, shape: Any) -> Any:
         return self.torch.rand(tuple(shape), generator=gen, dtype=self.dtype, device=self.device)
+
+    def threads(self) -> int:
+        return self.torch.get_num_threads()
 
     def synchronize(self) -> None:
         if self.is_gpu:

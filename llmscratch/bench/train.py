@@ -31,19 +31,24 @@ import numpy as np
 from ..backends import Backend, get_backend
 from ..config import TrainConfig, resolve_config
 from ..data import get_batch
+from ..kernels.gemm_choice import CONFIRM_AT
 from ..models import GPT, GPTConfig, init_params
 from ..optim import learning_rate
-from ..train import optimizer_for
+from ..precision import Precision
+from ..train import build_for_training
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
 # busy-wait for a while, and on 2 cores that slowed whichever library ran next by ~13% (measured).
 SETTLE_S = 0.5
+# Untimed steps first: enough for every GEMM choice of the cpu-fused op set to be measured and confirmed
+# (kernels/gemm_choice.py), so no measurement falls inside a timed step.
+WARMUP_STEPS = CONFIRM_AT
 
 
 @dataclass
 class Contestant:
-    name: str  # numpy | torch | torch:cuda | cupy | reference | reference:cuda
+    name: str  # numpy | torch | torch:cuda | torch@bf16 | cupy | reference | reference:cuda
     step: Callable[[int], Any]  # one training step on batch i; returns the loss (a device scalar)
     sync: Callable[[], None]
     peak_memory: Any  # a Backend's peak_memory context manager
@@ -58,21 +63,29 @@ def _batches(cfg: TrainConfig, vocab: int, n: int) -> list[tuple[np.ndarray, np.
     return [get_batch(tokens, cfg.batch_size, cfg.block_size, cfg.seed, i) for i in range(n)]
 
 
+def parse_contestant(spec: str) -> tuple[str, str | None, str | None]:
+    """ "torch:cuda@bf16" -> ("torch", "cuda", "bf16"): a backend, its device and a precision (None: the
+    config's)."""
+    backend, _, precision = spec.partition("@")
+    name, _, device = backend.partition(":")
+    return name, device or None, precision or None
+
+
 def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> Contestant:
-    name, _, device = spec.partition(":")
+    name, device, precision = parse_contestant(spec)
     if name == "reference":
         return _reference_contestant(spec, cfg, vocab, batches, device or "cpu")
-    bk = get_backend(name, device or None, cfg.dtype)
+    mixed = Precision(precision or cfg.precision, name, device, cfg.dtype)
+    bk = mixed.bk
     model_cfg = cfg.model_config(vocab)
-    model = GPT(model_cfg, bk, seed=cfg.seed, attention=cfg.attention, ops=cfg.ops)
-    opt = optimizer_for(model, cfg)
+    model, opt = build_for_training(model_cfg, cfg, mixed)
     device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
 
     def step(i: int) -> Any:
         x, y = device_batches[i % len(device_batches)]
         _, loss = model.forward(x, y)
-        grads = model.backward()
-        opt.step(grads, cfg.learning_rate, max_grad_norm=cfg.grad_clip)
+        grads = mixed.widened(model.backward(dloss=mixed.loss_scale))
+        mixed.update(opt, grads, cfg.learning_rate, cfg.grad_clip)
         return loss
 
     return _contestant(
@@ -126,8 +139,8 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
     """One contestant in its own process: built once, then runs the steps the parent asks for, timing each."""
     cfg = TrainConfig(**cfg_values)
     player = make_contestant(spec, cfg, vocab, _batches(cfg, vocab, 16))
-    for i in range(5):  # warm-up
-        player.step(i)
+    for i in range(WARMUP_STEPS):
+        player.step(i % 16)
     player.sync()
     with player.peak_memory() as mem:
         player.step(0)
@@ -135,6 +148,8 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
     info = {"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes}
     conn.send(info | {"rss": _peak_rss()})  # the training's own peak, before the matmul floor's arrays exist
     linear_matmuls = player.linear_matmuls()
+    for _ in range(WARMUP_STEPS):
+        linear_matmuls()
     while (request := conn.recv()) is not None:
         first, n = request
         steps = [lambda i=i: player.step(i) for i in range(first, first + n)]
@@ -234,14 +249,16 @@ print("RESULT " + json.dumps(train_to_end(*json.loads(sys.argv[1]))))
 
 def train_to_end(spec: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one contestant with the preset to max_iters; the history's val losses and the wall time."""
-    name, _, device = spec.partition(":")
+    name, device, precision = parse_contestant(spec)
     t0 = time.perf_counter()
     if name == "reference":
         history = train_reference(resolve_config(preset, **overrides), device or "cpu")
     else:
         from ..train import train
 
-        result = train(backend=name, device=device or None, preset=preset, progress=False, **overrides)
+        if precision:
+            overrides = overrides | {"precision": precision}
+        result = train(backend=name, device=device, preset=preset, progress=False, **overrides)
         history = result.history
     evals = [
         {"step": h["step"], "val_loss": h["val_loss"], "train_loss": h.get("eval_train_loss")}

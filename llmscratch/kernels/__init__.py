@@ -208,8 +208,9 @@ OP_SETS = {
 
 
 def default_ops(backend_name: str, device: str | None = None, dtype: str = "float32") -> str:
-    """The op set ops="auto" picks: cpu-fused for numpy and torch on the CPU in float32/float64 where a C++
-    compiler is at hand (benchmarks/results/train_cpu.md), else array-api."""
+    """The op set ops="auto" picks: cpu-fused for numpy and torch on the CPU where a C++ compiler is at hand
+    (float32/float64, and torch's 16-bit dtypes through float32: benchmarks/results/train_cpu.md), else
+    array-api."""
     return "cpu-fused" if cpu_fused.runs(backend_name, device, dtype) else "array-api"
 
 

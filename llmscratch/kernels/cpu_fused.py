@@ -7,9 +7,18 @@ compiled on first use by the system's C++ compiler ($CXX, else c++ / g++ / clang
 into the llmscratch cache (one library per source, compiler, flags and CPU) and loaded with ctypes. Without
 a compiler ``unavailable()`` says why, and ops="auto" / attention="auto" keep the Array API versions.
 
-Two builds of the one source: "serial" for numpy, and "openmp" for torch, which splits the loops across
-torch's own OpenMP threads (loaded only once torch is, it binds to torch's OpenMP runtime) and keeps those
-threads warm for the matmuls in between; where it does not build, torch uses the serial one too.
+Builds of the one source:
+- "openmp" (-fopenmp) splits the loops across OpenMP threads, for numpy and torch alike (with torch loaded
+  first it binds to torch's OpenMP runtime, whose threads then stay warm for torch's own ops in between);
+  on numpy the BLAS gives up its own threads meanwhile (``Backend.make_room_for_openmp``);
+- "serial" (-fopenmp-simd) runs every kernel on the calling thread, where -fopenmp does not build;
+- each for the CPU's native vector width (64 bytes with AVX-512, else 32) or, with LLMSCRATCH_CPU_ISA=avx2
+  on an AVX-512 CPU, AVX2's: the code is width-generic, so both paths build and are tested on such a CPU.
+
+The linear layers' matmul is the C++ GEMM or the vendor BLAS, whichever measured faster for the shape class
+on this machine (gemm_choice.py). The kernels compute in float32 or float64; a 16-bit backend (torch
+bfloat16 / float16) runs them on widened float32 inputs and rounds their results back (``_through_float32``),
+while its vendor matmul multiplies in the 16-bit dtype itself.
 """
 
 from __future__ import annotations
@@ -19,41 +28,94 @@ import hashlib
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
-from functools import cache
+from collections.abc import Callable, Sequence
+from functools import cache, wraps
 from pathlib import Path
 from typing import Any
 
-from .. import ops
-from ..backends import Backend
+from .. import ops, optim
+from ..backends import HALF_DTYPES, Backend, get_backend
 from ..data import cache_dir
 from ..errors import BackendError
 from ..ops import cross_entropy
 from ..ops.attention import check_attention_inputs
+from .gemm_choice import GemmChoices
 
 SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
 BUILDS = {"serial": "-fopenmp-simd", "openmp": "-fopenmp"}  # only `omp simd` counts / every OpenMP pragma
+# the vector width the kernels are compiled for: the CPU's widest (native), or AVX2's 32 bytes on a CPU that has
+# AVX-512 too (LLMSCRATCH_CPU_ISA=avx2), so the narrower path is tested and measured on such a CPU as well
+ISAS = {"native": (), "avx2": ("-mno-avx512f",)}
+ISA_VARIABLE = "LLMSCRATCH_CPU_ISA"
 SUFFIX = {"float32": "f32", "float64": "f64"}
 BACKENDS = ("numpy", "torch")
 
-# argument kinds of each exported kernel: p pointer, i int64, f float (of the kernel's dtype)
-SIGNATURES = {
-    "gelu_forward": "pppi",
-    "gelu_backward": "ppppi",
-    "layernorm_forward": "ppppppiif",
-    "layernorm_backward": "ppppppppii",
-    "matmul": "ppppiiiiiii",
-    "cross_entropy_forward": "pppppiii",
-    "cross_entropy_backward": "pppiiif",
-    "sum_of_squares": "ppip",
-    "adamw_step": "ppppppiffffff",
-    "attention_tiled_forward": "ppppppiiiiiipif",
-    "attention_tiled_backward": "ppppppppiiiiiipif",
+# Each exported kernel's C++ parameters (T: float or double), written only here: the extern "C" wrappers
+# name_f32 / name_f64 that call the templates in fused.cpp are generated from this table, and so are the ctypes
+# argument types the calls below are checked against.
+KERNELS = {
+    "gelu_forward": "T* out, T* sig, const T* x, int64_t n",
+    "gelu_backward": "T* dx, const T* dout, const T* x, const T* sig, int64_t n",
+    "layernorm_forward": "T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t N, int64_t C, T eps",
+    "layernorm_backward": (
+        "T* dx, T* dw, T* db, const T* dout, const T* x, const T* mean, const T* rstd, const T* w, int64_t N, int64_t C"
+    ),
+    "matmul": (
+        "T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N, int64_t K, int64_t a_rs, int64_t a_cs, "
+        "int64_t b_rs, int64_t b_cs"
+    ),
+    "cross_entropy_forward": (
+        "T* probs, double* loss_sum, int64_t* kept_and_bad, const T* logits, const int64_t* targets, int64_t N, "
+        "int64_t V, int64_t ignore"
+    ),
+    "cross_entropy_backward": (
+        "T* dlogits, const T* probs, const int64_t* targets, int64_t N, int64_t V, int64_t ignore, T scale"
+    ),
+    "sum_of_squares": "const T* const* xs, const int64_t* sizes, int64_t count, double* out",
+    "adamw_step": (
+        "T* const* ps, const T* const* gs, T* const* ms, T* const* vs, const int64_t* sizes, const T* decays, "
+        "int64_t count, T grad_scale, T b1, T b2, T step_size, T rsqrt_bc2, T eps"
+    ),
+    "attention_tiled_forward": (
+        "T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B, int64_t H, "
+        "int64_t Hkv, int64_t T_, int64_t S, int64_t D, const int64_t* strides, int64_t causal, T scale"
+    ),
+    "attention_tiled_backward": (
+        "T* dq, T* dk, T* dv, const T* dout, const T* P, const T* q, const T* k, const T* v, int64_t B, int64_t H, "
+        "int64_t Hkv, int64_t T_, int64_t S, int64_t D, const int64_t* strides, int64_t causal, T scale"
+    ),
 }
+
+
+THE_FLOAT = re.compile(r"\bT\b")  # the template's float type in a C type
+
+
+def _parameters(name: str) -> list[tuple[str, str]]:
+    """KERNELS[name] as (C type, parameter name) pairs."""
+    return [tuple(p.strip().rsplit(" ", 1)) for p in KERNELS[name].split(",")]  # type: ignore[misc]
+
+
+def exports() -> str:
+    """The C++ that exports every kernel of KERNELS for float and double (appended to fused.cpp)."""
+    lines = [f'#include "{SOURCE}"']
+    for real, suffix in (("float", "f32"), ("double", "f64")):
+        for name in KERNELS:
+            params = _parameters(name)
+            declared = ", ".join(f"{THE_FLOAT.sub(real, c_type)} {arg}" for c_type, arg in params)
+            call = ", ".join(arg for _, arg in params)
+            lines.append(f'extern "C" void {name}_{suffix}({declared}) {{ {name}<{real}>({call}); }}')
+    return "\n".join(lines) + "\n"
+
+
+def _ctype(c_type: str, real: Any) -> Any:
+    if "*" in c_type:
+        return ctypes.c_void_p
+    return real if c_type == "T" else {"int64_t": ctypes.c_int64, "double": ctypes.c_double}[c_type]
 
 
 def _compiler() -> str | None:
@@ -70,9 +132,22 @@ def _cpu_name() -> str:
     return "\n".join(next((x for x in lines if x.startswith(key)), "") for key in ("model name", "flags"))
 
 
+def isa() -> str:
+    """The instruction set the kernels are built for: native (the default) or avx2 (LLMSCRATCH_CPU_ISA)."""
+    value = os.environ.get(ISA_VARIABLE, "native")
+    if value not in ISAS:
+        raise BackendError(f"{ISA_VARIABLE}={value!r}: use {' or '.join(ISAS)}")
+    return value
+
+
+def has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (then the avx2 build is a different, narrower path than the native one)."""
+    return " avx512f" in _cpu_name()
+
+
 def library() -> ctypes.CDLL:
     """The compiled (serial) kernels; BackendError (one line, the same every time) if they cannot be built here."""
-    lib, error = _build("serial")
+    lib, error = _build("serial", isa())
     if lib is None:
         raise BackendError(error)
     return lib
@@ -80,25 +155,36 @@ def library() -> ctypes.CDLL:
 
 def compiles() -> bool:
     """Whether the kernels are compiled (or can be) on this machine."""
-    return _build("serial")[0] is not None
+    return _build("serial", isa())[0] is not None
 
 
 @cache
-def _build(build: str) -> tuple[ctypes.CDLL | None, str]:
-    """Compile once per machine into the cache (atomically), load once per process; (None, why) on failure."""
+def _library_path(build: str, isa_name: str) -> Path | None:
+    """Where the build of these kernels for this source, compiler, flags and CPU lives (None: no compiler)."""
     compiler = _compiler()
     if compiler is None:
-        return None, "the cpu-fused kernels need a C++ compiler (install g++ or set $CXX); use ops='array-api'"
-    flags = (*FLAGS, BUILDS[build])
+        return None
+    flags = (*FLAGS, *ISAS[isa_name], BUILDS[build])
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, version, *flags, _cpu_name()]).encode()).hexdigest()
-    target = cache_dir() / "kernels" / f"cpu-fused-{build}-{key[:16]}.so"
+    text = "\n".join([SOURCE.read_text(), exports(), compiler, version, *flags, _cpu_name()])
+    key = hashlib.sha256(text.encode()).hexdigest()
+    return cache_dir() / "kernels" / f"cpu-fused-{build}-{isa_name}-{key[:16]}.so"
+
+
+@cache
+def _build(build: str, isa_name: str) -> tuple[ctypes.CDLL | None, str]:
+    """Compile once per machine into the cache (atomically), load once per process; (None, why) on failure."""
+    compiler, target = _compiler(), _library_path(build, isa_name)
+    if compiler is None or target is None:
+        return None, "the cpu-fused kernels need a C++ compiler (install g++ or set $CXX); use ops='array-api'"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".cpu-fused-", suffix=".so", dir=target.parent)
         os.close(fd)
+        flags = (*FLAGS, *ISAS[isa_name], BUILDS[build])
         try:
-            result = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+            command = [compiler, *flags, "-x", "c++", "-", "-o", tmp]
+            result = subprocess.run(command, input=exports(), capture_output=True, text=True)
             if result.returncode != 0:
                 first = (result.stderr.strip().splitlines() or ["no output"])[0]
                 return None, f"compiling the cpu-fused kernels with {compiler} failed ({first}); use ops='array-api'"
@@ -109,60 +195,107 @@ def _build(build: str) -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(target))
     except OSError as e:
         return None, f"cannot load the cpu-fused kernels from {target} ({e}); delete that file to rebuild it"
-    for name, kinds in SIGNATURES.items():
+    for name in KERNELS:
         for dtype_name, suffix in SUFFIX.items():
             real = ctypes.c_float if dtype_name == "float32" else ctypes.c_double
-            kind = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": real}
             fn = getattr(lib, f"{name}_{suffix}")
-            fn.argtypes = [kind[k] for k in kinds]
+            fn.argtypes = [_ctype(c_type, real) for c_type, _ in _parameters(name)]
             fn.restype = None
     lib.vector_bytes.argtypes, lib.vector_bytes.restype = [], ctypes.c_int64
     return lib, ""
 
 
 def runs(backend_name: str, device: str | None, dtype: str) -> bool:
-    """Whether the kernels run there: numpy or torch, on the CPU, float32 or float64, compiled."""
-    return backend_name in BACKENDS and device in (None, "cpu") and dtype in SUFFIX and compiles()
+    """Whether the kernels run there: numpy or torch, on the CPU, float32 or float64 (or a 16-bit dtype through
+    float32), compiled."""
+    return backend_name in BACKENDS and device in (None, "cpu") and dtype in (*SUFFIX, *HALF_DTYPES) and compiles()
 
 
 def unavailable(bk: Backend) -> str | None:
     """Why the cpu-fused kernels (op set and cpu-tiled attention) cannot run on ``bk``, or None when they can."""
     if bk.name not in BACKENDS or bk.is_gpu:
         return f"the cpu-fused kernels run on {' and '.join(BACKENDS)} on the CPU, not on {bk.name} on {bk.device}"
-    if bk.dtype_name not in SUFFIX:
+    if bk.dtype_name not in (*SUFFIX, *HALF_DTYPES):
         return f"the cpu-fused kernels compute in float32 or float64, not {bk.dtype_name}"
-    lib, error = _build("serial")
+    lib, error = _build("serial", isa())
     return None if lib is not None else error.partition("; use")[0]
 
 
-def _threaded(bk: Backend) -> ctypes.CDLL | None:
-    """The openmp build where bk is torch and it builds (it runs on torch's OpenMP threads), else None."""
-    return _build("openmp")[0] if bk.name == "torch" else None
+def _threaded() -> ctypes.CDLL | None:
+    """The openmp build where it builds, else None (then the serial one serves)."""
+    return _build("openmp", isa())[0]
 
 
 def _kernel(bk: Backend, name: str) -> Any:
-    """The kernel for bk's dtype, from the openmp build on torch where it builds, else the serial one."""
-    return getattr(_threaded(bk) or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
+    """The kernel for bk's dtype, from the openmp build where it builds, else the serial one."""
+    threaded = _threaded()
+    if threaded is not None:
+        bk.make_room_for_openmp()
+    return getattr(threaded or library(), f"{name}_{SUFFIX[bk.dtype_name]}")
 
 
-FEW_ROWS = 64  # below this many rows torch's own matmul wins (measured for the 384..1536-wide layers)
+@cache
+def _float32_twin(name: str, device: str) -> Backend:
+    return get_backend(name, device, "float32")
+
+
+def _through_float32(round_back: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The kernels compute in float32 or float64. On a 16-bit backend an op's 16-bit array arguments are
+    widened to float32 and it runs on the float32 twin backend; then round_back says what of its result is
+    rounded to the 16-bit dtype: "out" (a forward's (out, cache): the cache stays float32 for the backward),
+    "all" (a backward's gradients) or "none" (a float32 loss)."""
+
+    def wrap(op: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(op)
+        def run(bk: Backend, *args: Any, **kwargs: Any) -> Any:
+            if bk.dtype_name not in HALF_DTYPES:
+                return op(bk, *args, **kwargs)
+            wide = _float32_twin(bk.name, str(bk.device))
+            args = tuple(bk.widen(a) if getattr(a, "dtype", None) == bk.dtype else a for a in args)
+            result = op(wide, *args, **kwargs)
+            if round_back == "out":
+                return bk.narrow(result[0]), result[1]
+            if round_back == "all" and isinstance(result, tuple):
+                return tuple(None if g is None else bk.narrow(g) for g in result)
+            return bk.narrow(result) if round_back == "all" else result
+
+        return run
+
+    return wrap
+
+
+def _choices() -> GemmChoices:
+    return _gemm_choices(str(_library_path("openmp" if _threaded() else "serial", isa())))
+
+
+@cache
+def _gemm_choices(library: str) -> GemmChoices:
+    return GemmChoices(Path(library).with_suffix(".gemm.json"))
 
 
 def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     """a (M,K), b (K,N), bias (N,) or None -> a @ b + bias (M,N).
 
-    On torch the C++ GEMM (``gemm``), threaded on torch's OpenMP threads: in a training step it beat torch's
-    own matmul (MKL) on the model's layers (benchmarks/README.md). A few rows (decoding: one token per
-    sequence) go to torch's matmul, several times faster there. numpy keeps its BLAS, which runs on every
-    core, where the kernels here run on one.
+    The C++ GEMM (``gemm``) or the library's own matmul (the vendor BLAS: numpy's OpenBLAS, torch's MKL or
+    oneDNN), whichever measured faster for this shape class on this machine (gemm_choice.py). On a 16-bit
+    backend the vendor multiplies in the 16-bit dtype and the C++ GEMM in float32, rounded once at the end.
+    float64, the dtype runs are checked in, always takes the C++ GEMM: it sums in the same order whatever the
+    thread count, so float64 runs agree bit for bit across processes, thread counts and resumes, which a
+    choice measured anew in each process could not promise.
     """
-    if _threaded(bk) is None or a.shape[0] < FEW_ROWS:
+    if not compiles():
         return ops.matmul(bk, a, b, bias)
-    return gemm(bk, a, b, bias)
+    if bk.dtype_name == "float64":
+        return gemm(bk, a, b, bias)
+    if _threaded() is not None:
+        bk.make_room_for_openmp()  # before the vendor's products are timed
+    candidates = {"own": lambda: gemm(bk, a, b, bias), "vendor": lambda: ops.matmul(bk, a, b, bias)}
+    return candidates[_choices().choose(bk, a, b, candidates)]()
 
 
+@_through_float32("all")
 def gemm(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
-    """The C++ GEMM on torch's threads: a and b read through their strides."""
+    """The C++ GEMM, on OpenMP threads where the openmp build runs: a and b read through their strides."""
     (M, K), N = a.shape, b.shape[1]
     if 1 not in bk.strides(b):  # the kernel reads B by its rows or by its columns: one must be contiguous
         b = bk.contiguous(b)
@@ -173,6 +306,7 @@ def gemm(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     return out
 
 
+@_through_float32("out")
 def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:
     """x (...) -> out (...); the tanh form in one pass (saving σ(2u)), the exact (erf) form by the Array API op"""
     if form != "tanh":
@@ -184,6 +318,7 @@ def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:
     return out, (x, sig, None)
 
 
+@_through_float32("all")
 def gelu_backward(bk: Backend, dout: Any, cache: Any) -> Any:
     """dout (...) -> dx (...)"""
     x, sig, array_api_cache = cache
@@ -195,6 +330,7 @@ def gelu_backward(bk: Backend, dout: Any, cache: Any) -> Any:
     return dx
 
 
+@_through_float32("out")
 def layernorm_forward(bk: Backend, x: Any, w: Any, b: Any = None, eps: float = 1e-5) -> tuple[Any, Any]:
     """x (...,C), w (C,), b (C,) or None -> out (...,C); saves x, mean and rstd (N,) like llm.c"""
     xp = bk.xp
@@ -210,6 +346,7 @@ def layernorm_forward(bk: Backend, x: Any, w: Any, b: Any = None, eps: float = 1
     return out, (x, mean, rstd, w, b is not None)
 
 
+@_through_float32("all")
 def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """dout (...,C) -> dx (...,C), dw (C,), db (C,) or None"""
     xp = bk.xp
@@ -223,6 +360,7 @@ def layernorm_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, An
     return dx, dw, db
 
 
+@_through_float32("none")
 def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: int = -100) -> tuple[Any, Any]:
     """logits (...,V), targets (...) int -> loss () (see llmscratch.ops.cross_entropy_forward), in one pass that
     also checks the targets' range"""
@@ -244,6 +382,7 @@ def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: 
     return loss, (probs, y, n, ignore_index, logits.shape)
 
 
+@_through_float32("all")
 def cross_entropy_backward(bk: Backend, dloss: Any, cache: Any) -> Any:
     """dloss () or float -> dlogits (...,V)"""
     probs, y, n, ignore_index, shape = cache
@@ -264,8 +403,20 @@ def _sizes(arrays: Sequence[Any]) -> Any:
     return (ctypes.c_int64 * len(arrays))(*(math.prod(a.shape) for a in arrays))
 
 
+def _float32_arrays(bk: Backend, arrays: Sequence[Any]) -> Backend | None:
+    """The backend whose kernels fit the arrays: bk itself in float32/float64, its float32 twin for a 16-bit
+    backend's float32 arrays (master weights), None for 16-bit arrays (then the Array API op serves)."""
+    if bk.dtype_name not in HALF_DTYPES:
+        return bk
+    twin = _float32_twin(bk.name, str(bk.device))
+    return twin if all(a.dtype == twin.dtype for a in arrays) else None
+
+
 def grad_norm(bk: Backend, grads: Sequence[Any]) -> Any:
     """‖g‖ over all the gradients (see llmscratch.optim.grad_norm), in one pass, summed in float64."""
+    if (wide := _float32_arrays(bk, grads)) is None:
+        return optim.grad_norm(bk, grads)
+    bk = wide
     grads = [bk.contiguous(g) for g in grads]
     total = ctypes.c_double()
     _kernel(bk, "sum_of_squares")(_pointers(bk, grads), _sizes(grads), len(grads), ctypes.addressof(total))
@@ -287,6 +438,9 @@ def adamw_update(
     grad_scale: Any = None,
 ) -> None:
     """Every tensor's AdamW update in place (see llmscratch.optim.adamw_update), in one pass over them all."""
+    if (wide := _float32_arrays(bk, [*params, *grads])) is None:
+        return optim.adamw_update(bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale)
+    bk = wide
     grads = [bk.contiguous(g) for g in grads]
     real = ctypes.c_float if bk.dtype_name == "float32" else ctypes.c_double
     tables = [_pointers(bk, arrays) for arrays in (params, grads, ms, vs)]
@@ -311,6 +465,7 @@ def _stride_table(bk: Backend, *arrays: Any) -> Any:
     return (ctypes.c_int64 * (3 * len(arrays)))(*(s for a in arrays for s in bk.strides(a)[:3]))
 
 
+@_through_float32("out")
 def tiled_attention_forward(
     bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None
 ) -> tuple[Any, Any]:
@@ -337,6 +492,7 @@ def tiled_attention_forward(
     return out, (q, k, v, probs, causal, s)
 
 
+@_through_float32("all")
 def tiled_attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     """dout (B,H,T,D) -> dq (B,H,T,D), dk (B,Hkv,S,D), dv (B,Hkv,S,D), views of (B,T,heads,D) arrays"""
     q, k, v, probs, causal, s = cache

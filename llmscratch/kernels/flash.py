@@ -13,7 +13,8 @@ backward, for each key block j, over the query blocks i that can see it:
 Causal masks are bottom-right aligned like the reference (query t sees key j ≤ t + S - T), so tiles wholly
 above the diagonal are never visited. A row that sees no key gets O = 0 and L = +inf, so P = 0 in backward.
 GQA: Q is viewed as (B,Hkv,G,T,D) and K, V as (B,Hkv,1,S,D); the matmuls broadcast over G and the
-gradients of K and V sum over it.
+gradients of K and V sum over it. With 16-bit inputs the softmax statistics (m, l, L, D) and the running
+sums (A, dQ, dK, dV) are float32 (``bk.widen``); the matmul operands are rounded to the compute dtype.
 """
 
 from __future__ import annotations
@@ -73,12 +74,12 @@ def flash_attention_forward(
     for r0 in range(0, T, block):
         r1 = min(T, r0 + block)
         qi = q5[..., r0:r1, :]
-        m = xp.full((B, Hkv, G, r1 - r0, 1), -math.inf, dtype=q.dtype, device=bk.device)
+        m = xp.full((B, Hkv, G, r1 - r0, 1), -math.inf, dtype=bk.wide_dtype, device=bk.device)
         l = xp.zeros_like(m)
-        acc = xp.zeros((B, Hkv, G, r1 - r0, D), dtype=q.dtype, device=bk.device)
+        acc = xp.zeros((B, Hkv, G, r1 - r0, D), dtype=bk.wide_dtype, device=bk.device)
         for c0 in _visible_key_blocks(r0, r1, S, T, causal, block):
             c1 = min(S, c0 + block)
-            scores = qi @ xp.matrix_transpose(k5[..., c0:c1, :])  # (B,Hkv,G,Bq,Bk)
+            scores = bk.widen(qi @ xp.matrix_transpose(k5[..., c0:c1, :]))  # (B,Hkv,G,Bq,Bk)
             allowed = _tile_mask(bk, r0, r1, c0, c1, S, T, causal, key_mask)
             if allowed is not None:
                 scores = xp.where(allowed, scores, -math.inf)
@@ -90,10 +91,10 @@ def flash_attention_forward(
             l *= alpha
             l += xp.sum(p, axis=-1, keepdims=True)
             acc *= alpha
-            acc += p @ v5[..., c0:c1, :]
+            acc += bk.widen(bk.narrow(p) @ v5[..., c0:c1, :])
             m = m_new
         seen = l > 0.0
-        outs.append(acc / xp.where(seen, l, 1.0))
+        outs.append(bk.narrow(acc / xp.where(seen, l, 1.0)))
         lses.append(xp.where(seen, m + xp.log(xp.where(seen, l, 1.0)), math.inf))
     out5 = xp.concat(outs, axis=3)  # (B,Hkv,G,T,D)
     lse = xp.concat(lses, axis=3)  # (B,Hkv,G,T,1)
@@ -107,43 +108,45 @@ def flash_attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, A
     B, Hkv, G, T, D = q5.shape
     S = k5.shape[3]
     do5 = xp.reshape(dout, (B, Hkv, G, T, D))
-    delta = xp.sum(do5 * out5, axis=-1, keepdims=True)  # D_i = rowsum(dO ∘ O), (B,Hkv,G,T,1)
+    delta = xp.sum(bk.widen(do5) * bk.widen(out5), axis=-1, keepdims=True)  # D_i = rowsum(dO ∘ O), (B,Hkv,G,T,1)
     row_starts = list(range(0, T, block))
     dq_blocks = [None] * len(row_starts)
     dks, dvs = [], []
     for c0 in range(0, S, block):
         c1 = min(S, c0 + block)
         kj, vj = k5[..., c0:c1, :], v5[..., c0:c1, :]
-        dk = xp.zeros((B, Hkv, 1, c1 - c0, D), dtype=q5.dtype, device=bk.device)
+        dk = xp.zeros((B, Hkv, 1, c1 - c0, D), dtype=bk.wide_dtype, device=bk.device)
         dv = xp.zeros_like(dk)
         for bi, r0 in enumerate(row_starts):
             r1 = min(T, r0 + block)
             if c0 not in _visible_key_blocks(r0, r1, S, T, causal, block):
                 continue
             qi, doi = q5[..., r0:r1, :], do5[..., r0:r1, :]
-            scores = qi @ xp.matrix_transpose(kj)
+            scores = bk.widen(qi @ xp.matrix_transpose(kj))
             allowed = _tile_mask(bk, r0, r1, c0, c1, S, T, causal, key_mask)
             if allowed is not None:
                 scores = xp.where(allowed, scores, -math.inf)
             scores -= lse[..., r0:r1, :]
             p = xp.exp(scores)  # (B,Hkv,G,Bq,Bk); masked and unseen rows give 0
-            dv += _sum_over_group(xp, xp.matrix_transpose(p) @ doi)
-            ds = doi @ xp.matrix_transpose(vj)  # dP, turned into dS in place
+            p_low = bk.narrow(p)
+            dv += bk.widen(_sum_over_group(xp, xp.matrix_transpose(p_low) @ doi))
+            ds = bk.widen(doi @ xp.matrix_transpose(vj))  # dP, turned into dS in place
             ds -= delta[..., r0:r1, :]
             ds *= p
-            dqi = ds @ kj  # the scale s is applied once, after the loop
+            ds = bk.narrow(ds)
+            dqi = bk.widen(ds @ kj)  # the scale s is applied once, after the loop
             if dq_blocks[bi] is None:
                 dq_blocks[bi] = dqi
             else:
                 dq_blocks[bi] += dqi
-            dk += _sum_over_group(xp, xp.matrix_transpose(ds) @ qi)
+            dk += bk.widen(_sum_over_group(xp, xp.matrix_transpose(ds) @ qi))
         dks.append(dk)
         dvs.append(dv)
     dq_blocks = [
-        xp.zeros((B, Hkv, G, min(T, r0 + block) - r0, D), dtype=q5.dtype, device=bk.device) if d is None else d
+        xp.zeros((B, Hkv, G, min(T, r0 + block) - r0, D), dtype=bk.wide_dtype, device=bk.device) if d is None else d
         for r0, d in zip(row_starts, dq_blocks, strict=True)
     ]
-    dq = xp.reshape(xp.concat(dq_blocks, axis=3), (B, Hkv * G, T, D)) * s
-    dk = xp.reshape(xp.concat(dks, axis=3), (B, Hkv, S, D))
-    dv = xp.reshape(xp.concat(dvs, axis=3), (B, Hkv, S, D))
+    dq = bk.narrow(xp.reshape(xp.concat(dq_blocks, axis=3), (B, Hkv * G, T, D)) * s)
+    dk = bk.narrow(xp.reshape(xp.concat(dks, axis=3), (B, Hkv, S, D)))
+    dv = bk.narrow(xp.reshape(xp.concat(dvs, axis=3), (B, Hkv, S, D)))
     return dq, dk, dv

@@ -4,6 +4,7 @@ forward:   loss = (1/n) Σ_{kept rows} (logsumexp(z_r) - z_r[y_r]),   n = number
 backward:  dz_r = dloss · (softmax(z_r) - onehot(y_r)) / n  on kept rows, 0 on rows with y_r = ignore_index
 Fusing them means the backward never divides by a probability, and the gradient is exactly p - onehot.
 If every target is ignored the loss is 0 with a zero gradient (PyTorch would return NaN).
+16-bit logits are widened to float32 (``bk.widen``): the loss is a float32 0-d array and only dz is rounded back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def cross_entropy_forward(bk: Backend, logits: Any, targets: Any, ignore_index: 
     V = logits.shape[-1]
     check_targets(logits, targets)
     check_ids(bk, targets, V, "cross_entropy_forward", ignore_index)
-    z = xp.reshape(logits, (-1, V))  # (N,V)
+    z = bk.widen(xp.reshape(logits, (-1, V)))  # (N,V)
     y = xp.reshape(targets, (-1,))  # (N,)
     kept = y != ignore_index
     y_safe = xp.where(kept, y, 0)
@@ -49,4 +50,4 @@ def cross_entropy_backward(bk: Backend, dloss: Any, cache: Any) -> Any:
     V = probs.shape[-1]
     onehot = xp.arange(V, device=bk.device)[None, :] == y_safe[:, None]  # (N,V)
     dz = (probs - xp.astype(onehot, probs.dtype)) * (weight * dloss)[:, None]
-    return xp.reshape(dz, shape)
+    return xp.reshape(bk.narrow(dz), shape)

@@ -2,6 +2,7 @@
 
 forward:   out[b,t,:] = w[idx[b,t], :]
 backward:  dw[v,:] = Σ_{b,t : idx[b,t] = v} dout[b,t,:]      (a token seen twice gets both gradients)
+The backward sums a 16-bit dout in float32 (``bk.widen``): a frequent token adds up thousands of rows.
 """
 
 from __future__ import annotations
@@ -25,5 +26,5 @@ def embedding_forward(bk: Backend, idx: Any, w: Any) -> tuple[Any, Any]:
 def embedding_backward(bk: Backend, dout: Any, cache: Any) -> Any:
     """dout (B,T,C) -> dw (V,C)"""
     flat, (V, C) = cache
-    dw = bk.zeros((V, C), dtype=dout.dtype)
-    return bk.scatter_add_rows(dw, flat, bk.xp.reshape(dout, (-1, C)))
+    dw = bk.zeros((V, C), dtype=bk.wide_dtype)
+    return bk.narrow(bk.scatter_add_rows(dw, flat, bk.widen(bk.xp.reshape(dout, (-1, C)))))

@@ -44,5 +44,5 @@ def linear_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
     d2 = xp.reshape(dout, (-1, w.shape[1]))  # (N,OC)
     dx = xp.reshape(matmul(bk, d2, w.T), x_shape)
     dw = matmul(bk, x2.T, d2)
-    db = xp.sum(d2, axis=0) if has_bias else None
+    db = bk.narrow(xp.sum(bk.widen(d2), axis=0)) if has_bias else None  # N rows summed in float32 for 16 bits
     return dx, dw, db

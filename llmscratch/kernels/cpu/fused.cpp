@@ -4,13 +4,13 @@
 // each kernel here makes one or two, and keeps its temporaries in registers. The math is the same as
 // the op it replaces (see that op's docstring); tests/test_cpu_kernels.py checks every kernel against it.
 // Arrays are C-contiguous (matmul and the attention kernels read strided views, see there). Every kernel is a template
-// over float and double, exported as name_f32 / name_f64.
+// over float and double, exported as name_f32 / name_f64 by wrappers that cpu_fused.py generates (see the end).
 //
-// The file is built twice (llmscratch/kernels/cpu_fused.py). Built with -fopenmp-simd (the numpy backend's
-// build), only the `omp simd` hints count and every kernel runs on the calling thread: numpy's OpenBLAS keeps
-// its own threads, and an OpenMP team spinning beside them on the same cores made steps 5x slower. Built with
-// -fopenmp (the torch backend's build, loaded after torch, so it shares torch's OpenMP threads) the
-// `omp parallel for` loops split their rows or elements across those threads.
+// The file is built twice (llmscratch/kernels/cpu_fused.py). Built with -fopenmp, the one numpy and torch use,
+// the `omp parallel for` loops split their rows or elements across OpenMP threads (torch's own, when torch
+// is loaded first; numpy's OpenBLAS is held to one thread meanwhile, since its threads spinning beside an
+// OpenMP team on the same cores made products up to 50x slower). Built with -fopenmp-simd, the fallback where
+// OpenMP does not build, only the `omp simd` hints count and every kernel runs on the calling thread.
 
 #include <cmath>
 #include <cstdint>
@@ -222,7 +222,7 @@ static std::vector<Chunk> chunks_of(const int64_t* sizes, int64_t count) {
 }
 
 template <typename T>
-double sum_of_squares(const T* const* xs, const int64_t* sizes, int64_t count) {  // Σ_t Σ_i xs[t][i]², in double
+void sum_of_squares(const T* const* xs, const int64_t* sizes, int64_t count, double* out) {  // Σ_t Σ_i xs[t][i]²
     const std::vector<Chunk> chunks = chunks_of(sizes, count);
     std::vector<double> partial(chunks.size());
 #pragma omp parallel for schedule(static)
@@ -233,9 +233,9 @@ double sum_of_squares(const T* const* xs, const int64_t* sizes, int64_t count) {
         for (int64_t i = chunks[c].begin; i < chunks[c].end; i++) s += double(x[i]) * double(x[i]);
         partial[c] = s;
     }
-    double total = 0;
+    double total = 0;  // in double, whatever T is
     for (double s : partial) total += s;
-    return total;
+    *out = total;
 }
 
 template <typename T>
@@ -491,8 +491,10 @@ static void score_tile(T* out, int64_t ldo, const T* a, int64_t lda, const T* bt
 
 template <typename T>
 void attention_tiled_forward(T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B,
-                             int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D, Strides sq, Strides sk,
-                             Strides sv, Strides so, bool causal, T scale) {
+                             int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D, const int64_t* strides,
+                             int64_t causal, T scale) {
+    const Strides* st = reinterpret_cast<const Strides*>(strides);  // of q, k, v, out
+    const Strides sq = st[0], sk = st[1], sv = st[2], so = st[3];
     const int64_t G = H / Hkv, Sp = round_up(S, VL<T>), Dp = round_up(D, 2 * VL<T>);
 #pragma omp parallel for schedule(static)
     for (int64_t task = 0; task < B * Hkv; task++) {
@@ -524,9 +526,10 @@ void attention_tiled_forward(T* out, T* P, const T* q, const T* k, const T* v, c
 
 template <typename T>
 void attention_tiled_backward(T* dq, T* dk, T* dv, const T* dout, const T* P, const T* q, const T* k, const T* v,
-                              int64_t B, int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D, Strides sdo,
-                              Strides sq, Strides sk, Strides sv, Strides sdq, Strides sdk, Strides sdv, bool causal,
-                              T scale) {
+                              int64_t B, int64_t H, int64_t Hkv, int64_t T_, int64_t S, int64_t D,
+                              const int64_t* strides, int64_t causal, T scale) {
+    const Strides* st = reinterpret_cast<const Strides*>(strides);  // of dout, q, k, v, dq, dk, dv
+    const Strides sdo = st[0], sq = st[1], sk = st[2], sv = st[3], sdq = st[4], sdk = st[5], sdv = st[6];
     const int64_t G = H / Hkv, Sp = round_up(S, VL<T>), Dp = round_up(D, 2 * VL<T>);
 #pragma omp parallel for schedule(static)
     for (int64_t task = 0; task < B * Hkv; task++) {
@@ -634,60 +637,9 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
     delete[] packed;
 }
 
-// ---- exported symbols: name_f32 and name_f64 -------------------------------------------------------------
-
-#define EXPORT_ALL(T, suffix)                                                                                  \
-    extern "C" void gelu_forward_##suffix(T* out, T* sig, const T* x, int64_t n) { gelu_forward(out, sig, x, n); } \
-    extern "C" void gelu_backward_##suffix(T* dx, const T* dout, const T* x, const T* sig, int64_t n) {          \
-        gelu_backward(dx, dout, x, sig, n);                                                                     \
-    }                                                                                                          \
-    extern "C" void layernorm_forward_##suffix(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b,   \
-                                               int64_t N, int64_t C, T eps) {                                  \
-        layernorm_forward(out, mean, rstd, x, w, b, N, C, eps);                                                \
-    }                                                                                                          \
-    extern "C" void layernorm_backward_##suffix(T* dx, T* dw, T* db, const T* dout, const T* x, const T* mean,  \
-                                                const T* rstd, const T* w, int64_t N, int64_t C) {             \
-        layernorm_backward(dx, dw, db, dout, x, mean, rstd, w, N, C);                                          \
-    }                                                                                                          \
-    extern "C" void cross_entropy_forward_##suffix(T* probs, double* loss_sum, int64_t* kept_and_bad,          \
-                                                   const T* logits, const int64_t* targets, int64_t N, int64_t V, \
-                                                   int64_t ignore) {                                           \
-        cross_entropy_forward(probs, loss_sum, kept_and_bad, logits, targets, N, V, ignore);                   \
-    }                                                                                                          \
-    extern "C" void cross_entropy_backward_##suffix(T* dlogits, const T* probs, const int64_t* targets,        \
-                                                    int64_t N, int64_t V, int64_t ignore, T scale) {           \
-        cross_entropy_backward(dlogits, probs, targets, N, V, ignore, scale);                                  \
-    }                                                                                                          \
-    extern "C" void sum_of_squares_##suffix(const T* const* xs, const int64_t* sizes, int64_t count, double* out) { \
-        *out = sum_of_squares(xs, sizes, count);                                                               \
-    }                                                                                                          \
-    extern "C" void adamw_step_##suffix(T* const* ps, const T* const* gs, T* const* ms, T* const* vs,          \
-                                        const int64_t* sizes, const T* decays, int64_t count, T grad_scale,    \
-                                        T b1, T b2, T step_size, T rsqrt_bc2, T eps) {                         \
-        adamw_step(ps, gs, ms, vs, sizes, decays, count, grad_scale, b1, b2, step_size, rsqrt_bc2, eps);       \
-    }                                                                                                          \
-    extern "C" void matmul_##suffix(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N, int64_t K, \
-                                    int64_t a_rs, int64_t a_cs, int64_t b_rs, int64_t b_cs) {                  \
-        matmul(out, a, b, bias, M, N, K, a_rs, a_cs, b_rs, b_cs);                                              \
-    }                                                                                                          \
-    extern "C" void attention_tiled_forward_##suffix(                                                          \
-        T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B, int64_t H,       \
-        int64_t Hkv, int64_t T_, int64_t S, int64_t D, const int64_t* strides, int64_t causal, T scale) {      \
-        const Strides* s = reinterpret_cast<const Strides*>(strides); /* q, k, v, out */                        \
-        attention_tiled_forward(out, P, q, k, v, key_mask, B, H, Hkv, T_, S, D, s[0], s[1], s[2], s[3],         \
-                                causal != 0, scale);                                                           \
-    }                                                                                                          \
-    extern "C" void attention_tiled_backward_##suffix(T* dq, T* dk, T* dv, const T* dout, const T* P,          \
-                                                      const T* q, const T* k, const T* v, int64_t B, int64_t H, \
-                                                      int64_t Hkv, int64_t T_, int64_t S, int64_t D,           \
-                                                      const int64_t* strides, int64_t causal, T scale) {       \
-        const Strides* s = reinterpret_cast<const Strides*>(strides); /* dout, q, k, v, dq, dk, dv */          \
-        attention_tiled_backward(dq, dk, dv, dout, P, q, k, v, B, H, Hkv, T_, S, D, s[0], s[1], s[2], s[3],    \
-                                 s[4], s[5], s[6], causal != 0, scale);                                        \
-    }
-
-EXPORT_ALL(float, f32)
-EXPORT_ALL(double, f64)
+// ---- exported symbols ------------------------------------------------------------------------------------
+// Each template above whose name is in cpu_fused.py's KERNELS table is exported as name_f32 and name_f64; the
+// extern "C" wrappers are generated from that table, which is the one place their argument lists are written.
 
 // the bytes of one vector: rows of the attention probabilities (and the key mask) are padded to whole vectors
 extern "C" int64_t vector_bytes() { return VECTOR_BYTES; }

@@ -1,0 +1,34 @@
+"""bf16 and fp16 training reach fp32's validation loss: nanoGPT's CPU run (the shakespeare_char_cpu preset,
+2000 iterations, torch on the CPU) in each precision, compared within 0.05 (llm.c's tolerance for reduced
+precision). About a minute per run on a 2-core machine; the three runs share one module-scoped fp32 baseline.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import shared_data_dir
+
+import llmscratch
+
+pytest.importorskip("torch")
+TOLERANCE = 0.05
+
+
+def _val_loss(precision: str) -> float:
+    if shared_data_dir() is None:
+        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
+    result = llmscratch.train(backend="torch", preset="shakespeare_char_cpu", precision=precision, progress=False)
+    assert result.history[-1]["step"] == 2000
+    return result.val_loss
+
+
+@pytest.fixture(scope="module")
+def fp32_val_loss() -> float:
+    return _val_loss("fp32")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reaches_the_fp32_val_loss(precision, fp32_val_loss):
+    loss = _val_loss(precision)
+    assert fp32_val_loss < 2.0, f"the fp32 baseline did not train: {fp32_val_loss:.4f}"
+    assert abs(loss - fp32_val_loss) <= TOLERANCE, f"{precision} {loss:.4f} vs fp32 {fp32_val_loss:.4f}"
