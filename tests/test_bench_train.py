@@ -45,3 +45,17 @@ def test_bench_train_splits_each_step_into_the_linear_matmuls_and_the_rest():
     (rec,) = records
     assert 0 < rec["linear_matmul_ms"] < rec["step_ms"]
     assert rec["rest_ms"] == pytest.approx(rec["step_ms"] - rec["linear_matmul_ms"])
+
+
+def test_full_runs_train_every_contestant_to_the_end():
+    """``bench train --full``: each contestant (a precision too, and the reference) trains to max_iters in its
+    own process, from the same weights and batches, to nearly the same loss."""
+    from llmscratch.bench.train import full_runs
+
+    tiny = dict(n_layer=1, n_embd=32, n_head=2, block_size=16, max_iters=20, eval_interval=10, eval_iters=2)
+    records = full_runs(["numpy", "torch@bf16", "reference"], "shakespeare_char_cpu", data="stdlib", **tiny)
+    assert [r["status"] for r in records] == ["ok"] * 3, records
+    losses = {r["contestant"]: r["final_val_loss"] for r in records}
+    assert all(r["final_step"] == 20 for r in records)
+    assert losses["numpy"] == pytest.approx(losses["reference"], rel=1e-4)
+    assert losses["torch@bf16"] == pytest.approx(losses["reference"], abs=0.05)

@@ -301,7 +301,7 @@ def train_reference(cfg: TrainConfig, device: str = "cpu") -> list[dict[str, Any
 
     from ..data import load_text, split_tokens
     from ..reference.torch_gpt import TorchGPT
-    from ..train import EVAL_BATCH, TRAIN_BATCH, build_tokenizer
+    from ..tasks.base import EVAL_BATCH, TRAIN_BATCH, build_tokenizer
 
     _, text = load_text(cfg.data)
     tok = build_tokenizer(cfg, text)
