@@ -156,6 +156,13 @@ def test_unsupported_head_dim_and_dtype_are_refused(emulator):
     x = bk.from_numpy(np.zeros((1, 1, 4, 24)))
     with pytest.raises(ConfigError, match=r"compiled for head dims \(16, 32, 64, 128\), not 24; use attention='flash'"):
         ca.flash_forward(bk, x, x, x, launcher=EmulatorLauncher(emulator))
+    half = make_backend("torch", "float16")
+    assert ca.unavailable(half) == "the CUDA kernels compute in float32 or float64, not float16"
+    y = half.from_numpy(np.zeros((1, 1, 4, 16)))
+    with pytest.raises(
+        ConfigError, match="cuda_flash_attention: the CUDA kernels compute in float32 or float64, not float16"
+    ):
+        ca.flash_forward(half, y, y, y, launcher=EmulatorLauncher(emulator))
 
 
 @pytest.mark.gpu

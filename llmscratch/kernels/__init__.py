@@ -55,13 +55,16 @@ def _build_registry() -> dict[str, AttentionKernel]:
         # FlashAttention-2 tiling in pure Array API: O(T) memory
         "flash": AttentionKernel("flash", flash_attention_forward, flash_attention_backward, everywhere),
         # CUDA C++ FlashAttention-2 (RawKernel): forward, backward dK/dV and dQ kernels
-        "cuda": AttentionKernel("cuda", cuda_attention.flash_forward, cuda_attention.flash_backward, ("cupy",)),
+        "cuda": AttentionKernel(
+            "cuda", cuda_attention.flash_forward, cuda_attention.flash_backward, ("cupy",), cuda_attention.unavailable
+        ),
         # cuBLAS matmuls around a fused scale + mask + softmax CUDA kernel
         "cuda-softmax": AttentionKernel(
             "cuda-softmax",
             cuda_attention.softmax_attention_forward,
             cuda_attention.softmax_attention_backward,
             ("cupy",),
+            cuda_attention.unavailable,
         ),
         # the whole attention in one C++ pass per (batch, kv head) on register tiles, heads read and written in place
         "cpu-tiled": AttentionKernel(

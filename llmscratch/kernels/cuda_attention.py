@@ -66,10 +66,17 @@ class CupyLauncher:
         return self.cupy.ascontiguousarray(x)
 
 
+def unavailable(bk: Backend) -> str | None:
+    """Why the CUDA kernels cannot run on ``bk`` (a float16 backend: they are written for float and double)."""
+    if bk.dtype_name not in C_TYPES:
+        return f"the CUDA kernels compute in float32 or float64, not {bk.dtype_name}"
+    return None
+
+
 def _prepare(bk: Backend, launcher: Launcher | None, q: Any, k: Any, v: Any, key_mask: Any, op: str) -> tuple:
     B, H, Hkv, T, S, D = check_attention_inputs(q, k, v, key_mask, op)
-    if bk.dtype_name not in C_TYPES:
-        raise ConfigError(f"{op}: the CUDA kernels compute in float32 or float64, not {bk.dtype_name}")
+    if reason := unavailable(bk):
+        raise ConfigError(f"{op}: {reason}")
     launcher = launcher or CupyLauncher()
     xp = bk.xp
     mask = xp.ones((B, S), dtype=xp.uint8, device=bk.device) if key_mask is None else xp.astype(key_mask, xp.uint8)
