@@ -287,8 +287,6 @@ def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     thread count, so float64 runs agree bit for bit across processes, thread counts and resumes, which a
     choice measured anew in each process could not promise.
     """
-    if not compiles():
-        return ops.matmul(bk, a, b, bias)
     if bk.dtype_name == "float64":
         return gemm(bk, a, b, bias)
     if _threaded() is not None:
