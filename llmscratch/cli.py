@@ -12,6 +12,8 @@
     llmscratch eval --checkpoint out-mt --data test.tsv                    # exact_match 0.993
     llmscratch convert out hf-out --to hf                                  # for transformers' from_pretrained
     llmscratch sample --checkpoint gpt2-dir --prompt "Hello"               # a Hugging Face directory works too
+    llmscratch plot --checkpoint out --out curves.png                      # loss, learning rate, tokens/s
+    llmscratch attention --checkpoint out --text "ROMEO:" --layer 1 --out att.png     # every head, or --head
 
 Every TrainConfig field is a --kebab-case flag (booleans also take --no-...). Errors print one line and
 exit with status 2.
@@ -89,6 +91,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print()
     else:
         print(ckpt.sample(args.prompt, args.max_new_tokens, **options))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+    from .viz import training_curves
+
+    ckpt = load(args.checkpoint, backend="numpy")
+    history = ckpt.state.get("history") or []
+    if not history:
+        raise LLMScratchError(
+            f"{args.checkpoint} has no training history (a converted or Hugging Face model): train it with "
+            "llmscratch train, or plot a run's own out directory"
+        )
+    training_curves(history, title=str(args.checkpoint), out=args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+    from .viz import attention_heads, attention_heatmap, attention_of_text
+
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    maps, labels = attention_of_text(ckpt, args.text)
+    layers = list(maps)
+    if not 0 <= args.layer < len(layers):
+        raise LLMScratchError(f"--layer {args.layer}: the model has {len(layers)} layers, 0 to {len(layers) - 1}")
+    name, probs = layers[args.layer], maps[layers[args.layer]]
+    if args.head is None:
+        attention_heads(probs, labels, title=name, out=args.out)
+    elif not 0 <= args.head < probs.shape[0]:
+        raise LLMScratchError(f"--head {args.head}: {name} has {probs.shape[0]} heads, 0 to {probs.shape[0] - 1}")
+    else:
+        attention_heatmap(probs[args.head], labels, title=f"{name}, head {args.head}", out=args.out)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -495,6 +533,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     _add_generation_args(p, SAMPLE_DEFAULTS)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("plot", help="training curves of a checkpoint's run: loss, learning rate, tokens/s (PNG)")
+    p.add_argument("--checkpoint", default="out", help="a training --out directory or a checkpoint directory [out]")
+    p.add_argument("--out", default="curves.png", help="the PNG to write [curves.png]")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("attention", help="attention heatmaps of a text: every head of a layer, or one (PNG)")
+    _add_checkpoint_args(p)
+    p.add_argument("--text", required=True, help="the text to look at (within the model's context)")
+    p.add_argument("--layer", type=int, default=0, help="the layer, from 0 [0]")
+    p.add_argument("--head", type=int, default=None, help="one head, from 0 [all heads of the layer]")
+    p.add_argument("--out", default="attention.png", help="the PNG to write [attention.png]")
+    p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("chat", help="talk to a checkpoint fine-tuned with --task sft (streams each reply)")
     _add_checkpoint_args(p)

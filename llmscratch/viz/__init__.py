@@ -1,0 +1,15 @@
+"""Pictures of what a model does, drawn with matplotlib (headless: the Agg backend, no browser, no network).
+
+Every function returns the matplotlib Figure and, given ``out``, also writes it as a PNG whose bytes depend
+only on what is drawn (no timestamp, no software version in its metadata), atomically.
+
+    attention_heatmap(probs, labels, ...)     one head: queries × keys, rows summing to 1
+    attention_heads(maps, labels, ...)        every head of one layer, side by side
+    attention_of_text(checkpoint, text)       the maps and token labels a trained model gives a text
+    training_curves(history, ...)             train/val loss, learning rate and tokens/s from a run's history
+"""
+
+from .attention import attention_heads, attention_heatmap, attention_of_text, token_labels
+from .curves import training_curves
+
+__all__ = ["attention_heads", "attention_heatmap", "attention_of_text", "token_labels", "training_curves"]

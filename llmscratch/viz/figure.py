@@ -1,0 +1,38 @@
+"""matplotlib, headless, and PNGs that are the same bytes for the same drawing."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write
+from ..errors import ConfigError
+
+DPI = 110
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed); a one-line error where it is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ConfigError("llmscratch.viz draws with matplotlib: pip install 'llmscratch[viz]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, out: str | os.PathLike | None) -> Any:
+    """Write fig to out as a PNG (whole or not at all; no metadata that changes between runs) and close it
+    for pyplot; -> fig."""
+    if out is not None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getvalue())
+    pyplot().close(fig)
+    return fig

@@ -1,0 +1,130 @@
+"""llmscratch.viz and the `plot` / `attention` commands: the numbers drawn (attention rows sum to 1, the causal
+upper triangle is 0, heads × T × S, the history's values), PNGs that are non-empty and the same bytes for the
+same drawing, and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llmscratch
+from llmscratch.checkpoint import convert
+from llmscratch.cli import main
+from llmscratch.errors import ConfigError, DataError
+from llmscratch.viz import attention_heads, attention_heatmap, attention_of_text, token_labels, training_curves
+
+pytest.importorskip("matplotlib")
+
+TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def gpt_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpt")
+    llmscratch.train(max_iters=20, eval_interval=10, out_dir=str(out), **TINY)
+    return out
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cls")
+    rows = ["text,label"] + [f"{w} film {w},{lab}" for w, lab in [("good", "pos"), ("bad", "neg")] * 20]
+    (out / "data.csv").write_text("\n".join(rows) + "\n")
+    llmscratch.train(
+        task="classify", data=str(out / "data.csv"), max_iters=4, eval_interval=4, out_dir=str(out / "run"), **TINY
+    )
+    return out / "run"
+
+
+def test_gpt_attention_of_a_text_is_causal_and_sums_to_one(gpt_run):
+    ck = llmscratch.load(gpt_run)
+    maps, labels = attention_of_text(ck, "def f(x):")
+    assert list(maps) == ["transformer.h.0.attn", "transformer.h.1.attn"]
+    assert labels == ["d", "e", "f", "␣", "f", "(", "x", ")", ":"]
+    for probs in maps.values():
+        assert probs.shape == (2, 9, 9)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        assert not np.any(np.triu(probs, k=1))
+
+
+def test_classifier_attention_sees_both_ways_from_cls(classifier_run):
+    maps, labels = attention_of_text(llmscratch.load(classifier_run), "good film")
+    assert labels[0] == "[CLS]" and len(labels) == next(iter(maps.values())).shape[-1]
+    probs = next(iter(maps.values()))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    assert np.any(np.triu(probs, k=1) > 0)  # bidirectional: keys after the query are seen
+
+
+def test_token_labels_make_whitespace_visible():
+    tok = llmscratch.tokenizers.CharTokenizer.train("a b\n\tc")
+    assert token_labels(tok, tok.encode("a b\n\t")) == ["a", "␣", "b", "⏎", "⇥"]
+    assert token_labels(tok, [99], {99: "[CLS]"}) == ["[CLS]"]
+
+
+def test_heatmaps_draw_the_probabilities_and_write_the_same_png_twice(tmp_path, rng):
+    probs = rng.dirichlet(np.ones(4), size=(3, 5))  # (H=3, T=5, S=4), rows sum to 1
+    labels, keys = list("abcde"), list("wxyz")
+    fig = attention_heatmap(probs[1], labels, keys, title="h1", out=tmp_path / "one.png")
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), probs[1])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == keys
+    attention_heatmap(probs[1], labels, keys, title="h1", out=tmp_path / "again.png")
+    png = (tmp_path / "one.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert png == (tmp_path / "again.png").read_bytes()
+    grid = attention_heads(probs, labels, keys, out=tmp_path / "all.png")
+    drawn = [ax.images[0].get_array() for ax in grid.axes if ax.images]
+    assert len(drawn) == 3 and all(np.array_equal(d, p) for d, p in zip(drawn, probs, strict=True))
+    assert (tmp_path / "all.png").stat().st_size > 1000
+
+
+def test_heatmaps_refuse_shapes_and_labels_that_do_not_fit():
+    with pytest.raises(ConfigError, match=r"one head's attention is \(T, S\)"):
+        attention_heatmap(np.ones((2, 3, 3)), list("abc"))
+    with pytest.raises(ConfigError, match="need 3 query and 3 key labels"):
+        attention_heatmap(np.ones((3, 3)), list("ab"))
+    with pytest.raises(ConfigError, match=r"a layer's attention is \(H, T, S\)"):
+        attention_heads(np.ones((3, 3)), list("abc"))
+
+
+def test_training_curves_draw_the_history(gpt_run, tmp_path):
+    history = llmscratch.load(gpt_run).state["history"]
+    fig = training_curves(history, out=tmp_path / "c.png")
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    val = [(h["step"], h["val_loss"]) for h in history if h["val_loss"] is not None]
+    np.testing.assert_array_equal(lines["val (evaluated)"].get_xydata(), np.array(val))
+    assert len(lines["train (each step)"].get_xdata()) == 20
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="no losses to draw"):
+        training_curves([])
+
+
+def test_plot_and_attention_commands(gpt_run, tmp_path, capsys):
+    assert main(["plot", "--checkpoint", str(gpt_run), "--out", str(tmp_path / "curves.png")]) == 0
+    assert (
+        main(["attention", "--checkpoint", str(gpt_run), "--text", "import os", "--out", str(tmp_path / "a.png")]) == 0
+    )
+    one = ["attention", "--checkpoint", str(gpt_run), "--text", "x = 1", "--layer", "1", "--head", "0"]
+    assert main([*one, "--out", str(tmp_path / "h.png")]) == 0
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("curves.png", "a.png", "h.png"))
+    capsys.readouterr()
+    bad = {
+        "--layer 2": ["--text", "x", "--layer", "2"],
+        "--head 5": ["--text", "x", "--head", "5"],
+        "longer than the model's context": ["--text", "x" * 40],
+    }
+    for message, args in bad.items():
+        assert main(["attention", "--checkpoint", str(gpt_run), *args, "--out", str(tmp_path / "x.png")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_plot_of_a_checkpoint_without_history(gpt_run, tmp_path, capsys):
+    converted = tmp_path / "converted"
+    convert(gpt_run, converted, to="llmscratch")
+    assert main(["plot", "--checkpoint", str(converted), "--out", str(tmp_path / "c.png")]) == 2
+    assert "has no training history" in capsys.readouterr().err
+
+
+def test_attention_of_a_text_too_long_is_a_data_error(gpt_run):
+    with pytest.raises(DataError, match="the text of 20 tokens is longer than the model's context"):
+        attention_of_text(llmscratch.load(gpt_run), "y" * 20)
