@@ -2,6 +2,7 @@
 
     out_dir/
       LATEST                       the name of the current checkpoint, replaced atomically
+      metrics.jsonl                the run's history as it happens, one line per entry (metrics_log.py)
       ckpt-000500-1a2b3c/          one complete checkpoint:
         model.safetensors            parameters (bfloat16 via ml_dtypes; a mixed-precision run's float32 masters)
         optimizer.safetensors        AdamW's m and v

@@ -95,11 +95,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .checkpoint import load
+    from .metrics_log import FILE, read_metrics
     from .viz import training_curves
 
-    ckpt = load(args.checkpoint, backend="numpy")
-    history = ckpt.state.get("history") or []
+    log = Path(args.checkpoint) / FILE  # written as the run goes: it has the steps after the last checkpoint too
+    history = read_metrics(log) if log.is_file() else load(args.checkpoint, backend="numpy").state.get("history")
     if not history:
         raise LLMScratchError(
             f"{args.checkpoint} has no training history (a converted or Hugging Face model): train it with "
@@ -534,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p, SAMPLE_DEFAULTS)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("plot", help="training curves of a checkpoint's run: loss, learning rate, tokens/s (PNG)")
+    p = sub.add_parser(
+        "plot", help="training curves of a run (its metrics.jsonl, else its checkpoint's history) as a PNG"
+    )
     p.add_argument("--checkpoint", default="out", help="a training --out directory or a checkpoint directory [out]")
     p.add_argument("--out", default="curves.png", help="the PNG to write [curves.png]")
     p.set_defaults(func=cmd_plot)

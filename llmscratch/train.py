@@ -35,6 +35,7 @@ from .backends.distributed import World, launched_world_size
 from .config import TrainConfig, resolve_config
 from .errors import CheckpointError, ConfigError, TrainingDivergedError
 from .inference import UsesModel
+from .metrics_log import MetricsLog
 from .models import Model, model_class
 from .models.base import draw_params, init_params
 from .optim import AdamW, learning_rate
@@ -156,6 +157,7 @@ class Trainer:
             self.task.prepare()
             self._build(self.task.model_config())
         self.task.world = self.world
+        self.metrics = MetricsLog(self.out_dir, self.history) if self.out_dir and self.world.is_main else None
         if self.world.size > 1:  # the fingerprint copies every weight to the host: only when it is compared
             self.world.check_same("configs, tokenizers or weights", self._fingerprint())
 
@@ -269,6 +271,12 @@ class Trainer:
             self.skipped[it] = self.precision.loss_scale
         return total / accum, tokens, stop
 
+    def _record(self, entry: dict[str, Any]) -> None:
+        """One history entry: kept in the history (which checkpoints store) and appended to metrics.jsonl."""
+        self.history.append(entry)
+        if self.metrics is not None:
+            self.metrics.append(entry)
+
     def evaluate(self, it: int) -> dict[str, float]:
         self.model.training = False
         try:
@@ -328,7 +336,7 @@ class Trainer:
                     if entry["skipped"]:
                         scale = self.skipped.pop(it)
                         log(f"step {it}: the fp16 gradients overflowed; step skipped, loss scale now {scale:g}")
-                self.history.append(entry | comm)
+                self._record(entry | comm)
             bar.update(len(pending))
             bar.set_postfix(loss=f"{values[-1]:.4f}", tok_s=f"{tps:,.0f}")
             pending.clear()
@@ -340,7 +348,7 @@ class Trainer:
                     flush()
                     scores = self.evaluate(it)
                     metrics = {k: v for k, v in scores.items() if k not in ("train", "val")}
-                    self.history.append(
+                    self._record(
                         {
                             "step": it,
                             "train_loss": None,

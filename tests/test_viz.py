@@ -4,6 +4,8 @@ same drawing, and bad input."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ import llmscratch
 from llmscratch.checkpoint import convert
 from llmscratch.cli import main
 from llmscratch.errors import ConfigError, DataError
+from llmscratch.metrics_log import read_metrics
 from llmscratch.viz import attention_heads, attention_heatmap, attention_of_text, token_labels, training_curves
 
 pytest.importorskip("matplotlib")
@@ -128,3 +131,19 @@ def test_plot_of_a_checkpoint_without_history(gpt_run, tmp_path, capsys):
 def test_attention_of_a_text_too_long_is_a_data_error(gpt_run):
     with pytest.raises(DataError, match="the text of 20 tokens is longer than the model's context"):
         attention_of_text(llmscratch.load(gpt_run), "y" * 20)
+
+
+def test_metrics_log_follows_the_run_and_a_resume(tmp_path):
+    """metrics.jsonl holds the history line by line as the run goes; a resume rewrites it from the checkpoint,
+    so repeated steps appear once; a torn last line is skipped; `plot` reads it."""
+    out = tmp_path / "run"
+    first = llmscratch.train(max_iters=8, eval_interval=4, out_dir=str(out), log_interval=1, **TINY)
+    assert read_metrics(out) == json.loads(json.dumps(first.history))
+    resumed = llmscratch.train(max_iters=12, eval_interval=4, out_dir=str(out), resume=True, log_interval=1, **TINY)
+    entries = read_metrics(out)
+    assert entries == json.loads(json.dumps(resumed.history))
+    assert [e["step"] for e in entries if e["train_loss"] is not None] == list(range(12))
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 12, "train_lo')  # a crash mid-line
+    assert read_metrics(out) == entries
+    assert main(["plot", "--checkpoint", str(out), "--out", str(tmp_path / "c.png")]) == 0

@@ -1,0 +1,51 @@
+"""metrics.jsonl: a run's history as it happens, one JSON object per line, beside its checkpoints.
+
+Each line is one history entry (a logged step: step, train_loss, lr, tokens_per_s; or an evaluation: step,
+val_loss, eval_train_loss, accuracy ...), appended when the trainer records it, so a run can be plotted while
+it trains and keeps the steps after its last checkpoint. A resumed run first rewrites the file (atomically)
+from the checkpoint's own history, so steps that the resume repeats are not there twice. A line cut short by
+a crash is skipped when reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .atomic import atomic_write
+
+FILE = "metrics.jsonl"
+
+
+class MetricsLog:
+    """Appends history entries to ``out_dir/metrics.jsonl``, starting from ``history``."""
+
+    def __init__(self, out_dir: str | os.PathLike, history: Iterable[dict[str, Any]] = ()) -> None:
+        self.path = Path(out_dir) / FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, "".join(_line(entry) for entry in history))
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(_line(entry))
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, ensure_ascii=False) + "\n"
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The entries of a metrics.jsonl (or of out_dir/metrics.jsonl); a torn last line is left out."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE
+    entries = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
