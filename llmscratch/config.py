@@ -44,6 +44,7 @@ class TrainConfig(Architecture):
     data: str = "stdlib"  # lm: stdlib | shakespeare | names | a text file;  classify/seq2seq: a CSV/JSONL/TSV file
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
     vocab_size: int | None = None  # the BPE vocabulary to train (tokenizer="bpe")
+    line_documents: bool | None = None  # lm: one item per line, shuffled, newline-ended (None: yes for names)
     # where it runs
     backend: str = "numpy"  # numpy | torch | cupy | strict
     device: str | None = None  # cpu | cuda | cuda:N (None: the backend's default)

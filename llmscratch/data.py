@@ -47,6 +47,7 @@ BUILTIN_CORPORA = {
     ),
 }
 DEFAULT_CORPUS = "stdlib"
+LINE_DOCUMENT_CORPORA = ("names",)  # built-in corpora of one item per line (line_documents=None: as documents)
 STDLIB_CHARS = 1_000_000  # about the size of tinyshakespeare
 STDLIB_SKIP = ("test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip")
 
@@ -158,6 +159,20 @@ def split_tokens(tokens: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndar
     """The first 90% for training, the last 10% for validation (as nanoGPT's prepare.py)."""
     n = int(len(tokens) * (1.0 - val_fraction))
     return tokens[:n], tokens[n:]
+
+
+def split_documents(text: str, *seed: int, val_fraction: float = 0.1) -> tuple[str, str]:
+    """A text of one item per line -> (train text, val text): the non-empty lines in an order drawn from
+    ``seed``, the last 10% of them held out, each ended by a newline, the end-of-document token. Trained on
+    this, a model learns items, not the file's order (an alphabetical list of names teaches the alphabet
+    order), and a sample that starts after a newline is a fresh item."""
+    documents = [line for line in text.splitlines() if line.strip()]
+    if len(documents) < 2:
+        raise DataError(f"line documents need at least 2 non-empty lines, got {len(documents)}")
+    order = np.random.default_rng(np.random.SeedSequence(list(seed))).permutation(len(documents))
+    shuffled = [documents[i] for i in order]
+    n = max(1, min(len(shuffled) - 1, int(len(shuffled) * (1.0 - val_fraction))))
+    return "".join(d + "\n" for d in shuffled[:n]), "".join(d + "\n" for d in shuffled[n:])
 
 
 def check_split_size(name: str, tokens: np.ndarray, block_size: int) -> None:

@@ -192,3 +192,37 @@ def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path):
     (tmp_path / "bad.json").write_text('{"type": "char"')
     with pytest.raises(llmscratch.errors.TokenizerError, match="is not valid JSON"):
         llmscratch.tokenizers.load(tmp_path / "bad.json")
+
+
+def test_line_documents_are_shuffled_held_out_whole_and_newline_ended():
+    from llmscratch.data import split_documents
+
+    text = "".join(f"name{i:03d}\n" for i in range(200)) + "\n\n"
+    train, val = split_documents(text, 7, 3)
+    train_docs, val_docs = train.splitlines(), val.splitlines()
+    assert train.endswith("\n") and val.endswith("\n")
+    assert (len(train_docs), len(val_docs)) == (180, 20)
+    assert sorted(train_docs + val_docs) == [f"name{i:03d}" for i in range(200)]  # every item once, none split
+    assert train_docs != sorted(train_docs)
+    assert split_documents(text, 7, 3) == (train, val) and split_documents(text, 8, 3) != (train, val)
+    with pytest.raises(DataError, match="at least 2 non-empty lines"):
+        split_documents("one\n\n", 0)
+
+
+def test_names_train_as_documents_by_default(tmp_path):
+    from llmscratch.tasks.lm import LMTask
+
+    corpus = tmp_path / "list.txt"
+    corpus.write_text("".join(f"{chr(97 + i % 26)}{i}\n" for i in range(300)))
+    stream = LMTask(resolve_config(data=str(corpus), block_size=8))
+    stream.prepare()
+    docs = LMTask(resolve_config(data=str(corpus), block_size=8, line_documents=True))
+    docs.prepare()
+    decode = docs.tokenizer.decode
+    assert decode(stream.train_tokens[:9]) == "a0\nb1\nc2\n"  # the file's order
+    assert decode(docs.train_tokens[:9]) != "a0\nb1\nc2\n" and decode(docs.train_tokens).count("\n") == 270
+    if shared_data_dir() is not None:
+        names = LMTask(resolve_config(data="names", block_size=8))
+        names.prepare()
+        first = names.tokenizer.decode(names.train_tokens[:60]).splitlines()[:5]
+        assert first != sorted(first)

@@ -28,7 +28,7 @@ from ..tokenizers import load as load_tokenizer
 from ..tokenizers.base import SpecialIds
 
 # the streams of random numbers: (seed, stream, it, ...) seeds each one
-TRAIN_BATCH, EVAL_BATCH, DROPOUT = 0, 1, 2
+TRAIN_BATCH, EVAL_BATCH, DROPOUT, DOCUMENT_ORDER = 0, 1, 2, 3
 
 
 def build_tokenizer(cfg: TrainConfig, text: str) -> Tokenizer:

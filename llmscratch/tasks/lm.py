@@ -2,16 +2,17 @@
 
 Batches follow nanoGPT: B windows of T+1 tokens at random offsets of the training tokens (the first 90% of
 the corpus); x is the first T of each window, y the last T. Evaluation averages eval_iters such batches of
-each split.
+each split. A corpus of one item per line (``line_documents``; names by default) is split into its lines,
+shuffled, 90% of them trained on and 10% held out, each ended by a newline (data.split_documents).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..data import check_split_size, get_batch, load_text, split_tokens
+from ..data import LINE_DOCUMENT_CORPORA, check_split_size, get_batch, load_text, split_documents, split_tokens
 from ..models import Model, ModelConfig
-from .base import EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
+from .base import DOCUMENT_ORDER, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
 
 
 class LMTask(Task):
@@ -20,11 +21,15 @@ class LMTask(Task):
 
     def prepare(self) -> None:
         cfg = self.cfg
-        _, text = load_text(cfg.data)
+        name, text = load_text(cfg.data)
         if self.tokenizer is None:
             self.tokenizer = build_tokenizer(cfg, text)
-        tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int32)
-        self.train_tokens, self.val_tokens = split_tokens(tokens)
+        line_documents = name in LINE_DOCUMENT_CORPORA if cfg.line_documents is None else cfg.line_documents
+        if line_documents:
+            splits = split_documents(text, cfg.seed, DOCUMENT_ORDER)
+            self.train_tokens, self.val_tokens = (np.asarray(self.tokenizer.encode(t), dtype=np.int32) for t in splits)
+        else:
+            self.train_tokens, self.val_tokens = split_tokens(np.asarray(self.tokenizer.encode(text), dtype=np.int32))
         check_split_size("train", self.train_tokens, cfg.block_size)
         check_split_size("val", self.val_tokens, cfg.block_size)
 
