@@ -147,3 +147,60 @@ def test_metrics_log_follows_the_run_and_a_resume(tmp_path):
         f.write('{"step": 12, "train_lo')  # a crash mid-line
     assert read_metrics(out) == entries
     assert main(["plot", "--checkpoint", str(out), "--out", str(tmp_path / "c.png")]) == 0
+
+
+def test_positional_encoding_figures_draw_the_tables(tmp_path):
+    from llmscratch import ops
+    from llmscratch.backends import get_backend
+    from llmscratch.viz import rope_rotations, sinusoidal_encodings
+
+    fig = sinusoidal_encodings(32, 16, out=tmp_path / "pe.png")
+    bk = get_backend("numpy", dtype="float64")
+    pe = bk.to_numpy(ops.sinusoidal_table(bk, 32, 16))
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), pe)
+    similarity = np.asarray(fig.axes[1].images[0].get_array())  # axes: table, similarity, then the colorbars
+    np.testing.assert_allclose(np.diag(similarity), 8.0)  # Σ sin² + cos² over 8 pairs
+    np.testing.assert_allclose(similarity[3, 7], similarity[10, 14])  # depends on the distance alone
+    fig = rope_rotations(40, 8, pairs=2, out=tmp_path / "rope.png")
+    theta = ops.rope_frequencies(8)
+    np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), np.mod(np.arange(40) * theta[1], 2 * np.pi))
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("pe.png", "rope.png"))
+
+
+def test_next_token_bars_show_the_sampled_distribution(gpt_run, tmp_path):
+    from llmscratch.generation.text import prompt_ids
+    from llmscratch.viz import next_token_distribution, probability_bars
+
+    ck = llmscratch.load(gpt_run)
+    p = next_token_distribution(ck, "def ", temperature=0.7, top_k=5)
+    assert p.shape == (ck.tokenizer.vocab_size,) and p.sum() == pytest.approx(1.0) and np.count_nonzero(p) == 5
+    ids = prompt_ids(ck.tokenizer, "def ")
+    logits = ck.model.bk.to_numpy(ck.model.forward(np.asarray([ids]))[0])[0, -1] / 0.7
+    top = np.argsort(-logits)[:5]
+    want = np.exp(logits[top] - logits[top].max())
+    np.testing.assert_allclose(p[top], want / want.sum(), rtol=1e-5)
+    labels = token_labels(ck.tokenizer, range(len(p)))
+    fig = probability_bars(p, labels, top=5, out=tmp_path / "p.png")
+    heights = [bar.get_height() for bar in fig.axes[0].patches]
+    np.testing.assert_allclose(heights, np.sort(p)[::-1][:5])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [labels[i] for i in top]
+
+
+def test_embedding_map_and_bpe_merges(tmp_path):
+    from llmscratch.tokenizers import BPETokenizer
+    from llmscratch.viz import bpe_merges, embedding_projection
+
+    w = np.zeros((4, 3))
+    w[:, 0] = [0, 1, 2, 3]  # all the variance along one axis
+    fig = embedding_projection(w, list("abcd"), out=tmp_path / "e.png")
+    xy = fig.axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(np.abs(xy[:, 0]), [1.5, 0.5, 0.5, 1.5])
+    np.testing.assert_allclose(xy[:, 1], 0.0, atol=1e-12)
+    tok = BPETokenizer.train("low lower lowest " * 20, 260)
+    fig = bpe_merges(tok, first=3, out=tmp_path / "m.png")
+    text = fig.axes[0].texts[0].get_text().splitlines()
+    assert len(text) == 3 and text[0].startswith("  1.")
+    *_, new = tok.merges[0]
+    assert text[0].endswith(token_labels(tok, [new])[0])
+    with pytest.raises(ConfigError, match="no merges"):
+        bpe_merges(llmscratch.tokenizers.CharTokenizer.train("abc"))

@@ -7,9 +7,27 @@ only on what is drawn (no timestamp, no software version in its metadata), atomi
     attention_heads(maps, labels, ...)        every head of one layer, side by side
     attention_of_text(checkpoint, text)       the maps and token labels a trained model gives a text
     training_curves(history, ...)             train/val loss, learning rate and tokens/s from a run's history
+    sinusoidal_encodings(T, C), rope_rotations(T, D)    positional encodings
+    next_token_distribution(checkpoint, text, **options), probability_bars(probs, labels)
+    embedding_projection(weights, labels)     the token embeddings at their two principal components
+    bpe_merges(tokenizer)                     the merges in the order BPE learned them
 """
 
 from .attention import attention_heads, attention_heatmap, attention_of_text, token_labels
 from .curves import training_curves
+from .positions import rope_rotations, sinusoidal_encodings
+from .tokens import bpe_merges, embedding_projection, next_token_distribution, probability_bars
 
-__all__ = ["attention_heads", "attention_heatmap", "attention_of_text", "token_labels", "training_curves"]
+__all__ = [
+    "attention_heads",
+    "attention_heatmap",
+    "attention_of_text",
+    "bpe_merges",
+    "embedding_projection",
+    "next_token_distribution",
+    "probability_bars",
+    "rope_rotations",
+    "sinusoidal_encodings",
+    "token_labels",
+    "training_curves",
+]
