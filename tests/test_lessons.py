@@ -1,0 +1,35 @@
+"""Every lesson in examples/ runs top to bottom, in order, each in a fresh kernel and an empty working
+directory; each asserts its own headline number (a loss reached, an equality, a count)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import shared_data_dir
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+LESSONS = sorted((Path(__file__).resolve().parents[1] / "examples").glob("[0-9][0-9]_*.ipynb"))
+MINUTES = 3  # a lesson's budget on a 2-core CPU
+
+
+def test_the_lessons_are_numbered_in_order():
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert numbers == sorted(set(numbers)) and numbers[0] == 1
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_runs(lesson, tmp_path, monkeypatch):
+    if shared_data_dir() is None:
+        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt and names.txt not set")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    notebook = nbformat.read(lesson, as_version=4)
+    start = time.perf_counter()
+    nbclient.NotebookClient(
+        notebook, timeout=60 * MINUTES, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    seconds = time.perf_counter() - start
+    assert seconds < 60 * MINUTES, f"{lesson.name} took {seconds:.0f} s"
