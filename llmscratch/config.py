@@ -71,6 +71,7 @@ class TrainConfig(Architecture):
     eval_iters: int = 20  # lm: batches per estimate; classify/seq2seq evaluate the whole validation split
     log_interval: int = 10  # steps between reading the loss back from the device
     out_dir: str | None = None  # where checkpoints go; None: keep none (the CLI defaults to ./out)
+    tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard (pip install tensorboard)
     seed: int = 1337
 
     def __post_init__(self) -> None:

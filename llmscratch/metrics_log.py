@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write
+from .errors import ConfigError
 
 FILE = "metrics.jsonl"
 
@@ -23,14 +24,28 @@ FILE = "metrics.jsonl"
 class MetricsLog:
     """Appends history entries to ``out_dir/metrics.jsonl``, starting from ``history``."""
 
-    def __init__(self, out_dir: str | os.PathLike, history: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(
+        self, out_dir: str | os.PathLike, history: Iterable[dict[str, Any]] = (), tensorboard: bool = False
+    ) -> None:
         self.path = Path(out_dir) / FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, "".join(_line(entry) for entry in history))
+        self.board = None
+        if tensorboard:
+            try:
+                from tensorboard.summary import Writer
+            except ImportError:
+                raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.board = Writer(str(Path(out_dir) / "tensorboard"))
 
     def append(self, entry: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(_line(entry))
+        if self.board is not None:
+            for name, value in entry.items():
+                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.board.add_scalar(name, float(value), step=entry["step"])
+            self.board.flush()
 
 
 def _line(entry: dict[str, Any]) -> str:

@@ -157,7 +157,10 @@ class Trainer:
             self.task.prepare()
             self._build(self.task.model_config())
         self.task.world = self.world
-        self.metrics = MetricsLog(self.out_dir, self.history) if self.out_dir and self.world.is_main else None
+        if cfg.tensorboard and self.out_dir is None:
+            raise ConfigError("--tensorboard writes its event files beside the checkpoints: give an out_dir (--out)")
+        main_log = self.out_dir and self.world.is_main
+        self.metrics = MetricsLog(self.out_dir, self.history, cfg.tensorboard) if main_log else None
         if self.world.size > 1:  # the fingerprint copies every weight to the host: only when it is compared
             self.world.check_same("configs, tokenizers or weights", self._fingerprint())
 

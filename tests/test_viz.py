@@ -204,3 +204,23 @@ def test_embedding_map_and_bpe_merges(tmp_path):
     assert text[0].endswith(token_labels(tok, [new])[0])
     with pytest.raises(ConfigError, match="no merges"):
         bpe_merges(llmscratch.tokenizers.CharTokenizer.train("abc"))
+
+
+def test_tensorboard_event_files_hold_the_history(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    result = llmscratch.train(
+        max_iters=6, eval_interval=3, out_dir=str(tmp_path), log_interval=1, tensorboard=True, **TINY
+    )
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for events in (tmp_path / "tensorboard").iterdir():
+        for event in EventFileLoader(str(events)).Load():
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.tensor.float_val[0]))
+    want = [(h["step"], h["val_loss"]) for h in result.history if h["val_loss"] is not None]
+    assert [s for s, _ in scalars["val_loss"]] == [s for s, _ in want]
+    np.testing.assert_allclose([v for _, v in scalars["val_loss"]], [v for _, v in want], rtol=1e-6)
+    assert len(scalars["train_loss"]) == 6 and "lr" in scalars and "tokens_per_s" in scalars
+    with pytest.raises(ConfigError, match="give an out_dir"):
+        llmscratch.train(max_iters=1, tensorboard=True, **TINY)
