@@ -126,12 +126,8 @@ class AdamW:
         names = list(self.params)
         weights = self.weights
         grads_list = [grads[n] for n in names]
-        if self.master is not None:
-            xp = self.bk.xp
-            grads_list = [
-                g if g.dtype == weights[n].dtype else xp.astype(g, weights[n].dtype)
-                for n, g in zip(names, grads_list, strict=True)
-            ]
+        if self.master is not None:  # the masters are float32, the 16-bit backend's wide_dtype
+            grads_list = [self.bk.widen(g) for g in grads_list]
         norm = scale = None
         if loss_scale > 0:
             norm = self.bk.item(self.norm(self.bk, grads_list)) / loss_scale

@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .backends import BACKEND_HALF_DTYPES, Backend, get_backend
+from .backends import BACKEND_HALF_DTYPES, Backend, backends_with, get_backend
 from .errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # -> the compute dtype (None: the dtype)
@@ -52,8 +52,8 @@ def check_precision(precision: str, backend: str, dtype: str) -> None:
             f"precision={precision} keeps float32 master weights, so dtype must be float32, not {dtype} "
             f"(dtype={half} alone computes and stores everything in {half}, without master weights)"
         )
-    if half not in BACKEND_HALF_DTYPES.get(backend, ()):
-        have = [name for name, dtypes in BACKEND_HALF_DTYPES.items() if half in dtypes]
+    have = backends_with(half)
+    if backend not in have:
         other = [p for p, d in PRECISIONS.items() if d in BACKEND_HALF_DTYPES.get(backend, ())]
         hint = f"precision={other[0]}, or " if other else "precision=fp32, or "
         raise ConfigError(
@@ -73,8 +73,9 @@ class LossScaler:
     clean_steps: int = 0  # steps since the last overflow or growth
 
     def update(self, grad_norm: float) -> bool:
-        """After a step whose (scaled) gradients have norm ``grad_norm``: -> whether they were finite (the
-        step was taken); halves the scale on inf/NaN, doubles it after growth_interval clean steps."""
+        """After a step whose gradients have norm ``grad_norm`` (inf or NaN where they overflowed): -> whether
+        they were finite (the step was taken); halves the scale on inf/NaN, doubles it after growth_interval
+        clean steps."""
         if not math.isfinite(grad_norm):
             self.scale *= self.backoff_factor
             self.clean_steps = 0
@@ -118,10 +119,7 @@ class Precision:
 
     def widened(self, grads: dict[str, Any]) -> dict[str, Any]:
         """A backward's gradients in the master dtype, to sum and to update float32 weights with."""
-        if not self.has_master:
-            return grads
-        xp, wide = self.bk.xp, self.master_bk.dtype
-        return {n: xp.astype(g, wide) for n, g in grads.items()}
+        return {n: self.bk.widen(g) for n, g in grads.items()} if self.has_master else grads
 
     def update(self, opt: Any, grads: dict[str, Any], lr: float, max_grad_norm: float) -> bool:
         """``opt.step`` on gradients that carry the loss scale; -> whether the step was taken (fp16 skips one

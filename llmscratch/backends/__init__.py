@@ -50,8 +50,13 @@ def get_backend(name: str | Backend = "numpy", device: Any = None, dtype: str = 
             f"available here: {', '.join(available_backends())}"
         )
     cls = _backend_class(name)
-    check_dtype(name, dtype, BACKEND_HALF_DTYPES)
+    check_dtype(name, dtype, backends_with(dtype))
     return cls(device, dtype)
+
+
+def backends_with(dtype: str) -> list[str]:
+    """The backends that compute in a 16-bit ``dtype`` (BACKEND_HALF_DTYPES)."""
+    return [name for name, dtypes in BACKEND_HALF_DTYPES.items() if dtype in dtypes]
 
 
 def available_backends() -> list[str]:
@@ -73,5 +78,6 @@ __all__ = [
     "HALF_DTYPES",
     "Backend",
     "available_backends",
+    "backends_with",
     "get_backend",
 ]

@@ -163,12 +163,11 @@ class PeakMemory:
     bytes: int | None = None
 
 
-def check_dtype(backend_name: str, dtype: str, half_dtypes: dict[str, Sequence[str]]) -> None:
-    """Refuse a dtype the backend cannot compute in, naming the backends that have it."""
+def check_dtype(backend_name: str, dtype: str, have: Sequence[str]) -> None:
+    """Refuse a dtype the backend cannot compute in; ``have``: the backends that have a 16-bit dtype."""
     if dtype not in FLOAT_DTYPES:
         raise BackendError(f"unsupported dtype {dtype!r}; choose one of {', '.join(FLOAT_DTYPES)}")
-    if dtype in HALF_DTYPES and dtype not in half_dtypes.get(backend_name, ()):
-        have = [name for name, dtypes in half_dtypes.items() if dtype in dtypes]
+    if dtype in HALF_DTYPES and backend_name not in have:
         raise BackendError(
             f"the {backend_name} backend has no {dtype}; use dtype='float32', or a backend that has it: "
             f"{', '.join(have)}"
