@@ -14,6 +14,7 @@
     llmscratch sample --checkpoint gpt2-dir --prompt "Hello"               # a Hugging Face directory works too
     llmscratch plot --checkpoint out --out curves.png                      # loss, learning rate, tokens/s
     llmscratch attention --checkpoint out --text "ROMEO:" --layer 1 --out att.png     # every head, or --head
+    llmscratch attention --checkpoint out-mt --text "forty-two" --part cross          # a translator's parts
 
 Every TrainConfig field is a --kebab-case flag (booleans also take --no-...). Errors print one line and
 exit with status 2.
@@ -30,6 +31,7 @@ from typing import Any, get_args, get_type_hints
 from .config import FIELDS, TrainConfig, preset_names
 from .errors import LLMScratchError
 from .generation.text import SAMPLE_DEFAULTS
+from .viz.attention import PARTS, part_of
 
 # flags whose name differs from the config field
 FLAG_NAMES = {"out_dir": "--out"}
@@ -118,17 +120,19 @@ def cmd_attention(args: argparse.Namespace) -> int:
     from .viz import attention_heads, attention_heatmap, attention_of_text
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
-    maps, labels = attention_of_text(ckpt, args.text)
-    layers = list(maps)
+    attention = attention_of_text(ckpt, args.text, args.target)
+    layers = attention.layers(args.part)
     if not 0 <= args.layer < len(layers):
-        raise LLMScratchError(f"--layer {args.layer}: the model has {len(layers)} layers, 0 to {len(layers) - 1}")
-    name, probs = layers[args.layer], maps[layers[args.layer]]
+        what = f"{len(layers)} {part_of(layers[0])} attention layers"
+        raise LLMScratchError(f"--layer {args.layer}: the model has {what}, 0 to {len(layers) - 1}")
+    name = layers[args.layer]
+    probs, (queries, keys) = attention.maps[name], attention.labels(name)
     if args.head is None:
-        attention_heads(probs, labels, title=name, out=args.out)
+        attention_heads(probs, queries, keys, title=name, out=args.out)
     elif not 0 <= args.head < probs.shape[0]:
         raise LLMScratchError(f"--head {args.head}: {name} has {probs.shape[0]} heads, 0 to {probs.shape[0] - 1}")
     else:
-        attention_heatmap(probs[args.head], labels, title=f"{name}, head {args.head}", out=args.out)
+        attention_heatmap(probs[args.head], queries, keys, title=f"{name}, head {args.head}", out=args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -549,6 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", required=True, help="the text to look at (within the model's context)")
     p.add_argument("--layer", type=int, default=0, help="the layer, from 0 [0]")
     p.add_argument("--head", type=int, default=None, help="one head, from 0 [all heads of the layer]")
+    p.add_argument(
+        "--part",
+        choices=PARTS,
+        default=None,
+        help="a translator's encoder, decoder or cross-attention [cross for a translator, else the model's own]",
+    )
+    p.add_argument(
+        "--target", default=None, help="a translator's target text [the model's own greedy translation of --text]"
+    )
     p.add_argument("--out", default="attention.png", help="the PNG to write [attention.png]")
     p.set_defaults(func=cmd_attention)
 

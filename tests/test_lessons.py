@@ -25,7 +25,7 @@ def test_the_lessons_are_numbered_in_order():
 def test_lesson_runs(lesson, tmp_path, monkeypatch):
     if shared_data_dir() is None:
         pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt and names.txt not set")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own backend, as a reader's notebook has it
     notebook = nbformat.read(lesson, as_version=4)
     start = time.perf_counter()
     nbclient.NotebookClient(
@@ -33,3 +33,6 @@ def test_lesson_runs(lesson, tmp_path, monkeypatch):
     ).execute()
     seconds = time.perf_counter() - start
     assert seconds < 60 * MINUTES, f"{lesson.name} took {seconds:.0f} s"
+    if "llmscratch.viz" in "".join(cell.source for cell in notebook.cells):
+        shown = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert shown, f"{lesson.name} draws, but no picture came out in the notebook"

@@ -39,23 +39,58 @@ def classifier_run(tmp_path_factory):
     return out / "run"
 
 
+@pytest.fixture(scope="module")
+def translator_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mt")
+    words = ["one", "two", "three", "four", "five"]
+    french = ["un", "deux", "trois", "quatre", "cinq"]
+    pairs = [f"{words[i]} {words[j]}\t{french[i]} {french[j]}" for i in range(5) for j in range(5)]
+    (out / "pairs.tsv").write_text("\n".join(pairs) + "\n")
+    llmscratch.train(
+        task="seq2seq", data=str(out / "pairs.tsv"), max_iters=4, eval_interval=4, out_dir=str(out / "run"), **TINY
+    )
+    return out / "run"
+
+
 def test_gpt_attention_of_a_text_is_causal_and_sums_to_one(gpt_run):
-    ck = llmscratch.load(gpt_run)
-    maps, labels = attention_of_text(ck, "def f(x):")
-    assert list(maps) == ["transformer.h.0.attn", "transformer.h.1.attn"]
-    assert labels == ["d", "e", "f", "␣", "f", "(", "x", ")", ":"]
-    for probs in maps.values():
-        assert probs.shape == (2, 9, 9)
+    attention = attention_of_text(llmscratch.load(gpt_run), "def f(x):")
+    assert list(attention.maps) == ["transformer.h.0.attn", "transformer.h.1.attn"]
+    assert attention.layers() == attention.layers("decoder") == list(attention.maps)
+    assert attention.tokens == ["d", "e", "f", "␣", "f", "(", "x", ")", ":"] and attention.target is None
+    for name, probs in attention.maps.items():
+        assert probs.shape == (2, 9, 9) and attention.labels(name) == (attention.tokens, attention.tokens)
         np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
         assert not np.any(np.triu(probs, k=1))
 
 
 def test_classifier_attention_sees_both_ways_from_cls(classifier_run):
-    maps, labels = attention_of_text(llmscratch.load(classifier_run), "good film")
-    assert labels[0] == "[CLS]" and len(labels) == next(iter(maps.values())).shape[-1]
-    probs = next(iter(maps.values()))
+    attention = attention_of_text(llmscratch.load(classifier_run), "good film")
+    probs = attention.maps[attention.layers()[-1]]
+    assert attention.layers() == attention.layers("encoder")
+    assert attention.tokens[0] == "[CLS]" and len(attention.tokens) == probs.shape[-1]
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     assert np.any(np.triu(probs, k=1) > 0)  # bidirectional: keys after the query are seen
+
+
+def test_translator_attention_has_its_three_parts(translator_run):
+    """Encoder self (S×S, both ways), decoder self (T×T, causal), cross (T×S), on [BOS] + the given target or,
+    by default, on [BOS] + the model's own greedy translation."""
+    ck = llmscratch.load(translator_run)
+    attention = attention_of_text(ck, "two five", target="deux cinq")
+    source, target = attention.tokens, attention.target
+    assert source == list("two␣five") and target == ["[BOS]", *"deux␣cinq"]
+    S, T = len(source), len(target)
+    assert attention.layers() == attention.layers("cross") == ["decoder.h.0.cross_attn", "decoder.h.1.cross_attn"]
+    shapes = {"encoder": (2, S, S), "decoder": (2, T, T), "cross": (2, T, S)}
+    for part, shape in shapes.items():
+        for name in attention.layers(part):
+            probs = attention.maps[name]
+            assert probs.shape == shape and tuple(map(len, attention.labels(name))) == shape[1:]
+            np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+            assert np.any(np.triu(probs, k=1)) == (part != "decoder")
+    own = attention_of_text(ck, "two five").target
+    greedy = ck.task_runner.translate_ids(ck.model, ck.task_runner.encode_sources(["two five"]))[0]
+    assert own == ["[BOS]", *token_labels(ck.tokenizer, greedy)][:16]  # at most block_size inputs
 
 
 def test_token_labels_make_whitespace_visible():
@@ -121,6 +156,21 @@ def test_plot_and_attention_commands(gpt_run, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_attention_command_on_a_translator_and_parts_a_model_lacks(translator_run, gpt_run, tmp_path, capsys):
+    base = ["attention", "--text", "one two", "--out"]
+    assert main([*base, str(tmp_path / "cross.png"), "--checkpoint", str(translator_run)]) == 0
+    encoder = ["--part", "encoder", "--layer", "1", "--head", "1"]
+    assert main([*base, str(tmp_path / "enc.png"), "--checkpoint", str(translator_run), *encoder]) == 0
+    assert main([*base, str(tmp_path / "dec.png"), "--checkpoint", str(translator_run), "--target", "un"]) == 0
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("cross.png", "enc.png", "dec.png"))
+    capsys.readouterr()
+    bad = {"this model has decoder attention; pick that": ["--part", "cross"], "drop it": ["--target", "un"]}
+    for message, args in bad.items():
+        assert main([*base, str(tmp_path / "x.png"), "--checkpoint", str(gpt_run), *args]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_plot_of_a_checkpoint_without_history(gpt_run, tmp_path, capsys):
     converted = tmp_path / "converted"
     convert(gpt_run, converted, to="llmscratch")
@@ -131,6 +181,14 @@ def test_plot_of_a_checkpoint_without_history(gpt_run, tmp_path, capsys):
 def test_attention_of_a_text_too_long_is_a_data_error(gpt_run):
     with pytest.raises(DataError, match="the text of 20 tokens is longer than the model's context"):
         attention_of_text(llmscratch.load(gpt_run), "y" * 20)
+
+
+def test_attention_of_a_translation_too_long_is_a_data_error(translator_run):
+    ck = llmscratch.load(translator_run)
+    with pytest.raises(DataError, match="longer than the context"):
+        attention_of_text(ck, "one " * 10)
+    with pytest.raises(DataError, match="the target with \\[BOS\\] of 17 tokens is longer than the model's context"):
+        attention_of_text(ck, "one", target="u" * 16)
 
 
 def test_metrics_log_follows_the_run_and_a_resume(tmp_path):

@@ -1,15 +1,20 @@
-"""Attention heatmaps: which earlier tokens each token looked at.   Legend: H heads, T queries, S keys.
+"""Attention heatmaps: which tokens each token looked at.   Legend: H heads, T queries, S keys.
 
 A layer's attention probabilities are (H,T,S): row t of head h is the softmax over the keys query t may see,
 so it sums to 1, and under a causal mask everything right of the diagonal is 0. ``attention_of_text`` runs a
 checkpoint's model on a text with every layer recording them (``Model.attention_maps``); the heatmaps draw
-one head, or every head of a layer.
+one head, or every head of a layer. A model's layers come in three parts:
+
+    encoder   self-attention over an input read whole (a classifier, a translator's source)    S = T
+    decoder   causal self-attention (a GPT, a translator's target)                             S = T
+    cross     a translator's decoder reading the encoder's output: target queries, source keys
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +25,7 @@ from ..models.base import check_length
 from .figure import pyplot, save
 
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace drawn so that a label is never blank
+PARTS = ("encoder", "decoder", "cross")
 
 
 def token_labels(tokenizer: Any, ids: Sequence[int], special: dict[int, str] | None = None) -> list[str]:
@@ -33,25 +39,75 @@ def token_labels(tokenizer: Any, ids: Sequence[int], special: dict[int, str] | N
     return labels
 
 
-def attention_of_text(checkpoint: Any, text: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """-> ({layer name: probabilities (H,T,T)}, the T token labels) of a checkpoint's model on ``text``: a GPT
-    (lm, sft) on the ids ``sample`` would start from, an encoder classifier on ``[CLS] text`` as ``classify``
-    sees it. A text longer than the context is a one-line error."""
-    model, tokenizer = checkpoint.model, checkpoint.tokenizer
-    special: dict[int, str] = {}
+def part_of(layer: str) -> str:
+    """The part a layer name belongs to: ``decoder.h.<i>.cross_attn`` is cross, ``encoder.h.<i>.attn``
+    encoder, and a GPT's ``transformer.h.<i>.attn`` or a translator's ``decoder.h.<i>.attn`` decoder."""
+    if layer.endswith("cross_attn"):
+        return "cross"
+    return "encoder" if layer.startswith("encoder.") else "decoder"
+
+
+@dataclass
+class TextAttention:
+    """What every attention layer of a model did on one input.
+
+    maps:   layer name -> probabilities (H,T,S), in the model's order
+    tokens: the labels of the text read (a GPT's prompt, a classifier's [CLS] text, a translator's source)
+    target: a translator's decoder input ([BOS] + the target), else None
+    """
+
+    maps: dict[str, np.ndarray]
+    tokens: list[str]
+    target: list[str] | None = None
+
+    def labels(self, layer: str) -> tuple[list[str], list[str]]:
+        """-> (query labels, key labels) of one layer."""
+        part = part_of(layer)
+        if self.target is None or part == "encoder":
+            return self.tokens, self.tokens
+        return self.target, self.tokens if part == "cross" else self.target
+
+    def layers(self, part: str | None = None) -> list[str]:
+        """The names of one part's layers, first to last; ``part`` None: cross-attention for a translator, else
+        the model's only part."""
+        parts = [p for p in PARTS if any(part_of(name) == p for name in self.maps)]
+        part = part or ("cross" if "cross" in parts else parts[0])
+        if part not in parts:
+            raise ConfigError(f"attention part {part!r}: this model has {' and '.join(parts)} attention; pick that")
+        return [name for name in self.maps if part_of(name) == part]
+
+
+def attention_of_text(checkpoint: Any, text: str, target: str | None = None) -> TextAttention:
+    """The attention of a checkpoint's model on ``text``: a GPT (lm, sft) on the ids ``sample`` would start
+    from; an encoder classifier on ``[CLS] text`` as ``classify`` sees it; a translator on ``text`` as the
+    source and ``[BOS] + target`` as the decoder's input (``target`` None: the model's own greedy
+    translation). A text longer than the context is a one-line error."""
+    model, tokenizer, task = checkpoint.model, checkpoint.tokenizer, checkpoint.task_runner
+    if target is not None and model.kind != "seq2seq":
+        raise ConfigError(f"a target text is a translator's decoder input; this is a {model.kind} model: drop it")
     if model.kind == "gpt":
         ids = prompt_ids(tokenizer, text)
-    elif model.kind == "encoder":
-        ids = checkpoint.task_runner.encode_texts([text])[0]
-        s = checkpoint.task_runner.special
-        special = {s.pad: "[PAD]", s.bos: "[CLS]", s.eos: "[SEP]"}
+        check_length(model.config, len(ids), "the text")
+        return TextAttention(model.attention_maps(_one_row(ids)), token_labels(tokenizer, ids))
+    sp = task.special
+    if model.kind == "encoder":
+        ids = task.encode_texts([text])[0]  # checks the length itself
+        labels = token_labels(tokenizer, ids, {sp.pad: "[PAD]", sp.bos: "[CLS]", sp.eos: "[SEP]"})
+        return TextAttention(model.attention_maps(_one_row(ids)), labels)
+    src = task.encode_sources([text])[0]  # checks the length itself
+    if target is None:  # the decoder's inputs as it translated: [BOS] + its tokens, at most block_size of them
+        tgt = [sp.bos, *task.translate_ids(model, [src])[0]][: model.config.block_size]
     else:
-        raise ConfigError(
-            f"attention of a text: a {model.kind} model reads a source and a target; in Python use "
-            "model.attention_maps(src, tgt), which gives the encoder's, the decoder's and the cross-attention"
-        )
-    check_length(model.config, len(ids), "the text")
-    return model.attention_maps(np.asarray([ids], dtype=np.int64)), token_labels(tokenizer, ids, special)
+        tgt = [sp.bos, *tokenizer.encode(target)]
+        check_length(model.config, len(tgt), "the target with [BOS]")
+    names = {sp.pad: "[PAD]", sp.bos: "[BOS]", sp.eos: "[EOS]"}
+    maps = model.attention_maps(_one_row(src), _one_row(tgt))
+    return TextAttention(maps, token_labels(tokenizer, src, names), token_labels(tokenizer, tgt, names))
+
+
+def _one_row(ids: Sequence[int]) -> np.ndarray:
+    """ids -> a batch of one sequence, (1,T) int64."""
+    return np.asarray([ids], dtype=np.int64)
 
 
 def _check_probs(probs: np.ndarray, labels: Sequence[str], key_labels: Sequence[str] | None) -> None:

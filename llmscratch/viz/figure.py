@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,15 @@ DPI = 110
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed); a one-line error where it is missing."""
+    """matplotlib.pyplot: in a Jupyter kernel on the notebook's own backend, so that a returned figure shows
+    in the notebook; elsewhere on Agg, which draws off-screen (no display needed). A one-line error where
+    matplotlib is missing."""
     try:
         import matplotlib
     except ImportError:
         raise ConfigError("llmscratch.viz draws with matplotlib: pip install 'llmscratch[viz]'") from None
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
