@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from llmscratch.backends import get_backend
-from llmscratch.errors import BackendError
+from llmscratch.util.errors import BackendError
 
 
 @pytest.fixture(params=["numpy", "torch"])

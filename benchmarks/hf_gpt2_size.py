@@ -68,7 +68,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from llmscratch.bench.report import machine_info
+    from llmscratch.cli.bench.report import machine_info
 
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmscratch.errors import ConfigError
 from llmscratch.kernels import OP_SETS, get_ops
+from llmscratch.util.errors import ConfigError
 
 
 @pytest.mark.parametrize("op_set", OP_SETS)

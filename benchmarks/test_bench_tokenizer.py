@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmscratch.data import stdlib_text
+from llmscratch.data.corpora import stdlib_text
 from llmscratch.tokenizers import BPETokenizer
 
 TEXT = stdlib_text(300_000)
@@ -28,7 +28,7 @@ def test_bpe_encode(benchmark):
 
 def test_huggingface_bpe_train(benchmark):
     pytest.importorskip("tokenizers")
-    from llmscratch.bench.tokenizer import train_huggingface
+    from llmscratch.cli.bench.tokenizer import train_huggingface
 
     benchmark.pedantic(lambda: train_huggingface(TEXT, 4096), rounds=3)
 

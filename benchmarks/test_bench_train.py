@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llmscratch.config import resolve_config
 from llmscratch.models import GPT
-from llmscratch.optim import AdamW, clip_grad_norm
+from llmscratch.training.config import resolve_config
+from llmscratch.training.optimizer import AdamW, clip_grad_norm
 
 CFG = resolve_config("shakespeare_char_cpu")
 

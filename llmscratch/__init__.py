@@ -10,12 +10,12 @@ clf = llmscratch.train(task="classify", data="reviews.csv");  clf.classify(["a t
 """
 
 from .backends import Backend, available_backends, get_backend
-from .checkpoint import Checkpoint, load, save_hf
-from .config import TrainConfig
-from .errors import LLMScratchError
 from .generation import generate, sample_text
 from .models import GPT, EncoderClassifier, GPTConfig, ModelConfig, Seq2Seq
-from .train import TrainResult, train
+from .training.checkpoint import Checkpoint, load, save_hf
+from .training.config import TrainConfig
+from .training.trainer import TrainResult, train
+from .util.errors import LLMScratchError
 
 __version__ = "0.1.0"
 

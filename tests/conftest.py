@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from llmscratch.backends import get_backend
-from llmscratch.errors import BackendError
+from llmscratch.util.errors import BackendError
 
 BACKEND_IDS = ("numpy", "torch", "strict", "cupy", "torch-cuda")
 GPU_IDS = ("cupy", "torch-cuda")

@@ -14,7 +14,7 @@ from conftest import make_backend
 import llmscratch
 from llmscratch.backends import get_backend
 from llmscratch.backends.erf import erf_array_api
-from llmscratch.errors import BackendError
+from llmscratch.util.errors import BackendError
 
 
 def test_available_backends_lists_what_runs_here():

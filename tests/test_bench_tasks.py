@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmscratch.bench.tasks import bench_task_throughput, demo_run
-from llmscratch.demos import numbers_dataset
+from llmscratch.cli.bench.tasks import bench_task_throughput, demo_run
+from llmscratch.data.demos import numbers_dataset
 
 TINY = dict(n_layer=1, n_decoder_layer=1, n_embd=16, n_head=2, batch_size=4, tokenizer="char", block_size=80)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from llmscratch.backends import get_backend
-from llmscratch.bench.timing import linear_layer_matmuls
-from llmscratch.bench.train import bench_train
+from llmscratch.cli.bench.timing import linear_layer_matmuls
+from llmscratch.cli.bench.train import bench_train
 from llmscratch.models import GPT, GPTConfig
 
 
@@ -52,7 +52,7 @@ def test_bench_train_splits_each_step_into_the_linear_matmuls_and_the_rest():
 def test_full_runs_train_every_contestant_to_the_end():
     """``bench train --full``: each contestant (a precision too, and the reference) trains to max_iters in its
     own process, from the same weights and batches, to nearly the same loss."""
-    from llmscratch.bench.train import full_runs
+    from llmscratch.cli.bench.train import full_runs
 
     tiny = dict(n_layer=1, n_embd=32, n_head=2, block_size=16, max_iters=20, eval_interval=10, eval_iters=2)
     records = full_runs(["numpy", "torch@bf16", "reference"], "shakespeare_char_cpu", data="stdlib", **tiny)

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import llmscratch
-from llmscratch.data import stdlib_text
-from llmscratch.errors import TokenizerError
+from llmscratch.data.corpora import stdlib_text
 from llmscratch.tokenizers import BPETokenizer, load
 from llmscratch.tokenizers.bpe import gpt2_bytes_to_unicode
 from llmscratch.tokenizers.bpe_textbook import textbook_train
+from llmscratch.util.errors import TokenizerError
 
 SMALL_TEXTS = {
     "english": "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox doesn't!\n" * 3
@@ -63,7 +63,7 @@ def test_same_ids_as_tiktoken_and_huggingface(pattern, trained):
 def test_compression_matches_huggingface_trainer(trained):
     """Bytes per token within 2% of HF tokenizers' own BPE trainer at the same vocabulary size and split."""
     pytest.importorskip("tokenizers")
-    from llmscratch.bench.tokenizer import train_huggingface
+    from llmscratch.cli.bench.tokenizer import train_huggingface
 
     text = corpus()
     ours = len(text.encode()) / len(trained.encode(text))

@@ -24,10 +24,10 @@ import pytest
 from conftest import make_backend, rel_err
 
 from llmscratch import ops
-from llmscratch.errors import ConfigError, DataError, ShapeError
 from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
-from llmscratch.optim import adamw_update, grad_norm
+from llmscratch.ops.adamw import adamw_update, grad_norm
+from llmscratch.util.errors import ConfigError, DataError, ShapeError
 
 CPU_IDS = ("numpy", "torch")
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
@@ -327,7 +327,7 @@ def test_without_a_compiler_auto_keeps_the_array_api_ops(tmp_path):
     result = _python(
         """
         import llmscratch
-        from llmscratch.config import resolve_config
+        from llmscratch.training.config import resolve_config
         cfg = resolve_config(backend="numpy")
         model = llmscratch.GPT(cfg.model_config(10), "numpy", attention=cfg.attention, ops=cfg.ops)
         print(model.op_set.name, model.kernel.name)
@@ -386,7 +386,7 @@ def test_compiled_once_into_the_cache(tmp_path):
 
 
 def test_ops_benchmark_reports_every_op_set(bk):
-    from llmscratch.bench.ops import bench_ops
+    from llmscratch.cli.bench.ops import bench_ops
 
     records = bench_ops([bk], rounds=1, calls=1)
     assert {r["ops"] for r in records} == {"array-api", "cpu-fused"}

@@ -150,7 +150,7 @@ def test_emulated_flash_zeroes_rows_that_see_nothing(emulator):
 
 
 def test_unsupported_head_dim_and_dtype_are_refused(emulator):
-    from llmscratch.errors import ConfigError
+    from llmscratch.util.errors import ConfigError
 
     bk = make_backend("numpy", "float32")
     x = bk.from_numpy(np.zeros((1, 1, 4, 24)))

@@ -10,12 +10,13 @@ import pytest
 from conftest import shared_data_dir
 
 import llmscratch
-from llmscratch.config import resolve_config
-from llmscratch.data import BUILTIN_CORPORA, get_batch, load_text, split_tokens, stdlib_text
-from llmscratch.errors import ConfigError, DataError
+from llmscratch.data.batches import get_batch, split_tokens
+from llmscratch.data.corpora import BUILTIN_CORPORA, load_text, stdlib_text
 from llmscratch.tokenizers import CharTokenizer
+from llmscratch.training.config import resolve_config
+from llmscratch.util.errors import ConfigError, DataError
 
-data_module = sys.modules["llmscratch.data"]
+data_module = sys.modules["llmscratch.data.corpora"]
 
 
 def test_default_corpus_is_offline_deterministic_and_big_enough(monkeypatch):
@@ -184,18 +185,18 @@ def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path):
     tok = CharTokenizer.train("hello world")
     assert tok.decode(tok.encode("low world")) == "low world"
     with pytest.raises(
-        llmscratch.errors.TokenizerError, match="character 'z' \\(at position 2\\) is not in the 8-character vocabulary"
+        llmscratch.util.errors.TokenizerError, match="character 'z' \\(at position 2\\) is not in the 8-character vocabulary"
     ):
         tok.encode("hoz")
     tok.save(tmp_path / "t.json")
     assert llmscratch.tokenizers.load(tmp_path / "t.json").encode("hello") == tok.encode("hello")
     (tmp_path / "bad.json").write_text('{"type": "char"')
-    with pytest.raises(llmscratch.errors.TokenizerError, match="is not valid JSON"):
+    with pytest.raises(llmscratch.util.errors.TokenizerError, match="is not valid JSON"):
         llmscratch.tokenizers.load(tmp_path / "bad.json")
 
 
 def test_line_documents_are_shuffled_held_out_whole_and_newline_ended():
-    from llmscratch.data import split_documents
+    from llmscratch.data.batches import split_documents
 
     text = "".join(f"name{i:03d}\n" for i in range(200)) + "\n\n"
     train, val = split_documents(text, 7, 3)

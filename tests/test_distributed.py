@@ -17,7 +17,7 @@ import pytest
 from conftest import rel_err
 
 import llmscratch
-from llmscratch.errors import ConfigError
+from llmscratch.util.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from llmscratch.errors import ConfigError
 from llmscratch.kernels import gemm_choice
 from llmscratch.kernels.gemm_choice import CONFIRM_AT, GemmChoices, shape_class
+from llmscratch.util.errors import ConfigError
 
 
 def _operands(bk, M, K, N, transposed_b=False):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
-from llmscratch.errors import ConfigError
 from llmscratch.generation import GenerationOptions, GPTDecoder, generate, next_token_probs, sample_next
 from llmscratch.generation.search import Stopper, beam_search, translate_ids
 from llmscratch.models import GPT, GPTConfig, ModelConfig, Seq2Seq
+from llmscratch.util.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

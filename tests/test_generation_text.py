@@ -10,10 +10,10 @@ import pytest
 
 import llmscratch
 from llmscratch.cli import main
-from llmscratch.errors import ConfigError
 from llmscratch.generation import generate, text
 from llmscratch.models import GPT, GPTConfig
 from llmscratch.tokenizers import BPETokenizer, CharTokenizer
+from llmscratch.util.errors import ConfigError
 
 
 class ScriptedDecoder:

@@ -15,10 +15,10 @@ import pytest
 from conftest import make_backend, rel_err
 
 import llmscratch
-from llmscratch.errors import CheckpointError, ConfigError, LLMScratchError
 from llmscratch.interop import family_for, read_hf
-from llmscratch.tensors_io import read_safetensors
 from llmscratch.tokenizers import load as load_tokenizer
+from llmscratch.util.errors import CheckpointError, ConfigError, LLMScratchError
+from llmscratch.util.tensors import read_safetensors
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -8,9 +8,9 @@ import pytest
 from conftest import BACKEND_IDS, make_backend, rel_err
 
 from llmscratch import ops
-from llmscratch.errors import ConfigError
 from llmscratch.kernels import ATTENTION_KERNELS, KERNELS, get_attention_kernel
 from llmscratch.kernels.flash import flash_attention_backward, flash_attention_forward
+from llmscratch.util.errors import ConfigError
 
 # (id, B, H, Hkv, T, S, causal, padding): T = 1, 7, 333 (not a multiple of the 128 block), 256 (a multiple)
 SHAPES = [

@@ -1,4 +1,4 @@
-"""Mixed precision (llmscratch/precision.py): bf16 / fp16 compute on float32 master weights.
+"""Mixed precision (llmscratch/training/precision.py): bf16 / fp16 compute on float32 master weights.
 
 The ops themselves are checked in 16 bits against float64 in tests/test_ops.py (HALF_TOLERANCE). Here: the
 config's checks, the loss scaler's rule, AdamW on master weights against plain float32 AdamW, what a checkpoint
@@ -17,12 +17,12 @@ import safetensors.numpy
 from conftest import make_backend
 
 import llmscratch
-from llmscratch.checkpoint import _checkpoint_dir
-from llmscratch.config import resolve_config
-from llmscratch.errors import ConfigError
-from llmscratch.optim import AdamW
-from llmscratch.precision import LossScaler
-from llmscratch.train import Trainer
+from llmscratch.training.checkpoint import _checkpoint_dir
+from llmscratch.training.config import resolve_config
+from llmscratch.training.optimizer import AdamW
+from llmscratch.training.precision import LossScaler
+from llmscratch.training.trainer import Trainer
+from llmscratch.util.errors import ConfigError
 
 pytest.importorskip("torch")
 

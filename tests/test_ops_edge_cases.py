@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from llmscratch import ops
-from llmscratch.errors import DataError, ShapeError
+from llmscratch.util.errors import DataError, ShapeError
 
 
 def test_linear_shape_mismatch_says_which(bk64):

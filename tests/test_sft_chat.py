@@ -14,14 +14,14 @@ import llmscratch
 from llmscratch import ops
 from llmscratch.backends import get_backend
 from llmscratch.cli import main
-from llmscratch.config import resolve_config
-from llmscratch.datasets import IGNORE
-from llmscratch.errors import CheckpointError, ConfigError, DataError
+from llmscratch.data.batches import IGNORE
 from llmscratch.models import GPT, GPTConfig
 from llmscratch.tasks import SFTTask
 from llmscratch.tokenizers import CharTokenizer, with_chat_tokens
 from llmscratch.tokenizers.chat import encode_chat, fit_conversation
-from llmscratch.train import Trainer
+from llmscratch.training.config import resolve_config
+from llmscratch.training.trainer import Trainer
+from llmscratch.util.errors import CheckpointError, ConfigError, DataError
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, eval_iters=1, quiet=None)
 TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32", "--batch-size", "4"]
@@ -290,7 +290,7 @@ def test_chat_in_a_terminal_streams_resets_and_survives_ctrl_c(chatty):
 
 
 def test_chat_demo_data(tmp_path):
-    from llmscratch import demos
+    from llmscratch.data import demos
 
     pre, sft, test = demos.chat_dataset(tmp_path)
     assert main(["demo", "chat", "--out", str(tmp_path / "cli")]) == 0

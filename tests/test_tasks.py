@@ -13,9 +13,10 @@ import pytest
 
 import llmscratch
 from llmscratch.cli import main
-from llmscratch.datasets import read_classification, read_pairs, split_examples
-from llmscratch.demos import baselines, english, french, numbers_dataset
-from llmscratch.errors import ConfigError, DataError
+from llmscratch.data.batches import split_examples
+from llmscratch.data.demos import baselines, english, french, numbers_dataset
+from llmscratch.data.files import read_classification, read_pairs
+from llmscratch.util.errors import ConfigError, DataError
 
 TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=8, log_interval=2, warmup_iters=2, progress=False)
 TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8", "--quiet"]
@@ -294,8 +295,8 @@ def test_baselines_on_a_made_up_split():
 
 def test_building_a_config_never_starts_the_compiler(monkeypatch, tmp_path):
     """attention="auto" / ops="auto" are resolved when a model is built, not when a config is."""
-    from llmscratch.config import resolve_config
     from llmscratch.kernels import cpu_fused
+    from llmscratch.training.config import resolve_config
 
     monkeypatch.setattr(cpu_fused, "compiles", lambda: pytest.fail("building a config started the C++ compiler"))
     cfg = resolve_config("numbers", backend="torch", data=str(tmp_path / "absent.tsv"))

@@ -11,10 +11,10 @@ import json
 import pytest
 from conftest import shared_data_dir
 
-from llmscratch.data import stdlib_text
-from llmscratch.errors import TokenizerError
+from llmscratch.data.corpora import stdlib_text
 from llmscratch.tokenizers import BPETokenizer, CharTokenizer, ChatTokenizer, WordPieceTokenizer, load
 from llmscratch.tokenizers.wordpiece import BERT_SPECIALS
+from llmscratch.util.errors import TokenizerError
 
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
@@ -175,7 +175,7 @@ def test_wordpiece_tokenizer_json_both_ways(wordpiece, corpus, tmp_path):
 
 
 def test_wordpiece_compression_is_within_two_percent_of_huggingface(corpus):
-    from llmscratch.bench.tokenizer import bench_wordpiece
+    from llmscratch.cli.bench.tokenizer import bench_wordpiece
 
     ours, hf = bench_wordpiece(corpus, (8000,))
     assert ours["vocab_size"] == hf["vocab_size"] == 8000

@@ -9,10 +9,10 @@ import pytest
 from conftest import make_backend
 
 import llmscratch
-from llmscratch.data import get_batch
+from llmscratch.data.batches import get_batch
 from llmscratch.kernels import cpu_fused, get_ops
 from llmscratch.models import GPT, GPTConfig
-from llmscratch.optim import AdamW, clip_grad_norm, learning_rate
+from llmscratch.training.optimizer import AdamW, clip_grad_norm, learning_rate
 
 torch = pytest.importorskip("torch")
 from llmscratch.reference.torch_gpt import TorchGPT  # noqa: E402
@@ -158,7 +158,7 @@ def test_gradient_accumulation_equals_a_big_batch():
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(
-        llmscratch.errors.TrainingDivergedError, match=r"loss became nan at step \d+; the last good checkpoint is"
+        llmscratch.util.errors.TrainingDivergedError, match=r"loss became nan at step \d+; the last good checkpoint is"
     ):
         llmscratch.train(
             max_iters=30,
@@ -175,5 +175,5 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_model_config_cannot_change_on_resume(tmp_path):
     out = str(tmp_path / "run")
     llmscratch.train(max_iters=2, eval_interval=1, out_dir=out, progress=False, **TINY)
-    with pytest.raises(llmscratch.errors.ConfigError, match="the model cannot change when resuming \\(n_layer"):
+    with pytest.raises(llmscratch.util.errors.ConfigError, match="the model cannot change when resuming \\(n_layer"):
         llmscratch.train(max_iters=4, out_dir=out, resume=True, progress=False, **TINY | {"n_layer": 3})

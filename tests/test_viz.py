@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import llmscratch
-from llmscratch.checkpoint import convert
 from llmscratch.cli import main
-from llmscratch.errors import ConfigError, DataError
-from llmscratch.metrics_log import read_metrics
+from llmscratch.training.checkpoint import convert
+from llmscratch.training.metrics_log import read_metrics
+from llmscratch.util.errors import ConfigError, DataError
 from llmscratch.viz import attention_heads, attention_heatmap, attention_of_text, token_labels, training_curves
 
 pytest.importorskip("matplotlib")

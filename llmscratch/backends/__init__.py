@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import BackendError, did_you_mean
+from ..util.errors import BackendError, did_you_mean
 from .base import FLOAT_DTYPES, HALF_DTYPES, Backend, check_dtype
 
 BACKENDS = ("numpy", "torch", "cupy", "strict")

@@ -14,9 +14,10 @@ import tracemalloc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-from ..errors import BackendError
+from ..util.errors import BackendError
 from .erf import erf_array_api
 
 FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -70,6 +71,23 @@ class Backend:
     def to_numpy(self, x: Any) -> np.ndarray:
         """An array of this backend -> a NumPy array on the host (bfloat16, which NumPy lacks, is upcast to float32)."""
         return np.from_dlpack(x).copy()
+
+    def to_host(self, arrays: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Named arrays -> NumPy arrays to store, bfloat16 kept as ml_dtypes' bfloat16 (not upcast)."""
+        bfloat16 = getattr(self.xp, "bfloat16", None)
+        host = {}
+        for name, a in arrays.items():
+            value = self.to_numpy(a)
+            host[name] = value.astype(ml_dtypes.bfloat16) if bfloat16 is not None and a.dtype == bfloat16 else value
+        return host
+
+    def from_host(self, host: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Named NumPy arrays (a file's tensors) -> arrays on this backend in its dtype (16-bit floats go
+        through float64 on the host)."""
+        return {
+            n: self.from_numpy(a.astype(np.float64) if a.dtype.itemsize == 2 else a, self.dtype)
+            for n, a in host.items()
+        }
 
     def zeros(self, shape: Sequence[int], dtype: Any = None) -> Any:
         return self.xp.zeros(tuple(shape), dtype=self.dtype if dtype is None else dtype, device=self.device)

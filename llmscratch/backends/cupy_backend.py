@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError
+from ..util.errors import BackendError
 from .base import Backend, PeakMemory
 
 

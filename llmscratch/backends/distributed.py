@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import BackendError, ConfigError
+from ..util.errors import BackendError, ConfigError
 from .base import Backend
 
 DIST_BACKENDS = ("auto", "gloo", "nccl")

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError
+from ..util.errors import BackendError
 from .base import Backend
 from .host_memory import tune_host_allocator
 

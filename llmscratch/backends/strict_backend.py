@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import BackendError
+from ..util.errors import BackendError
 from .base import Backend
 
 API_VERSION = "2024.12"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError
+from ..util.errors import BackendError
 from .base import Backend, PeakMemory
 from .host_memory import peak_rss_delta, tune_host_allocator
 

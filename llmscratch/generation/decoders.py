@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import pad_left
+from ..data.batches import pad_left
 from ..models import GPT, Seq2Seq
 from ..models.kv_cache import KVCache
 

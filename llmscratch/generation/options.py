@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..errors import ConfigError, did_you_mean
+from ..util.errors import ConfigError, did_you_mean
 
 SAMPLING = ("top_k", "top_p", "min_p")  # the options that only make sense when sampling
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import pad
-from ..errors import ConfigError
+from ..data.batches import pad
+from ..util.errors import ConfigError
 from .decoders import GPTDecoder, Seq2SeqDecoder
 from .options import GenerationOptions
 from .processors import choose, penalties

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import TokenizerError
+from ..util.errors import TokenizerError
 from .decoders import GPTDecoder
 from .options import GenerationOptions
 from .search import Stopper, check_request, eval_mode, first_stop, search, token_steps

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..models import ModelConfig
 from ..ops import ROPE_TYPES
+from ..util.errors import ConfigError
 
 
 @dataclass(frozen=True)

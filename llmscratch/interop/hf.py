@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from ..atomic import write_directory
-from ..errors import CheckpointError, ConfigError
 from ..models import ModelConfig, model_class
 from ..models.base import draw_params
-from ..tensors_io import read_safetensors
 from ..tokenizers import Tokenizer, find_tokenizer
 from ..tokenizers.hf import with_task_tokens
+from ..util.atomic import write_directory
+from ..util.errors import CheckpointError, ConfigError
+from ..util.tensors import read_safetensors
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
 
 INDEX = "model.safetensors.index.json"

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from .. import ops
 from ..backends import Backend
-from ..errors import ConfigError, did_you_mean
 from ..ops import attention_backward, attention_forward
-from ..optim import adamw_update, grad_norm
+from ..ops.adamw import adamw_update, grad_norm
+from ..util.errors import ConfigError, did_you_mean
 from . import cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward

@@ -37,12 +37,12 @@ from functools import cache, wraps
 from pathlib import Path
 from typing import Any
 
-from .. import ops, optim
+from .. import ops
 from ..backends import HALF_DTYPES, Backend, get_backend
-from ..data import cache_dir
-from ..errors import BackendError
-from ..ops import cross_entropy
+from ..ops import adamw, cross_entropy
 from ..ops.attention import check_attention_inputs
+from ..util.errors import BackendError
+from ..util.paths import cache_dir
 from .gemm_choice import GemmChoices
 
 SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
@@ -415,9 +415,9 @@ def _float32_arrays(bk: Backend, arrays: Sequence[Any]) -> Backend | None:
 
 
 def grad_norm(bk: Backend, grads: Sequence[Any]) -> Any:
-    """‖g‖ over all the gradients (see llmscratch.optim.grad_norm), in one pass, summed in float64."""
+    """‖g‖ over all the gradients (see llmscratch.ops.adamw.grad_norm), in one pass, summed in float64."""
     if (wide := _float32_arrays(bk, grads)) is None:
-        return optim.grad_norm(bk, grads)
+        return adamw.grad_norm(bk, grads)
     bk = wide
     grads = [bk.contiguous(g) for g in grads]
     total = ctypes.c_double()
@@ -439,9 +439,9 @@ def adamw_update(
     eps: float,
     grad_scale: Any = None,
 ) -> None:
-    """Every tensor's AdamW update in place (see llmscratch.optim.adamw_update), in one pass over them all."""
+    """Every tensor's AdamW update in place (see llmscratch.ops.adamw.adamw_update), in one pass over them all."""
     if (wide := _float32_arrays(bk, [*params, *grads])) is None:
-        return optim.adamw_update(bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale)
+        return adamw.adamw_update(bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale)
     bk = wide
     grads = [bk.contiguous(g) for g in grads]
     real = ctypes.c_float if bk.dtype_name == "float32" else ctypes.c_double

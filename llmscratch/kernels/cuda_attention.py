@@ -19,8 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..backends import Backend
-from ..errors import ConfigError
 from ..ops.attention import check_attention_inputs
+from ..util.errors import ConfigError
 
 SOURCE = Path(__file__).parent / "cuda" / "attention.cu"
 HEAD_DIMS = (16, 32, 64, 128)  # compiled head dims: the per-thread rows live in registers, sized at compile time

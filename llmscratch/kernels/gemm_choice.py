@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
 from ..backends import Backend
-from ..errors import ConfigError
+from ..util.atomic import atomic_write
+from ..util.errors import ConfigError
 
 CHOICES = ("own", "vendor")
 REPEATS = 3

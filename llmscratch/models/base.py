@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import ops
 from ..backends import Backend, get_backend
-from ..errors import DataError, ShapeError
 from ..kernels import get_attention_kernel, get_ops, resolve_attention, resolve_ops
 from ..layers import Runtime, Specs
+from ..util.errors import DataError, ShapeError
 from .config import ModelConfig
 
 

@@ -3,7 +3,7 @@ not part of it, so one checkpoint runs anywhere.
 
 ``Architecture`` holds what a user chooses (nanoGPT's and Hugging Face's field names; the defaults are
 nanoGPT's small CPU model); ``ModelConfig`` adds what the data decides (vocabulary and class counts) and the
-kind of model. ``TrainConfig`` (llmscratch.config) extends ``Architecture`` with the training settings, so
+kind of model. ``TrainConfig`` (llmscratch.training.config) extends ``Architecture`` with the training settings, so
 every model field and default is written once, here.
 """
 
@@ -13,9 +13,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..errors import ConfigError, did_you_mean
 from ..layers import MLPS, NORMS, POOLINGS, POSITIONS
 from ..ops import ROPE_SCALINGS, ROPE_TYPES
+from ..util.errors import ConfigError, did_you_mean
 
 KINDS = ("gpt", "encoder", "seq2seq")
 

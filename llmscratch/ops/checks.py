@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends import Backend
-from ..errors import DataError, ShapeError
+from ..util.errors import DataError, ShapeError
 
 
 def expect(ok: bool, op: str, message: str) -> None:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..backends.distributed import World
-from ..config import TrainConfig
 from ..models import Model, ModelConfig
 from ..tokenizers import CharTokenizer, Tokenizer
 from ..tokenizers import load as load_tokenizer
 from ..tokenizers.base import SpecialIds
+
+if TYPE_CHECKING:  # the config is read, never imported: training sits on top of the tasks
+    from ..training.config import TrainConfig
 
 # the streams of random numbers: (seed, stream, it, ...) seeds each one
 TRAIN_BATCH, EVAL_BATCH, DROPOUT, DOCUMENT_ORDER = 0, 1, 2, 3

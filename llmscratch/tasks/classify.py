@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import pad, read_classification, sample_indices, split_examples
-from ..errors import DataError
+from ..data.batches import pad, sample_indices, split_examples
+from ..data.files import read_classification
 from ..models import Model, ModelConfig
+from ..util.errors import DataError
 from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
 

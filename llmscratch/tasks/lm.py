@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import LINE_DOCUMENT_CORPORA, check_split_size, get_batch, load_text, split_documents, split_tokens
+from ..data.batches import check_split_size, get_batch, split_documents, split_tokens
+from ..data.corpora import LINE_DOCUMENT_CORPORA, load_text
 from ..models import Model, ModelConfig
 from .base import DOCUMENT_ORDER, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import IGNORE, pad, read_pairs, sample_indices, split_examples
-from ..errors import DataError
+from ..data.batches import IGNORE, pad, sample_indices, split_examples
+from ..data.files import read_pairs
 from ..generation.search import translate_ids
 from ..models import Model, ModelConfig
+from ..util.errors import DataError
 from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
 Encoded = list[tuple[list[int], list[int], str]]  # (source ids, target ids, target text)

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..datasets import IGNORE, pad, read_chat, sample_indices, split_examples
-from ..errors import DataError
+from ..data.batches import IGNORE, pad, sample_indices, split_examples
+from ..data.files import read_chat
 from ..generation.search import generate_rows
 from ..models import Model, ModelConfig
 from ..tokenizers.chat import ChatTokenizer, Message, encode_chat, with_chat_tokens
+from ..util.errors import DataError
 from .base import TRAIN_BATCH, Task, build_tokenizer
 
 Example = tuple[list[int], list[int]]  # ids, targets (IGNORE where not supervised), each len(ids) - 1

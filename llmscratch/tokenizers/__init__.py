@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import TokenizerError
+from ..util.errors import TokenizerError
 from .base import Tokenizer
 from .bpe import BPETokenizer
 from .char import CharTokenizer

@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import regex
 
-from ..atomic import atomic_write
-from ..errors import TokenizerError
+from ..util.atomic import atomic_write
+from ..util.errors import TokenizerError
 
 
 @dataclass(frozen=True)

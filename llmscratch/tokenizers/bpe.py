@@ -26,7 +26,7 @@ from typing import Any
 
 import regex
 
-from ..errors import TokenizerError
+from ..util.errors import TokenizerError
 from .base import SpecialTokens, Tokenizer
 
 PATTERNS = {

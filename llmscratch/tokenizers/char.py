@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import TokenizerError
+from ..util.errors import TokenizerError
 from .base import Tokenizer
 
 

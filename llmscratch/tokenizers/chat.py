@@ -9,7 +9,7 @@ ends with <|assistant|>: the model writes the reply and then <|end|>, which stop
 
 The special tokens only ever come from the template: a message that contains the text "<|user|>" is
 encoded as plain text, so a user cannot forge a turn. The model's embedding rows for new tokens start as
-the mean of the existing rows (see ``grow_vocabulary`` in llmscratch.checkpoint).
+the mean of the existing rows (see ``grow_vocabulary`` in llmscratch.training.checkpoint).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import DataError
+from ..util.errors import DataError
 from .base import Tokenizer
 
 ROLES = ("system", "user", "assistant")

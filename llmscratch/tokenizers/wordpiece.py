@@ -27,7 +27,7 @@ from typing import Any
 
 import regex
 
-from ..errors import TokenizerError
+from ..util.errors import TokenizerError
 from .base import SpecialIds, SpecialTokens, Tokenizer
 from .bpe import BPETokenizer
 
@@ -241,7 +241,7 @@ class WordPieceTokenizer(Tokenizer):
         return cls([line.rstrip("\r") for line in lines], lowercase)
 
     def save_vocab_txt(self, path: str | Path) -> None:
-        from ..atomic import atomic_write
+        from ..util.atomic import atomic_write
 
         atomic_write(path, "".join(t + "\n" for t in self.tokens))
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..generation.text import prompt_ids
 from ..models.base import check_length
+from ..util.errors import ConfigError
 from .figure import pyplot, save
 
 VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # whitespace drawn so that a label is never blank

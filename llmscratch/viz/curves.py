@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 from .figure import pyplot, save
 
 

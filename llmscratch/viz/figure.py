@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write
-from ..errors import ConfigError
+from ..util.atomic import atomic_write
+from ..util.errors import ConfigError
 
 DPI = 110
 

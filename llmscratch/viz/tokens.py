@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..generation.processors import next_token_probs
 from ..generation.text import prompt_ids
+from ..util.errors import ConfigError
 from .attention import token_labels
 from .figure import pyplot, save
 

@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend, get_backend
-from ..config import TrainConfig, resolve_config
-from ..data import get_batch
-from ..kernels.gemm_choice import CONFIRM_AT
-from ..models import GPT, GPTConfig, init_params
-from ..optim import learning_rate
-from ..precision import Precision
-from ..train import build_for_training
+from ...backends import Backend, get_backend
+from ...data.batches import get_batch
+from ...kernels.gemm_choice import CONFIRM_AT
+from ...models import GPT, GPTConfig, init_params
+from ...training.config import TrainConfig, resolve_config
+from ...training.optimizer import learning_rate
+from ...training.precision import Precision
+from ...training.trainer import build_for_training
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
@@ -96,7 +96,7 @@ def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> C
 def _reference_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list, device: str) -> Contestant:
     import torch
 
-    from ..reference.torch_gpt import TorchGPT
+    from ...reference.torch_gpt import TorchGPT
 
     bk = get_backend("torch", device, cfg.dtype)
     model_cfg = cfg.model_config(vocab)
@@ -242,7 +242,7 @@ def bench_train(
 
 _FULL_RUN = """
 import json, sys, time
-from llmscratch.bench.train import train_to_end
+from llmscratch.cli.bench.train import train_to_end
 print("RESULT " + json.dumps(train_to_end(*json.loads(sys.argv[1]))))
 """
 
@@ -254,7 +254,7 @@ def train_to_end(spec: str, preset: str | None, overrides: dict[str, Any]) -> di
     if name == "reference":
         history = train_reference(resolve_config(preset, **overrides), device or "cpu")
     else:
-        from ..train import train
+        from ...training.trainer import train
 
         if precision:
             overrides = overrides | {"precision": precision}
@@ -299,9 +299,10 @@ def train_reference(cfg: TrainConfig, device: str = "cpu") -> list[dict[str, Any
     """nanoGPT's loop on the reference model with llmscratch's own batches, schedule and evaluation."""
     import torch
 
-    from ..data import load_text, split_tokens
-    from ..reference.torch_gpt import TorchGPT
-    from ..tasks.base import EVAL_BATCH, TRAIN_BATCH, build_tokenizer
+    from ...data.batches import split_tokens
+    from ...data.corpora import load_text
+    from ...reference.torch_gpt import TorchGPT
+    from ...tasks.base import EVAL_BATCH, TRAIN_BATCH, build_tokenizer
 
     _, text = load_text(cfg.data)
     tok = build_tokenizer(cfg, text)

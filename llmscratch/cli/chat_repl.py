@@ -12,8 +12,8 @@ import contextlib
 import sys
 from typing import Any, TextIO
 
-from .errors import LLMScratchError
-from .generation import GenerationOptions
+from ..generation import GenerationOptions
+from ..util.errors import LLMScratchError
 
 HELP = """commands:
   /reset            forget the conversation (the system message stays)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
-from ..kernels import KERNELS
+from ...backends import Backend
+from ...kernels import KERNELS
 
 CPU_T = (256, 512, 1024, 2048, 4096)
 GPU_T = (256, 512, 1024, 2048, 4096, 8192, 16384)

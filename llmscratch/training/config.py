@@ -2,7 +2,7 @@
 inherited from ``Architecture``, written once there), presets in TOML.
 
 A run's values come from, in increasing priority: the defaults below, the checkpoint's own config when
-resuming, a preset (``llmscratch/presets/*.toml``),
+resuming, a preset (``llmscratch/training/presets/*.toml``),
 a TOML file of the user's, and explicit overrides (keyword arguments or ``--kebab-case`` CLI flags).
 The defaults are nanoGPT's README CPU run, on the embedded default corpus.
 """
@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from .backends.distributed import check_dist_backend
-from .errors import ConfigError, did_you_mean
-from .models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
+from ..backends.distributed import check_dist_backend
+from ..models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
+from ..util.errors import ConfigError, did_you_mean
 from .precision import check_precision
 
 if sys.version_info >= (3, 11):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ConfigError
-from .models import Model
-from .tasks import Task
-from .tokenizers import Tokenizer
+from ..models import Model
+from ..tokenizers import Tokenizer
+from ..util.errors import ConfigError
+from . import Task
 
 USE = {"lm": "sample()", "classify": "classify()", "seq2seq": "translate()"}
 
@@ -42,7 +42,7 @@ class UsesModel:
         """The prompt and its continuation as text; with ``stream`` an iterator of the continuation's pieces as
         they are generated. Options: llmscratch.generation.GenerationOptions (sampling defaults to
         temperature 0.8, top_k 200)."""
-        from .generation import sample_text, stream_text
+        from ..generation import sample_text, stream_text
 
         self._need("lm", "sample")
         run = stream_text if stream else sample_text
@@ -50,7 +50,7 @@ class UsesModel:
 
     def chat_tokenizer(self) -> Any:
         """The tokenizer, which must have the chat tokens (a model fine-tuned with task sft)."""
-        from .tokenizers.chat import ChatTokenizer
+        from ..tokenizers.chat import ChatTokenizer
 
         if not isinstance(self.tokenizer, ChatTokenizer):
             raise ConfigError(
@@ -67,8 +67,8 @@ class UsesModel:
         <|end|> (or any other chat token). The conversation is kept inside the context: the oldest turns after
         a system message are dropped until the prompt leaves room for the reply (max_new_tokens, but at most
         half the context). Options as for ``sample``."""
-        from .generation.text import stream_ids
-        from .tokenizers.chat import check_messages, fit_conversation
+        from ..generation.text import stream_ids
+        from ..tokenizers.chat import check_messages, fit_conversation
 
         tok = self.chat_tokenizer()
         T = self.model.config.block_size

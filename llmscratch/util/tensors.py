@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
-from .backends import Backend
 from .errors import CheckpointError
 
 SAFETENSORS_DTYPES = {
@@ -25,12 +23,8 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def tensors_to_bytes(bk: Backend, arrays: dict[str, Any]) -> bytes:
-    host = {}
-    bfloat16 = getattr(bk.xp, "bfloat16", None)
-    for name, a in arrays.items():
-        value = bk.to_numpy(a)  # bfloat16 comes back as float32: stored as bfloat16 again
-        host[name] = value.astype(ml_dtypes.bfloat16) if bfloat16 is not None and a.dtype == bfloat16 else value
+def tensors_to_bytes(host: dict[str, np.ndarray]) -> bytes:
+    """Named host arrays (``Backend.to_host``) -> the bytes of a safetensors file."""
     return safetensors.numpy.save(host)
 
 
@@ -65,8 +59,3 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             raise corrupt(f"tensor {name} lies outside the file")
         out[name] = data[8 + n + begin : 8 + n + end].view(dtype).reshape(shape)
     return out
-
-
-def to_backend(bk: Backend, host: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Host arrays -> arrays on bk in its dtype (bfloat16 and float16 go through float64 on the host)."""
-    return {n: bk.from_numpy(a.astype(np.float64) if a.dtype.itemsize == 2 else a, bk.dtype) for n, a in host.items()}

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..tokenizers.bpe import PATTERNS, BPETokenizer
-from ..tokenizers.wordpiece import BERT_SPECIALS, WordPieceTokenizer
+from ...tokenizers.bpe import PATTERNS, BPETokenizer
+from ...tokenizers.wordpiece import BERT_SPECIALS, WordPieceTokenizer
 
 
 def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:

@@ -1,4 +1,4 @@
-"""Labelled and paired text files, their train/val split, and padded batches with key masks.
+"""Labelled, paired and chat data files: read and checked, one example per line or row.
 
 Formats (UTF-8):
 - classification: CSV with a header row that has ``text`` and ``label`` columns, or JSONL lines
@@ -7,8 +7,7 @@ Formats (UTF-8):
 - chat (sft): JSONL lines ``{"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}``.
 The format is told by the file's extension: .csv, .tsv, .jsonl (or .json with one object a line).
 
-Every problem is a one-line DataError naming the file and line. Padding: ids past a row's length are PAD,
-its key mask is False there, and its targets are IGNORE (-100), so padding never reaches the loss.
+Every problem is a one-line DataError naming the file and line.
 """
 
 from __future__ import annotations
@@ -20,13 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .errors import DataError
-
-IGNORE = -100  # the target id the loss skips (cross_entropy's ignore_index)
-VAL_FRACTION = 0.1
-SPLIT_SEED = 0  # the split does not depend on the training seed: every run validates on the same examples
+from ..util.errors import DataError
 
 
 def _read(path: Path) -> str:
@@ -142,36 +135,3 @@ def read_chat(path: str | Path, need_assistant: bool = True) -> list[list[dict[s
     if len(out) < 2:
         raise DataError(f"{path} has {len(out)} conversation(s); training needs at least 2 (one for validation)")
     return out
-
-
-def split_examples(examples: list, val_fraction: float = VAL_FRACTION) -> tuple[list, list]:
-    """A fixed random 90/10 split (at least one validation example)."""
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(examples))
-    n_val = max(1, round(len(examples) * val_fraction))
-    return [examples[i] for i in order[n_val:]], [examples[i] for i in order[:n_val]]
-
-
-def pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """ragged id lists -> ids (B,T) int64 padded with pad_id to the longest row, key mask (B,T) bool"""
-    T = max(len(r) for r in rows)
-    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), T), dtype=bool)
-    for b, r in enumerate(rows):
-        ids[b, : len(r)] = r
-        mask[b, : len(r)] = True
-    return ids, mask
-
-
-def pad_left(rows: list[list[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """ragged id lists -> ids (B,T) int64 with each row at the right end, padding counts (B,): the layout
-    generation wants, where every row's next token goes into the same column"""
-    T = max(len(r) for r in rows)
-    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
-    for b, r in enumerate(rows):
-        ids[b, T - len(r) :] = r
-    return ids, np.array([T - len(r) for r in rows], dtype=np.int64)
-
-
-def sample_indices(n: int, batch_size: int, *seed: int) -> np.ndarray:
-    """batch_size example indices drawn from a generator seeded by ``seed`` (e.g. (seed, stream, step, micro))."""
-    return np.random.default_rng(np.random.SeedSequence(list(seed))).integers(0, n, size=batch_size)

@@ -28,20 +28,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
-from .atomic import atomic_write, require_empty, write_directory
-from .backends import Backend, get_backend
+from ..backends import Backend, get_backend
+from ..interop.hf import is_hf_dir, read_hf, write_hf
+from ..kernels import fit_to_backend
+from ..models import Model, ModelConfig, model_class
+from ..tasks import TASK_CLASSES, Task
+from ..tasks.uses import UsesModel
+from ..tokenizers import Tokenizer, from_json_dict
+from ..util.atomic import atomic_write, require_empty, write_directory
+from ..util.errors import CheckpointError, ConfigError, LLMScratchError
+from ..util.tensors import read_safetensors, tensors_to_bytes
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, LLMScratchError
-from .inference import UsesModel
-from .interop.hf import is_hf_dir, read_hf, write_hf
-from .kernels import fit_to_backend
-from .models import Model, ModelConfig, model_class
-from .tasks import TASK_CLASSES, Task
-from .tensors_io import read_safetensors, tensors_to_bytes, to_backend
-from .tokenizers import Tokenizer, from_json_dict
 
 FORMAT_VERSION = 2
 POINTER = "LATEST"
@@ -90,8 +89,10 @@ def save_checkpoint(
     bk = model.bk
 
     def fill(tmp: Path) -> None:
-        (tmp / "model.safetensors").write_bytes(tensors_to_bytes(bk, model.params if weights is None else weights))
-        (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk, optimizer_state["arrays"]))
+        (tmp / "model.safetensors").write_bytes(
+            tensors_to_bytes(bk.to_host(model.params if weights is None else weights))
+        )
+        (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk.to_host(optimizer_state["arrays"])))
         meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
         (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
@@ -177,7 +178,7 @@ def load(
         )
     bk = _backend(train_cfg, backend, device, dtype)
     model = _model(bk, train_cfg, model_cfg, _read_tensors(ckpt / "model.safetensors"), f"{ckpt}/model.safetensors")
-    opt_arrays = to_backend(bk, _read_tensors(ckpt / "optimizer.safetensors"))
+    opt_arrays = bk.from_host(_read_tensors(ckpt / "optimizer.safetensors"))
     return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
 
 
@@ -203,7 +204,7 @@ def _backend(train_cfg: TrainConfig, backend: str | Backend | None, device: str 
 def _model(bk: Backend, train_cfg: TrainConfig, model_cfg: ModelConfig, host: dict[str, Any], source: str) -> Model:
     attention, op_set = fit_to_backend(train_cfg.attention, train_cfg.ops, bk, model_cfg.block_size)
     try:
-        params = to_backend(bk, host)
+        params = bk.from_host(host)
         model = model_class(model_cfg.kind)(model_cfg, bk, params=params, attention=attention, ops=op_set)
     except LLMScratchError as e:
         raise CheckpointError(f"{source} does not match its config: {e}") from None
@@ -221,10 +222,7 @@ def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = N
     else:
         net, meta = model.model, model.task_runner.meta()
         tokenizer = tokenizer or model.tokenizer
-    bf16 = net.bk.dtype_name == "bfloat16"  # to_numpy upcasts it: store it as it is
-    host = {n: net.bk.to_numpy(p) for n, p in net.params.items()}
-    host = {n: a.astype(ml_dtypes.bfloat16) if bf16 else a for n, a in host.items()}
-    return write_hf(path, net.config, host, tokenizer, meta)
+    return write_hf(path, net.config, net.bk.to_host(net.params), tokenizer, meta)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, dtype: str | None = None) -> Path:

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
-from ..config import resolve_config
-from ..errors import ConfigError
-from ..kernels import OP_SETS, OpSet, get_ops
-from ..models import init_params
+from ...backends import Backend
+from ...kernels import OP_SETS, OpSet, get_ops
+from ...models import init_params
+from ...training.config import resolve_config
+from ...util.errors import ConfigError
 
 VOCAB = 65  # tinyshakespeare's characters
 

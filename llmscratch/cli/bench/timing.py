@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import Backend
-from ..kernels import get_ops
-from ..models import GPTConfig, parameter_specs
+from ...backends import Backend
+from ...kernels import get_ops
+from ...models import GPTConfig, parameter_specs
 
 
 def median_time(

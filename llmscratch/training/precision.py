@@ -23,8 +23,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .backends import BACKEND_HALF_DTYPES, Backend, backends_with, get_backend
-from .errors import ConfigError
+from ..backends import BACKEND_HALF_DTYPES, Backend, backends_with, get_backend
+from ..util.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # -> the compute dtype (None: the dtype)
 

@@ -28,10 +28,10 @@ from collections.abc import Sequence
 from dataclasses import MISSING
 from typing import Any, get_args, get_type_hints
 
-from .config import FIELDS, TrainConfig, preset_names
-from .errors import LLMScratchError
-from .generation.text import SAMPLE_DEFAULTS
-from .viz.attention import PARTS, part_of
+from ..generation.text import SAMPLE_DEFAULTS
+from ..training.config import FIELDS, TrainConfig, preset_names
+from ..util.errors import LLMScratchError
+from ..viz.attention import PARTS, part_of
 
 # flags whose name differs from the config field
 FLAG_NAMES = {"out_dir": "--out"}
@@ -60,7 +60,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from ..training.trainer import train
 
     overrides = {name: getattr(args, name) for name in FIELDS}
     overrides["out_dir"] = overrides["out_dir"] or "out"
@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import load
+    from ..training.checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     options = _generation_options(args)
@@ -99,9 +99,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .checkpoint import load
-    from .metrics_log import FILE, read_metrics
-    from .viz import training_curves
+    from ..training.checkpoint import load
+    from ..training.metrics_log import FILE, read_metrics
+    from ..viz import training_curves
 
     log = Path(args.checkpoint) / FILE  # written as the run goes: it has the steps after the last checkpoint too
     history = read_metrics(log) if log.is_file() else load(args.checkpoint, backend="numpy").state.get("history")
@@ -116,8 +116,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from .checkpoint import load
-    from .viz import attention_heads, attention_heatmap, attention_of_text
+    from ..training.checkpoint import load
+    from ..viz import attention_heads, attention_heatmap, attention_of_text
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     attention = attention_of_text(ckpt, args.text, args.target)
@@ -143,8 +143,8 @@ def _texts(texts: list[str]) -> list[str]:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from ..training.checkpoint import load
     from .chat_repl import ChatSession, run
-    from .checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     return run(ChatSession(ckpt, _generation_options(args), args.max_new_tokens, args.system))
@@ -153,7 +153,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     import json
 
-    from .checkpoint import load
+    from ..training.checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     results = ckpt.classify(_texts(args.texts), probabilities=args.probabilities)
@@ -163,7 +163,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .checkpoint import load
+    from ..training.checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     for text in ckpt.translate(_texts(args.texts), **_generation_options(args)):
@@ -172,7 +172,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load
+    from ..training.checkpoint import load
 
     ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
     for name, value in ckpt.evaluate(args.data).items():
@@ -181,21 +181,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import convert
+    from ..training.checkpoint import convert
 
     print(f"wrote {convert(args.src, args.dst, args.to, dtype=args.dtype)}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import demos
+    from ..data import demos
 
     if args.name == "numbers":
         paths = demos.numbers_dataset(args.out)
     elif args.name == "chat":
         paths = demos.chat_dataset(args.out)
     else:
-        from .data import load_text
+        from ..data.corpora import load_text
 
         paths = demos.speakers_dataset(load_text("shakespeare")[1], args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -205,9 +205,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     import time
 
-    from .data import load_text
-    from .tokenizers import BPETokenizer, WordPieceTokenizer
-    from .tokenizers.wordpiece import BERT_SPECIALS
+    from ..data.corpora import load_text
+    from ..tokenizers import BPETokenizer, WordPieceTokenizer
+    from ..tokenizers.wordpiece import BERT_SPECIALS
 
     _, text = load_text(args.data)
     t0 = time.perf_counter()
@@ -235,7 +235,7 @@ def _read_input(text: str | None) -> str:
 
 
 def cmd_tokenizer_encode(args: argparse.Namespace) -> int:
-    from .tokenizers import load
+    from ..tokenizers import load
 
     tok = load(args.tokenizer)
     kwargs = {"allowed_special": "all"} if args.allow_special and tok.kind in ("bpe", "wordpiece") else {}
@@ -244,8 +244,8 @@ def cmd_tokenizer_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_tokenizer_decode(args: argparse.Namespace) -> int:
-    from .errors import TokenizerError
-    from .tokenizers import load
+    from ..tokenizers import load
+    from ..util.errors import TokenizerError
 
     tok = load(args.tokenizer)
     words = args.ids or _read_input(None).split()
@@ -259,13 +259,13 @@ def cmd_tokenizer_decode(args: argparse.Namespace) -> int:
 
 def _backend_list(text: str | None) -> list[str]:
     """'numpy,torch:cuda' -> ['numpy', 'torch:cuda']; None -> every backend available here (GPUs included)."""
-    from .backends import available_backends
+    from ..backends import available_backends
 
     if text:
         return [b.strip() for b in text.split(",") if b.strip()]
     names = [n for n in available_backends() if n != "strict"]
     if "torch" in names:
-        from .backends import get_backend
+        from ..backends import get_backend
 
         try:
             get_backend("torch", "cuda")
@@ -292,7 +292,7 @@ def _publish(args: argparse.Namespace, sections: dict[str, tuple[list[dict], str
 
 
 def cmd_bench_attention(args: argparse.Namespace) -> int:
-    from .backends import get_backend
+    from ..backends import get_backend
     from .bench.attention import bench_attention
     from .bench.report import attention_markdown, plot_attention
 
@@ -394,7 +394,7 @@ def cmd_bench_dist(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_ops(args: argparse.Namespace) -> int:
-    from .backends import get_backend
+    from ..backends import get_backend
     from .bench.ops import bench_ops
     from .bench.report import markdown_table
 
@@ -427,10 +427,10 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_tokenizer(args: argparse.Namespace) -> int:
+    from ..data.corpora import load_text
+    from ..tokenizers.bpe_textbook import textbook_train
     from .bench.report import markdown_table
     from .bench.tokenizer import bench_tokenizers, bench_wordpiece
-    from .data import load_text
-    from .tokenizers.bpe_textbook import textbook_train
 
     _, text = load_text(args.data)
     sizes = tuple(int(v) for v in args.vocab_sizes.split(","))
@@ -486,7 +486,7 @@ def _add_generation_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -
     not given is left out, so the command's own defaults (shown in the help) apply."""
     from dataclasses import fields
 
-    from .generation import GenerationOptions
+    from ..generation import GenerationOptions
 
     kinds = {"int": int, "float": float}
     for f in fields(GenerationOptions):
@@ -507,7 +507,7 @@ def _generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """The generation flags that were given (or have a command default), as keyword options."""
     from dataclasses import fields
 
-    from .generation import GenerationOptions
+    from ..generation import GenerationOptions
 
     return {f.name: getattr(args, f.name) for f in fields(GenerationOptions) if getattr(args, f.name) is not None}
 

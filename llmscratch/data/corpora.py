@@ -1,4 +1,4 @@
-"""Corpora, the train/val split and batches.
+"""Corpora: the text a language model trains on.
 
 A corpus is named by ``data=``:
 - ``"stdlib"`` (the default): the Python standard library's own source, gathered deterministically from this
@@ -6,10 +6,6 @@ A corpus is named by ``data=``:
 - ``"shakespeare"`` / ``"names"``: tinyshakespeare and makemore's names, downloaded once from their public
   URLs into a cache and checked against a sha256. A copy in ``$LLMSCRATCH_DATA_DIR`` is used first.
 - anything else: a path to a local UTF-8 text file.
-
-Batches follow nanoGPT: B windows of T+1 tokens at random offsets; x is the first T, y the last T. The
-offsets come from a generator seeded by (seed, step, micro-step), so any step's batch can be remade
-without replaying the ones before it, which is what makes resuming exact.
 """
 
 from __future__ import annotations
@@ -21,10 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .atomic import atomic_write
-from .errors import DataError, did_you_mean
+from ..util.atomic import atomic_write
+from ..util.errors import DataError, did_you_mean
+from ..util.paths import cache_dir
 
 
 @dataclass(frozen=True)
@@ -50,13 +45,6 @@ DEFAULT_CORPUS = "stdlib"
 LINE_DOCUMENT_CORPORA = ("names",)  # built-in corpora of one item per line (line_documents=None: as documents)
 STDLIB_CHARS = 1_000_000  # about the size of tinyshakespeare
 STDLIB_SKIP = ("test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "turtledemo", "ensurepip")
-
-
-def cache_dir() -> Path:
-    """$LLMSCRATCH_CACHE_DIR, else $XDG_CACHE_HOME/llmscratch, else ~/.cache/llmscratch."""
-    if "LLMSCRATCH_CACHE_DIR" in os.environ:
-        return Path(os.environ["LLMSCRATCH_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llmscratch"
 
 
 def _python_files(root: Path) -> list[Path]:
@@ -153,40 +141,3 @@ def load_text(data: str | os.PathLike = DEFAULT_CORPUS) -> tuple[str, str]:
     if not text:
         raise DataError(f"{path} is empty; training needs text")
     return path.stem, text
-
-
-def split_tokens(tokens: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """The first 90% for training, the last 10% for validation (as nanoGPT's prepare.py)."""
-    n = int(len(tokens) * (1.0 - val_fraction))
-    return tokens[:n], tokens[n:]
-
-
-def split_documents(text: str, *seed: int, val_fraction: float = 0.1) -> tuple[str, str]:
-    """A text of one item per line -> (train text, val text): the non-empty lines in an order drawn from
-    ``seed``, the last 10% of them held out, each ended by a newline, the end-of-document token. Trained on
-    this, a model learns items, not the file's order (an alphabetical list of names teaches the alphabet
-    order), and a sample that starts after a newline is a fresh item."""
-    documents = [line for line in text.splitlines() if line.strip()]
-    if len(documents) < 2:
-        raise DataError(f"line documents need at least 2 non-empty lines, got {len(documents)}")
-    order = np.random.default_rng(np.random.SeedSequence(list(seed))).permutation(len(documents))
-    shuffled = [documents[i] for i in order]
-    n = max(1, min(len(shuffled) - 1, int(len(shuffled) * (1.0 - val_fraction))))
-    return "".join(d + "\n" for d in shuffled[:n]), "".join(d + "\n" for d in shuffled[n:])
-
-
-def check_split_size(name: str, tokens: np.ndarray, block_size: int) -> None:
-    if len(tokens) < block_size + 1:
-        raise DataError(
-            f"the {name} split has {len(tokens)} tokens, but block_size={block_size} needs at least "
-            f"{block_size + 1}; use a smaller block_size or more text"
-        )
-
-
-def get_batch(tokens: np.ndarray, batch_size: int, block_size: int, *seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> x (B,T), y (B,T) int64 from B random windows; y is x shifted by one token."""
-    rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
-    starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
-    rows = starts[:, None] + np.arange(block_size + 1)  # (B, T+1)
-    window = tokens[rows].astype(np.int64)
-    return window[:, :-1], window[:, 1:]

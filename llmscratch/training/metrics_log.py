@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write
-from .errors import ConfigError
+from ..util.atomic import atomic_write
+from ..util.errors import ConfigError
 
 FILE = "metrics.jsonl"
 

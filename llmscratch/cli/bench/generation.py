@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ..backends import get_backend
-from ..config import resolve_config
-from ..generation import generate
-from ..models import GPT
+from ...backends import get_backend
+from ...generation import generate
+from ...models import GPT
+from ...training.config import resolve_config
 from .train import SETTLE_S
 
 VOCAB = 65  # tinyshakespeare's characters

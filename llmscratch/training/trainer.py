@@ -12,7 +12,7 @@ So a run resumed from a checkpoint at step s repeats, bit for bit, what the unin
 Losses stay on the device and are read back every log_interval steps (one wait per window on a GPU);
 a NaN or inf found then stops the run and leaves the last good checkpoint in place.
 
-``precision`` bf16 / fp16 (llmscratch.precision) runs the model in 16 bits on float32 master weights, which
+``precision`` bf16 / fp16 (llmscratch.training.precision) runs the model in 16 bits on float32 master weights, which
 the optimizer updates and the checkpoints keep; fp16 scales the loss, and a step whose gradients overflow is
 skipped (logged, and marked ``skipped`` in the history).
 """
@@ -30,18 +30,18 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..backends.distributed import World, launched_world_size
+from ..models import Model, model_class
+from ..models.base import draw_params, init_params
+from ..tasks import DROPOUT, TASK_CLASSES, Task
+from ..tasks.uses import UsesModel
+from ..tokenizers import Tokenizer
+from ..util.errors import CheckpointError, ConfigError, TrainingDivergedError
 from . import checkpoint as ckpt_io
-from .backends.distributed import World, launched_world_size
 from .config import TrainConfig, resolve_config
-from .errors import CheckpointError, ConfigError, TrainingDivergedError
-from .inference import UsesModel
 from .metrics_log import MetricsLog
-from .models import Model, model_class
-from .models.base import draw_params, init_params
-from .optim import AdamW, learning_rate
+from .optimizer import AdamW, learning_rate
 from .precision import LossScaler, Precision
-from .tasks import DROPOUT, TASK_CLASSES, Task
-from .tokenizers import Tokenizer
 
 
 @dataclass
@@ -399,7 +399,7 @@ def train(
     task (a keyword, default "lm"): lm (a GPT) | classify (an encoder classifier) | seq2seq (an encoder–decoder);
     backend: numpy | torch | cupy | strict;  data: lm: stdlib (default) | shakespeare | names | a text file,
     classify: a CSV (text,label) or JSONL file, seq2seq: a TSV (source<TAB>target) or JSONL file;
-    preset: a name from llmscratch/presets;  config: a TOML file;  out_dir: where checkpoints go (None: none);
+    preset: a name from llmscratch/training/presets;  config: a TOML file;  out_dir: where checkpoints go (None: none);
     resume: continue from the checkpoint in out_dir;  overrides: any TrainConfig field, e.g. max_iters=500.
     """
     cfg_overrides = dict(overrides, backend=backend, data=data, out_dir=out_dir)

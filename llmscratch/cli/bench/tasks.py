@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..backends import get_backend
-from ..config import TrainConfig, resolve_config
-from ..models import init_params, model_class
-from ..tasks import TASK_CLASSES
-from ..train import optimizer_for
+from ...backends import get_backend
+from ...models import init_params, model_class
+from ...tasks import TASK_CLASSES
+from ...training.config import TrainConfig, resolve_config
+from ...training.trainer import optimizer_for
 from .train import SETTLE_S, _peak_rss
 
 DEMOS = {"classify": "speakers", "seq2seq": "numbers"}  # task -> its demo preset
@@ -27,8 +27,8 @@ DEMOS = {"classify": "speakers", "seq2seq": "numbers"}  # task -> its demo prese
 
 def demo_files(name: str, out_dir: str | Path) -> tuple[Path, Path]:
     """Write a demo's train and test files into out_dir; -> their paths."""
-    from .. import demos
-    from ..data import load_text
+    from ...data import demos
+    from ...data.corpora import load_text
 
     if name == "numbers":
         return demos.numbers_dataset(out_dir)
@@ -46,7 +46,7 @@ def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]
     if spec == "reference":
         import torch
 
-        from ..reference.torch_transformer import build_reference
+        from ...reference.torch_transformer import build_reference
 
         params = init_params(model_cfg, get_backend("numpy", dtype="float64"), cfg.seed)
         ref = build_reference(model_cfg, params, dtype=torch.float32)
@@ -145,9 +145,9 @@ def bench_task_throughput(
 
 def demo_run(task: str, backend: str, train_file: Path, test_file: Path, **overrides: Any) -> dict[str, Any]:
     """Train the task's demo preset to the end; the held-out metric, wall time and (classify) the baselines."""
-    from ..datasets import read_classification
-    from ..demos import baselines
-    from ..train import train
+    from ...data.demos import baselines
+    from ...data.files import read_classification
+    from ...training.trainer import train
 
     t0 = time.perf_counter()
     result = train(preset=DEMOS[task], backend=backend, data=str(train_file), progress=False, **overrides)

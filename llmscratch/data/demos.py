@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
+from ..util.atomic import atomic_write
 
 EN_UNITS = [
     "zero",

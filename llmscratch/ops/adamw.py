@@ -1,0 +1,56 @@
+"""AdamW's update and the global gradient norm: the optimizer's math, pure Array API.
+
+AdamW (Loshchilov & Hutter), step t, for each parameter p with gradient g:
+    p ← p · (1 - lr·wd)                                   decoupled weight decay (matrices only, as nanoGPT)
+    m ← β1·m + (1-β1)·g;   v ← β2·v + (1-β2)·g²
+    p ← p - lr/(1-β1ᵗ) · m / (√v / √(1-β2ᵗ) + eps)        (the same order of operations as torch.optim.AdamW)
+Updates are in place (the standard's in-place operators), so no parameter is reallocated. ``grad_norm`` and
+``adamw_update`` take every tensor at once, so an op set may bring fused versions that do all of them in one
+call (llmscratch.kernels); ``llmscratch.training.optimizer.AdamW`` keeps the state and calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..backends import Backend
+
+
+def grad_norm(bk: Backend, grads: Sequence[Any]) -> Any:
+    """‖g‖, the L2 norm of all the gradients together (0-d, left on the device: no wait on a GPU)."""
+    xp = bk.xp
+    return xp.sqrt(sum(xp.sum(g * g) for g in grads))
+
+
+def clip_scale(bk: Backend, norm: Any, max_norm: float) -> Any:
+    """min(1, max_norm / (‖g‖ + 1e-6)): the factor that clips the gradients to max_norm, as torch's (0-d)."""
+    return bk.xp.minimum(max_norm / (norm + 1e-6), 1.0)
+
+
+def adamw_update(
+    bk: Backend,
+    params: Sequence[Any],
+    grads: Sequence[Any],
+    ms: Sequence[Any],
+    vs: Sequence[Any],
+    decays: Sequence[float],
+    b1: float,
+    b2: float,
+    step_size: float,
+    rsqrt_bc2: float,
+    eps: float,
+    grad_scale: Any = None,
+) -> None:
+    """Each p, m, v updated in place from its g (times grad_scale, if given: clipping folded in);
+    decay = 1 - lr·wd (1: none), step_size = lr/(1-β1ᵗ), rsqrt_bc2 = 1/√(1-β2ᵗ)."""
+    for p, g, m, v, decay in zip(params, grads, ms, vs, decays, strict=True):
+        if grad_scale is not None:
+            g = g * grad_scale
+        if decay != 1.0:
+            p *= decay
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * (g * g)
+        p -= step_size * (m / (bk.xp.sqrt(v) * rsqrt_bc2 + eps))

@@ -1,0 +1,1 @@
+"""The utility corner every other package may use: errors, atomic writes, safetensors files, cache paths."""
