@@ -14,7 +14,7 @@ from llmscratch.data.batches import get_batch, split_tokens
 from llmscratch.data.corpora import BUILTIN_CORPORA, load_text, stdlib_text
 from llmscratch.tokenizers import CharTokenizer
 from llmscratch.training.config import resolve_config
-from llmscratch.util.errors import ConfigError, DataError
+from llmscratch.util.errors import ConfigError, DataError, TokenizerError
 
 data_module = sys.modules["llmscratch.data.corpora"]
 
@@ -184,14 +184,12 @@ def test_split_and_batches():
 def test_char_tokenizer_round_trip_and_unknown_characters(tmp_path):
     tok = CharTokenizer.train("hello world")
     assert tok.decode(tok.encode("low world")) == "low world"
-    with pytest.raises(
-        llmscratch.util.errors.TokenizerError, match="character 'z' \\(at position 2\\) is not in the 8-character vocabulary"
-    ):
+    with pytest.raises(TokenizerError, match="character 'z' \\(at position 2\\) is not in the 8-character vocabulary"):
         tok.encode("hoz")
     tok.save(tmp_path / "t.json")
     assert llmscratch.tokenizers.load(tmp_path / "t.json").encode("hello") == tok.encode("hello")
     (tmp_path / "bad.json").write_text('{"type": "char"')
-    with pytest.raises(llmscratch.util.errors.TokenizerError, match="is not valid JSON"):
+    with pytest.raises(TokenizerError, match="is not valid JSON"):
         llmscratch.tokenizers.load(tmp_path / "bad.json")
 
 
