@@ -203,7 +203,7 @@ def test_rank_0_alone_writes_checkpoints(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import os, llmscratch
-        from llmscratch import checkpoint
+        from llmscratch.training import checkpoint
         real = checkpoint.save_checkpoint
         def recording(*args, **kwargs):
             with open({str(log)!r}, "a") as f:

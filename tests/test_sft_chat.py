@@ -16,7 +16,7 @@ from llmscratch.backends import get_backend
 from llmscratch.cli import main
 from llmscratch.data.batches import IGNORE
 from llmscratch.models import GPT, GPTConfig
-from llmscratch.tasks import SFTTask
+from llmscratch.tasks.sft import SFTTask
 from llmscratch.tokenizers import CharTokenizer, with_chat_tokens
 from llmscratch.tokenizers.chat import encode_chat, fit_conversation
 from llmscratch.training.config import resolve_config

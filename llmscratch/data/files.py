@@ -119,7 +119,7 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
 def read_chat(path: str | Path, need_assistant: bool = True) -> list[list[dict[str, str]]]:
     """-> conversations from a JSONL file of {"messages": [{"role": ..., "content": ...}, ...]} lines, each
     with an assistant message (what fine-tuning learns from)."""
-    from .tokenizers.chat import check_messages
+    from ..tokenizers.chat import check_messages
 
     path = Path(path)
     if path.suffix.lower() not in (".jsonl", ".json"):

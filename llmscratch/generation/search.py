@@ -17,7 +17,6 @@ beam search (transformers' algorithm), per step and per prompt:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -29,16 +28,6 @@ from .options import GenerationOptions
 from .processors import choose, penalties
 
 Decode = Callable[[list[int]], str]
-
-
-@contextmanager
-def eval_mode(model: Any) -> Iterator[None]:
-    """Dropout off while searching; the model's training flag is put back afterwards."""
-    was_training, model.training = model.training, False
-    try:
-        yield
-    finally:
-        model.training = was_training
 
 
 def first_stop(text: str, stop_strings: tuple[str, ...]) -> int:
@@ -198,7 +187,7 @@ def generate_rows(
 ) -> list[list[int]]:
     """Like ``generate``, but -> each row's new tokens alone (no prompt, no padding)."""
     opt = GenerationOptions.of(**options)
-    with eval_mode(model):
+    with model.eval_mode():
         decode = None if tokenizer is None else tokenizer.decode
         return search(GPTDecoder(model, max_new_tokens), prompt_rows(ids), max_new_tokens, opt, decode)
 
@@ -246,6 +235,6 @@ def translate_ids(
     opt = GenerationOptions.of(**{"temperature": 0, **options, "eos_token_id": eos})
     limit = model.config.block_size if max_new_tokens is None else min(max_new_tokens, model.config.block_size)
     src, mask = pad(sources, pad_id)
-    with eval_mode(model):
+    with model.eval_mode():
         new = search(Seq2SeqDecoder(model, src, mask, opt.num_beams), [[bos]] * len(sources), limit, opt)
     return [n[:-1] if n and n[-1] == eos else n for n in new]

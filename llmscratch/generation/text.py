@@ -17,7 +17,7 @@ from typing import Any
 from ..util.errors import TokenizerError
 from .decoders import GPTDecoder
 from .options import GenerationOptions
-from .search import Stopper, check_request, eval_mode, first_stop, search, token_steps
+from .search import Stopper, check_request, first_stop, search, token_steps
 
 SAMPLE_DEFAULTS = {"temperature": 0.8, "top_k": 200}  # nanoGPT's sample.py; used unless given (and no beams)
 
@@ -70,7 +70,7 @@ def stream_ids(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, 
     opt = GenerationOptions.of(**{**SAMPLE_DEFAULTS, **options} if options.get("num_beams", 1) == 1 else options)
     stream = TextStream(tokenizer, opt)
     check_request([ids], max_new_tokens)
-    with eval_mode(model):
+    with model.eval_mode():
         if opt.num_beams > 1:
             decoder = GPTDecoder(model, max_new_tokens)
             yield stream.piece(search(decoder, [ids], max_new_tokens, opt, tokenizer.decode)[0], True)

@@ -11,6 +11,8 @@ set, or "auto").
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -115,6 +117,15 @@ class Model:
     def training(self, value: bool) -> None:
         self.rt.training = value
 
+    @contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """``with model.eval_mode():`` dropout off inside; the training flag is put back afterwards."""
+        was_training, self.training = self.training, False
+        try:
+            yield
+        finally:
+            self.training = was_training
+
     def as_ints(self, a: Any) -> Any:
         """Lists and NumPy arrays -> an int64 array on this backend; backend arrays as they are."""
         if isinstance(a, (list, tuple, np.ndarray)):
@@ -199,10 +210,11 @@ def record_attention(model: Model, run: Any) -> dict[str, np.ndarray]:
     """Run ``run()`` in eval mode with every attention layer storing its probabilities; -> {layer name:
     (H,T,S)} for the first sequence, on the host."""
     rt = model.rt
-    was_training, rt.training, rt.attention_maps = rt.training, False, {}
+    rt.attention_maps = {}
     try:
-        run()
+        with model.eval_mode():
+            run()
         maps = rt.attention_maps
     finally:
-        rt.training, rt.attention_maps, model._cache = was_training, None, None
+        rt.attention_maps, model._cache = None, None
     return {name: model.bk.to_numpy(p[0]) for name, p in maps.items()}

@@ -66,13 +66,10 @@ class EncoderClassifier(Model):
     def encode(self, idx: Any, key_mask: Any = None, token_types: Any = None) -> tuple[Any, Any]:
         """idx (B,T) -> the last block's output (B,T,C) and the pooled vector (B,C) (after the pooler: BERT's
         last_hidden_state and pooler_output), dropout off, nothing kept for backward."""
-        was_training, self.training = self.training, False
-        try:
+        with self.eval_mode():
             types = None if token_types is None else self.as_ints(token_types)
             x, _ = self.encoder.forward(self.as_ids(idx), key_mask=self.as_mask(key_mask), token_types=types)
             return x, self.head.pool(x, self.as_mask(key_mask))[0]
-        finally:
-            self.training = was_training
 
     def attention_maps(self, idx: Any, key_mask: Any = None) -> dict[str, np.ndarray]:
         """idx (1,T) -> {"encoder.h.<i>.attn": probabilities (H,T,T)}, dropout off."""

@@ -1,22 +1,23 @@
-"""Tasks: how batches are made and what the loss and metrics are (lm | classify | seq2seq | sft)."""
+"""Tasks: how batches are made and what the loss and metrics are. THE registry of tasks: every module of this
+package that defines a Task subclass adds it to ``TASKS`` (adding a task is adding a file)."""
 
-from .base import DROPOUT, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
-from .classify import ClassifyTask
-from .lm import LMTask
-from .seq2seq import Seq2SeqTask
-from .sft import SFTTask
+import importlib
+import pkgutil
 
-TASK_CLASSES: dict[str, type[Task]] = {t.name: t for t in (LMTask, ClassifyTask, Seq2SeqTask, SFTTask)}
+from .base import DROPOUT, EVAL_BATCH, TASKS, TRAIN_BATCH, Task, build_tokenizer, task_class, task_for_kind
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+for _name in sorted(TASKS, key=lambda name: TASKS[name].listed):
+    TASKS[_name] = TASKS.pop(_name)
 
 __all__ = [
     "DROPOUT",
     "EVAL_BATCH",
-    "TASK_CLASSES",
+    "TASKS",
     "TRAIN_BATCH",
-    "ClassifyTask",
-    "LMTask",
-    "SFTTask",
-    "Seq2SeqTask",
     "Task",
     "build_tokenizer",
+    "task_class",
+    "task_for_kind",
 ]

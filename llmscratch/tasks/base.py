@@ -10,6 +10,11 @@ again without the steps before it: that is what makes resuming exact.
                                             run each rank scores its share (world.shard) and the sums are added
     task.evaluate_file(model, path)         the same numbers on a file the user hands in (``llmscratch eval``)
 ``meta()`` is what a checkpoint keeps beyond the tokenizer (the label set), handed back as ``meta`` on load.
+
+A task declares what it is in one place, its class: its ``name`` (the ``--task`` value), the model ``kind`` it
+trains, the ``data`` it reads, its ``metrics`` (the first one the headline), and ``uses``: what a checkpoint
+trained with it is for (the verbs of llmscratch.tasks.uses.VERBS). Defining the class registers it in
+``TASKS``; the config's task list, the use verbs' checks and the command line's help all read that table.
 """
 
 from __future__ import annotations
@@ -25,12 +30,28 @@ from ..models import Model, ModelConfig
 from ..tokenizers import CharTokenizer, Tokenizer
 from ..tokenizers import load as load_tokenizer
 from ..tokenizers.base import SpecialIds
+from ..util.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:  # the config is read, never imported: training sits on top of the tasks
     from ..training.config import TrainConfig
 
 # the streams of random numbers: (seed, stream, it, ...) seeds each one
 TRAIN_BATCH, EVAL_BATCH, DROPOUT, DOCUMENT_ORDER = 0, 1, 2, 3
+
+
+TASKS: dict[str, type[Task]] = {}  # name -> task class, filled as each task's module is imported
+
+
+def task_class(name: str) -> type[Task]:
+    """The task registered under ``name``, else a one-line error that lists them."""
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}{did_you_mean(name, TASKS)}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def task_for_kind(kind: str) -> type[Task]:
+    """The task a model of ``kind`` is taken to be trained for when its directory names none."""
+    return next(t for t in TASKS.values() if t.kind == kind and t.default_for_kind)
 
 
 def build_tokenizer(cfg: TrainConfig, text: str) -> Tokenizer:
@@ -45,8 +66,24 @@ def build_tokenizer(cfg: TrainConfig, text: str) -> Tokenizer:
 
 
 class Task(ABC):
-    name: ClassVar[str]
-    metric: ClassVar[str]  # the headline number: val_loss | accuracy | exact_match
+    name: ClassVar[str]  # the --task value
+    summary: ClassVar[str]  # what it trains, in a few words (help texts)
+    kind: ClassVar[str]  # the model kind it trains: gpt | encoder | seq2seq (llmscratch.models.MODELS)
+    data: ClassVar[str]  # the data it reads, in a user's words
+    metrics: ClassVar[tuple[str, ...]]  # what evaluation reports beside the losses; the first is the headline
+    uses: ClassVar[tuple[str, ...]]  # what a trained checkpoint is for: verbs of llmscratch.tasks.uses.VERBS
+    default_for_kind: ClassVar[bool] = False  # the task of a model of its kind that says none (a Hugging Face one)
+    listed: ClassVar[int]  # where it stands in lists of tasks (help texts, errors)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a concrete task, not a shared base such as PaddedTask
+            TASKS[cls.name] = cls
+
+    @property
+    def metric(self) -> str:
+        """The headline number: val_loss, or the first of ``metrics``."""
+        return self.metrics[0] if self.metrics else "val_loss"
 
     def __init__(self, cfg: TrainConfig, tokenizer: Tokenizer | None = None, meta: dict[str, Any] | None = None):
         self.cfg = cfg

@@ -21,7 +21,13 @@ from .base import TRAIN_BATCH, PaddedTask, build_tokenizer
 
 class ClassifyTask(PaddedTask):
     name = "classify"
-    metric = "accuracy"
+    summary = "an encoder that labels texts"
+    kind = "encoder"
+    data = "a CSV (text,label) or JSONL file"
+    metrics = ("accuracy",)
+    listed = 1
+    uses = ("classify", "eval", "attention")
+    default_for_kind = True
 
     @property
     def labels(self) -> list[str]:
@@ -110,14 +116,11 @@ class ClassifyTask(PaddedTask):
 
     def probabilities(self, model: Model, texts: list[str]) -> np.ndarray:
         """texts -> (N, K) class probabilities (float64, on the host), dropout off."""
-        was_training, model.training = model.training, False
-        try:
-            out = []
+        out = []
+        with model.eval_mode():
             for s in range(0, len(texts), 64):
                 logits = model.bk.to_numpy(self._forward(model, self.encode_texts(texts[s : s + 64]))[0])
                 z = np.asarray(logits, dtype=np.float64)
                 e = np.exp(z - z.max(axis=-1, keepdims=True))
                 out.append(e / e.sum(axis=-1, keepdims=True))
-        finally:
-            model.training = was_training
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)))

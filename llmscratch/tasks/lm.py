@@ -18,7 +18,13 @@ from .base import DOCUMENT_ORDER, EVAL_BATCH, TRAIN_BATCH, Task, build_tokenizer
 
 class LMTask(Task):
     name = "lm"
-    metric = "val_loss"
+    summary = "a GPT on text"
+    kind = "gpt"
+    data = "stdlib | shakespeare | names | a text file"
+    metrics = ()
+    listed = 0
+    uses = ("sample", "chat", "eval", "attention")  # chat: a model whose tokenizer has chat tokens
+    default_for_kind = True
 
     def prepare(self) -> None:
         cfg = self.cfg

@@ -25,7 +25,12 @@ Encoded = list[tuple[list[int], list[int], str]]  # (source ids, target ids, tar
 
 class Seq2SeqTask(PaddedTask):
     name = "seq2seq"
-    metric = "exact_match"
+    summary = "an encoder–decoder that translates"
+    kind = "seq2seq"
+    data = "a TSV (source<TAB>target) or JSONL file"
+    metrics = ("exact_match",)
+    listed = 2
+    uses = ("translate", "eval", "attention")
 
     def prepare(self) -> None:
         train, val = split_examples(read_pairs(self.cfg.data))

@@ -35,7 +35,12 @@ Example = tuple[list[int], list[int]]  # ids, targets (IGNORE where not supervis
 
 class SFTTask(Task):
     name = "sft"
-    metric = "exact_match"
+    summary = "a GPT fine-tuned on chat conversations"
+    kind = "gpt"
+    data = "a chat JSONL file"
+    metrics = ("exact_match",)
+    listed = 3
+    uses = ("chat", "sample", "eval", "attention")
     tokenizer: ChatTokenizer
 
     def prepare(self) -> None:

@@ -1,5 +1,6 @@
-"""What a trained model is used for, on a checkpoint or a training result alike: sample (lm), classify
-(classify), translate (seq2seq), evaluate (any). Each says which task it needs and which task it was given."""
+"""What a trained model is used for, on a checkpoint or a training result alike. Each task says which of these
+verbs fit its checkpoints (``Task.uses``); asking for another is a one-line error that names the task the model
+was trained with, the tasks that fit the verb, and the verb that fits the model."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ from typing import Any
 from ..models import Model
 from ..tokenizers import Tokenizer
 from ..util.errors import ConfigError
-from . import Task
+from .base import TASKS, Task
 
-USE = {"lm": "sample()", "classify": "classify()", "seq2seq": "translate()"}
+VERBS = {  # verb -> the Python method and the command that do it
+    "sample": "sample()",
+    "chat": "chat()",
+    "classify": "classify()",
+    "translate": "translate()",
+    "eval": "evaluate()",
+    "attention": "llmscratch.viz.attention_of_text()",
+}
+
+
+def tasks_for(verb: str) -> str:
+    """The tasks whose checkpoints ``verb`` works on, in words: "task 'lm' or 'sft'"."""
+    names = [repr(t.name) for t in TASKS.values() if verb in t.uses]
+    return "task " + " or ".join(names)
 
 
 class UsesModel:
@@ -19,24 +33,30 @@ class UsesModel:
     task_runner: Task
     fresh: list[str]  # weights drawn new on loading (a head a Hugging Face file lacked)
 
-    def _need(self, task: str, what: str) -> Any:
-        have = self.task_runner.name
-        if have != task:
+    def check_use(self, verb: str) -> Task:
+        """The model's task, if ``verb`` is one of its uses; else a one-line error that says what fits."""
+        task = self.task_runner
+        if verb not in task.uses:
             raise ConfigError(
-                f"{what} needs a model trained with task {task!r}; this one was trained with task {have!r} "
-                f"(use {USE[have]})"
+                f"{verb} needs a model trained with {tasks_for(verb)}; this one was trained with task {task.name!r} "
+                f"(use {VERBS[task.uses[0]]})"
             )
+        return task
+
+    def _need(self, verb: str) -> Task:
+        """check_use, and a model ready for it: no newly drawn head, a tokenizer."""
+        task = self.check_use(verb)
         if getattr(self, "fresh", None):
             raise ConfigError(
-                f"{what}: this model's {', '.join(self.fresh)} are newly initialized (its file has no such head); "
-                f"fine-tune it first: llmscratch train --task {task} --init-from DIR --data FILE"
+                f"{verb}: this model's {', '.join(self.fresh)} are newly initialized (its file has no such head); "
+                f"fine-tune it first: llmscratch train --task {task.name} --init-from DIR --data FILE"
             )
         if self.tokenizer is None:
             raise ConfigError(
-                f"{what} needs a tokenizer and this model directory has none (tokenizer.json, vocab.json + "
+                f"{verb} needs a tokenizer and this model directory has none (tokenizer.json, vocab.json + "
                 "merges.txt, or vocab.txt); add one, or pass token ids to llmscratch.generate"
             )
-        return self.task_runner
+        return task
 
     def sample(self, prompt: str = "", max_new_tokens: int = 200, stream: bool = False, **options: Any) -> Any:
         """The prompt and its continuation as text; with ``stream`` an iterator of the continuation's pieces as
@@ -44,7 +64,7 @@ class UsesModel:
         temperature 0.8, top_k 200)."""
         from ..generation import sample_text, stream_text
 
-        self._need("lm", "sample")
+        self._need("sample")
         run = stream_text if stream else sample_text
         return run(self.model, self.tokenizer, prompt, max_new_tokens, **options)
 
@@ -52,6 +72,7 @@ class UsesModel:
         """The tokenizer, which must have the chat tokens (a model fine-tuned with task sft)."""
         from ..tokenizers.chat import ChatTokenizer
 
+        self._need("chat")
         if not isinstance(self.tokenizer, ChatTokenizer):
             raise ConfigError(
                 f"chat needs a model fine-tuned on conversations (this {self.task_runner.name!r} model has no chat "
@@ -79,7 +100,7 @@ class UsesModel:
 
     def classify(self, texts: list[str], probabilities: bool = False) -> list[Any]:
         """texts -> their predicted labels, or with ``probabilities`` a {label: probability} dict each."""
-        task = self._need("classify", "classify")
+        task = self._need("classify")
         probs = task.probabilities(self.model, list(texts))
         if probabilities:
             return [dict(zip(task.labels, map(float, row), strict=True)) for row in probs]
@@ -88,12 +109,10 @@ class UsesModel:
     def translate(self, texts: list[str], num_beams: int = 1, **options: Any) -> list[str]:
         """texts -> their translations: greedy, or beam search with ``num_beams``, or any generation option
         (the encoder runs once per text; the decoder keeps a KV cache)."""
-        return self._need("seq2seq", "translate").translate(self.model, list(texts), num_beams=num_beams, **options)
+        return self._need("translate").translate(self.model, list(texts), num_beams=num_beams, **options)
 
     def evaluate(self, path: str) -> dict[str, float]:
         """The task's metrics on a data file of its format: accuracy, exact_match or val_loss (first: the headline)."""
-        was_training, self.model.training = self.model.training, False
-        try:
-            return self.task_runner.evaluate_file(self.model, path)
-        finally:
-            self.model.training = was_training
+        task = self.check_use("eval")
+        with self.model.eval_mode():
+            return task.evaluate_file(self.model, path)

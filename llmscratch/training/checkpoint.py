@@ -34,7 +34,7 @@ from ..backends import Backend, get_backend
 from ..interop.hf import is_hf_dir, read_hf, write_hf
 from ..kernels import fit_to_backend
 from ..models import Model, ModelConfig, model_class
-from ..tasks import TASK_CLASSES, Task
+from ..tasks import Task, task_class, task_for_kind
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer, from_json_dict
 from ..util.atomic import atomic_write, require_empty, write_directory
@@ -124,7 +124,7 @@ class Checkpoint(UsesModel):
     task_runner: Task = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.task_runner = TASK_CLASSES[self.config.task](self.config, self.tokenizer, self.meta)
+        self.task_runner = task_class(self.config.task)(self.config, self.tokenizer, self.meta)
 
     @property
     def task(self) -> str:
@@ -170,7 +170,7 @@ def load(
         raise CheckpointError(f"{ckpt}/config.json does not describe a model this version can build ({e})") from None
     tokenizer = from_json_dict(_read_json(ckpt / "tokenizer.json"), str(ckpt / "tokenizer.json"))
     task_meta = meta.get("task", {})
-    expected = TASK_CLASSES[train_cfg.task](train_cfg, tokenizer, task_meta).model_vocab_size
+    expected = task_class(train_cfg.task)(train_cfg, tokenizer, task_meta).model_vocab_size
     if expected != model_cfg.vocab_size:
         raise CheckpointError(
             f"{ckpt}: the tokenizer gives {expected} token ids but the model has {model_cfg.vocab_size}; "
@@ -184,7 +184,7 @@ def load(
 
 def _load_hf(path: Path, backend: str | Backend | None, device: str | None, dtype: str | None) -> Checkpoint:
     hf = read_hf(path)
-    task = "lm" if hf.config.kind == "gpt" else "classify"
+    task = task_for_kind(hf.config.kind).name
     train_cfg = TrainConfig(task=task, tokenizer=str(path), **hf.config.architecture_dict())
     bk = _backend(train_cfg, backend, device, dtype)
     model = _model(bk, train_cfg, hf.config, hf.tensors, str(path))

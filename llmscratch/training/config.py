@@ -16,6 +16,7 @@ from typing import Any, get_args, get_type_hints
 
 from ..backends.distributed import check_dist_backend
 from ..models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
+from ..tasks import task_class
 from ..util.errors import ConfigError, did_you_mean
 from .precision import check_precision
 
@@ -28,20 +29,18 @@ PRESET_DIR = Path(__file__).parent / "presets"
 
 
 TRAIN_ON = ("assistant", "last", "all")  # sft: which targets the loss counts
-TASKS = {"lm": "gpt", "classify": "encoder", "seq2seq": "seq2seq", "sft": "gpt"}  # task -> the model kind it trains
 
 
 @dataclass
 class TrainConfig(Architecture):
     """The model's fields (``Architecture``, defaults and checks included) plus how to train it."""
 
-    task: str = "lm"  # lm (a GPT on text) | classify (an encoder on text,label) | seq2seq (source -> target)
-    # | sft (a GPT fine-tuned on chat conversations)
+    task: str = "lm"  # a name in llmscratch.tasks.TASKS: what is trained, on which data (`llmscratch train --help`)
     init_from: str | None = None  # a checkpoint whose weights (and tokenizer, and shape) start the run
     train_on: str = "assistant"  # sft: the targets the loss counts: assistant | last | all
     packing: bool = False  # sft: conversations packed into block_size windows instead of padded
     # data and tokenizer
-    data: str = "stdlib"  # lm: stdlib | shakespeare | names | a text file;  classify/seq2seq: a CSV/JSONL/TSV file
+    data: str = "stdlib"  # what the task reads (its `data` in llmscratch.tasks.TASKS); lm: stdlib | shakespeare | ...
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
     vocab_size: int | None = None  # the BPE vocabulary to train (tokenizer="bpe")
     line_documents: bool | None = None  # lm: one item per line, shuffled, newline-ended (None: yes for names)
@@ -77,10 +76,7 @@ class TrainConfig(Architecture):
     def __post_init__(self) -> None:
         _check_types(self)  # before the model's checks, so a wrong type is named as such
         super().__post_init__()
-        if self.task not in TASKS:
-            raise ConfigError(
-                f"unknown task {self.task!r}{did_you_mean(self.task, TASKS)}; choose one of {', '.join(TASKS)}"
-            )
+        task_class(self.task)  # a known task, else a one-line error that lists them
         if self.train_on not in TRAIN_ON:
             raise ConfigError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
         for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
@@ -103,7 +99,7 @@ class TrainConfig(Architecture):
     @property
     def kind(self) -> str:
         """The model kind the task trains: gpt | encoder | seq2seq."""
-        return TASKS[self.task]
+        return task_class(self.task).kind
 
     def model_config(self, vocab_size: int, **sizes: int | None) -> ModelConfig:
         """The architecture with the sizes the data decides (vocab_size; n_classes, src_vocab_size)."""

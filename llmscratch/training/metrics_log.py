@@ -47,6 +47,12 @@ class MetricsLog:
                     self.board.add_scalar(name, float(value), step=entry["step"])
             self.board.flush()
 
+    def close(self) -> None:
+        """Ends the TensorBoard writer (its files, its thread); metrics.jsonl is closed after every line."""
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
 
 def _line(entry: dict[str, Any]) -> str:
     return json.dumps(entry, ensure_ascii=False) + "\n"

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from ..backends.distributed import World, launched_world_size
 from ..models import Model, model_class
 from ..models.base import draw_params, init_params
-from ..tasks import DROPOUT, TASK_CLASSES, Task
+from ..tasks import DROPOUT, Task, task_class
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer
 from ..util.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -55,6 +55,7 @@ class TrainResult(UsesModel):
     checkpoint_dir: Path | None
     task_runner: Task
     interrupted: bool = False  # stopped early by Ctrl-C or SIGTERM (on any rank), after a checkpoint
+    is_main: bool = True  # rank 0 of a data-parallel run (or the only process): the one that reports
 
     @property
     def val_loss(self) -> float | None:
@@ -153,7 +154,7 @@ class Trainer:
         elif cfg.init_from:
             self._start_from(cfg.init_from)
         else:
-            self.task: Task = TASK_CLASSES[cfg.task](cfg)
+            self.task: Task = task_class(cfg.task)(cfg)
             self.task.prepare()
             self._build(self.task.model_config())
         self.task.world = self.world
@@ -188,7 +189,7 @@ class Trainer:
             raise ConfigError(
                 f"the checkpoint in {self.out_dir} was trained for task {ck.task!r}, not {self.cfg.task!r}"
             )
-        self.task = TASK_CLASSES[self.cfg.task](self.cfg, ck.tokenizer, ck.meta)
+        self.task = task_class(self.cfg.task)(self.cfg, ck.tokenizer, ck.meta)
         self.task.prepare()
         wanted = self.task.model_config()
         saved = ck.model.config.to_dict()
@@ -219,7 +220,7 @@ class Trainer:
         if ck.tokenizer is None:
             raise ConfigError(f"--init-from {path}: it has no tokenizer files (tokenizer.json, vocab.txt, ...)")
         self.cfg = self.cfg.with_architecture_of(ck.model.config, path)
-        self.task = TASK_CLASSES[self.cfg.task](self.cfg, ck.tokenizer)
+        self.task = task_class(self.cfg.task)(self.cfg, ck.tokenizer)
         self.task.prepare()
         model_cfg = self.task.model_config()
         specs = model_class(model_cfg.kind).specs_for(model_cfg)
@@ -281,11 +282,8 @@ class Trainer:
             self.metrics.append(entry)
 
     def evaluate(self, it: int) -> dict[str, float]:
-        self.model.training = False
-        try:
+        with self.model.eval_mode():
             return self.task.evaluate(self.model, it)
-        finally:
-            self.model.training = True
 
     def save(self, it: int) -> None:
         if self.out_dir is not None and self.world.is_main:
@@ -345,43 +343,51 @@ class Trainer:
             pending.clear()
             window_start, comm_start = time.perf_counter(), self.world.comm_seconds
 
-        with _StopFlag() as stop:
-            for it in range(self.start, c.max_iters + 1):
-                if (it % c.eval_interval == 0 or it == c.max_iters) and not (it == self.start and self.history):
-                    flush()
-                    scores = self.evaluate(it)
-                    metrics = {k: v for k, v in scores.items() if k not in ("train", "val")}
-                    self._record(
-                        {
-                            "step": it,
-                            "train_loss": None,
-                            "val_loss": scores["val"],
-                            "lr": self.lr(it),
-                            "tokens_per_s": None,
-                            "eval_train_loss": scores["train"],
-                            **metrics,
-                        }
-                    )
-                    shown = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
-                    log(f"step {it}: train loss {scores['train']:.4f}, val loss {scores['val']:.4f}{shown}")
-                    self.save(it)
-                    window_start, comm_start = time.perf_counter(), self.world.comm_seconds
-                if it == c.max_iters:
-                    break
-                loss, tokens, stopping = self.step(it, stop.requested)
-                pending.append((it, loss, self.lr(it), tokens))
-                if len(pending) >= c.log_interval:
-                    flush()
-                if stopping:  # on every rank at once: the signal reached one of them
-                    flush()
-                    self.save(it + 1)
-                    interrupted = True
-                    where = self.checkpoint_dir or self.out_dir or "nowhere (no out_dir)"
-                    log(f"interrupted: saved step {it + 1} to {where}; continue with --resume")
-                    break
-            flush()
-        bar.close()
-        return TrainResult(self.model, self.tokenizer, c, self.history, self.checkpoint_dir, self.task, interrupted)
+        try:
+            with _StopFlag() as stop:
+                for it in range(self.start, c.max_iters + 1):
+                    if (it % c.eval_interval == 0 or it == c.max_iters) and not (it == self.start and self.history):
+                        flush()
+                        scores = self.evaluate(it)
+                        metrics = {k: v for k, v in scores.items() if k not in ("train", "val")}
+                        self._record(
+                            {
+                                "step": it,
+                                "train_loss": None,
+                                "val_loss": scores["val"],
+                                "lr": self.lr(it),
+                                "tokens_per_s": None,
+                                "eval_train_loss": scores["train"],
+                                **metrics,
+                            }
+                        )
+                        shown = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in metrics.items())
+                        log(f"step {it}: train loss {scores['train']:.4f}, val loss {scores['val']:.4f}{shown}")
+                        self.save(it)
+                        window_start, comm_start = time.perf_counter(), self.world.comm_seconds
+                    if it == c.max_iters:
+                        break
+                    loss, tokens, stopping = self.step(it, stop.requested)
+                    pending.append((it, loss, self.lr(it), tokens))
+                    if len(pending) >= c.log_interval:
+                        flush()
+                    if stopping:  # on every rank at once: the signal reached one of them
+                        flush()
+                        self.save(it + 1)
+                        interrupted = True
+                        where = self.checkpoint_dir or self.out_dir or "nowhere (no out_dir)"
+                        log(f"interrupted: saved step {it + 1} to {where}; continue with --resume")
+                        break
+                flush()
+        finally:  # a run leaves nothing open behind it: the bar, the TensorBoard writer, the process group
+            bar.close()
+            if self.metrics is not None:
+                self.metrics.close()
+            self.world.close()
+            self.task.world = World(self.bk)  # the model evaluates alone from here on
+        return TrainResult(
+            self.model, self.tokenizer, c, self.history, self.checkpoint_dir, self.task, interrupted, self.world.is_main
+        )
 
 
 def train(

@@ -6,15 +6,21 @@ causal, and 2.5× the forward for the backward, so forward+backward counts 3.5×
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...backends import Backend
+from ...backends import FLOAT_DTYPES, Backend, get_backend
 from ...kernels import KERNELS
+from ...util.errors import ConfigError
+from ..args import POSITIVE, number_list
+from .common import add_output_args, backend_list, out_dir, publish
+from .report import markdown_table, pyplot
 
 CPU_T = (256, 512, 1024, 2048, 4096)
 GPU_T = (256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -116,3 +122,98 @@ def bench_attention(
     return sorted(
         (r for _, r, _ in results), key=lambda r: (r["backend"], r["device"], r["T"], order[r["kernel"]], r["pass"])
     )
+
+
+def attention_markdown(records: list[dict[str, Any]]) -> str:
+    """One table; each kernel's time and memory also as a ratio to naive on the same backend, T and pass."""
+    naive = {(r["backend"], r["device"], r["T"], r["pass"]): r for r in records if r["kernel"] == "naive"}
+    rows = []
+    for r in records:
+        ref = naive.get((r["backend"], r["device"], r["T"], r["pass"]))
+        ok = r["status"] == "ok" and ref is not None and ref["status"] == "ok"
+        rows.append(
+            dict(
+                r,
+                peak_mib=None if r.get("peak_mem_bytes") is None else r["peak_mem_bytes"] / 2**20,
+                speedup=ref["time_ms"] / r["time_ms"] if ok else None,
+                mem_ratio=(ref["peak_mem_bytes"] / r["peak_mem_bytes"]) if ok and r["peak_mem_bytes"] else None,
+                note="" if r["status"] == "ok" else r["status"],
+            )
+        )
+    return markdown_table(
+        rows,
+        [
+            ("backend", "backend", ""),
+            ("device", "device", ""),
+            ("kernel", "kernel", ""),
+            ("T", "T", ""),
+            ("pass", "pass", ""),
+            ("time ms", "time_ms", ".2f"),
+            ("TFLOP/s", "tflops", ".3f"),
+            ("peak MiB", "peak_mib", ".1f"),
+            ("× faster than naive", "speedup", ".2f"),
+            ("× less memory than naive", "mem_ratio", ".1f"),
+            ("note", "note", ""),
+        ],
+    )
+
+
+def plot_attention(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
+    """time vs T and memory vs T (log-log), one line per backend/kernel, forward+backward."""
+    plt = pyplot()
+    if plt is None:
+        return []
+    paths = []
+    rows = [r for r in records if r["pass"] == "fwd+bwd" and r["status"] == "ok"]
+    for key, label, scale in (
+        ("time_ms", "time (ms), forward+backward", 1.0),
+        ("peak_mem_bytes", "extra memory (MiB)", 2**-20),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for series in sorted({(r["backend"], r["device"], r["kernel"]) for r in rows}):
+            pts = sorted(
+                (r["T"], r[key] * scale) for r in rows if (r["backend"], r["device"], r["kernel"]) == series and r[key]
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"{series[0]} ({series[1]}) {series[2]}")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="T (sequence length)",
+            ylabel=label,
+            title=f"attention, B=1 H=4 D=64, {rows[0]['dtype'] if rows else ''}",
+        )
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        path = out / f"{name}_{'time' if key == 'time_ms' else 'memory'}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def cmd(args: argparse.Namespace) -> int:
+    backends = [
+        get_backend(*spec.partition(":")[::2], dtype=args.dtype) if ":" in spec else get_backend(spec, dtype=args.dtype)
+        for spec in backend_list(args.backend)
+    ]
+    kernels = args.kernels.split(",") if args.kernels else None
+    unknown = [k for k in kernels or () if k not in KERNELS]
+    if unknown:
+        raise ConfigError(f"--kernels: unknown kernel {unknown[0]!r}; choose from {', '.join(KERNELS)}")
+    records = bench_attention(backends, kernels, args.T, causal=not args.bidirectional, budget_s=args.budget)
+    sections = {"attention": (records, attention_markdown(records))}
+    return publish(args, sections, plot_attention(records, out_dir(args), args.name))
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser("attention", help="every attention kernel x backend x T, forward and forward+backward")
+    p.add_argument("--backend", help="comma-separated, e.g. numpy,torch,torch:cuda,cupy [all available]")
+    p.add_argument("--T", type=number_list(), help="comma-separated sequence lengths [CPU 256..4096, GPU 256..16384]")
+    p.add_argument("--kernels", help="comma-separated kernel names [all that run on each backend]")
+    p.add_argument("--dtype", default="float32", choices=FLOAT_DTYPES)
+    p.add_argument("--bidirectional", action="store_true", help="no causal mask")
+    p.add_argument("--budget", type=POSITIVE, default=2.0, help="seconds of timing per kernel and T [2]")
+    add_output_args(p, "attention")
+    p.set_defaults(func=cmd)

@@ -5,12 +5,17 @@ after the first (each window's tokens/s counts every rank's tokens) and of the a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 from typing import Any
+
+from ..args import COUNT, number_list
+from .common import add_output_args, cpu_backends, publish
+from .report import markdown_table
 
 _RUN = """
 import json, os, sys
@@ -76,3 +81,35 @@ def bench_distributed(
                 }
             )
     return records
+
+
+COLUMNS = [
+    ("backend", "backend", ""),
+    ("processes × threads", "processes", ""),
+    ("tokens/s (all ranks)", "tokens_per_s", ",.0f"),
+    ("× 1 process", "speedup", ".2f"),
+    ("scaling efficiency", "efficiency", ".0%"),
+    ("all-reduce ms/step", "allreduce_ms_per_step", ".2f"),
+]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    records = bench_distributed(
+        cpu_backends(args.backend), tuple(args.procs), rounds=args.rounds, preset=args.preset, max_iters=args.max_iters
+    )
+    return publish(
+        args, {f"data-parallel on torchrun (gloo), {args.preset}": (records, markdown_table(records, COLUMNS))}
+    )
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser("dist", help="data-parallel: N processes × 1 thread vs 1 process × 1 thread (torchrun, gloo)")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument(
+        "--procs", type=number_list(), default=[1, 2], help="process counts to compare, the first is the baseline [1,2]"
+    )
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--rounds", type=COUNT, default=3, help="launches per process count, alternating [3]")
+    p.add_argument("--max-iters", type=COUNT, default=100, help="steps per launch [100]")
+    add_output_args(p, "dist")
+    p.set_defaults(func=cmd)

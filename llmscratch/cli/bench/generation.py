@@ -12,6 +12,7 @@ interleaving backends round by round would time that spinning against torch.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import statistics
 import time
@@ -23,6 +24,9 @@ from ...backends import get_backend
 from ...generation import generate
 from ...models import GPT
 from ...training.config import resolve_config
+from ..args import COUNT
+from .common import add_output_args, cpu_backends, publish
+from .report import markdown_table
 from .train import SETTLE_S
 
 VOCAB = 65  # tinyshakespeare's characters
@@ -97,3 +101,29 @@ def bench_generation(backends: list[str], new_tokens: int = 256, rounds: int = 3
             record["vs_greedy"] = seconds / median[(name, "cache")] if mode.startswith("beam") else None
         records.append(record)
     return records
+
+
+COLUMNS = [
+    ("backend", "backend", ""),
+    ("mode", "mode", ""),
+    ("tokens/s", "tokens_per_s", ",.0f"),
+    ("× no cache", "cache_speedup", ".1f"),
+    ("× transformers", "vs_transformers", ".2f"),
+    ("÷ greedy", "vs_greedy", ".2f"),
+]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    records = bench_generation(cpu_backends(args.backend), args.new_tokens, args.rounds, args.beams)
+    title = f"greedy generation of {args.new_tokens} tokens, shakespeare_char model (10.7M parameters)"
+    return publish(args, {title: (records, markdown_table(records, COLUMNS))})
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser("generate", help="generation tokens/s: KV cache, no cache, beam search, transformers")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--new-tokens", type=COUNT, default=256)
+    p.add_argument("--beams", type=COUNT, default=4)
+    p.add_argument("--rounds", type=COUNT, default=3)
+    add_output_args(p, "generate")
+    p.set_defaults(func=cmd)

@@ -10,6 +10,7 @@ tinyshakespeare), AdamW over the preset model's parameters.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -17,11 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ...backends import Backend
+from ...backends import FLOAT_DTYPES, Backend, get_backend
 from ...kernels import OP_SETS, OpSet, get_ops
 from ...models import init_params
 from ...training.config import resolve_config
 from ...util.errors import ConfigError
+from ..args import COUNT
+from .common import add_output_args, cpu_backends, publish
+from .report import markdown_table
 
 VOCAB = 65  # tinyshakespeare's characters
 
@@ -104,3 +108,28 @@ def bench_ops(backends: list[Backend], preset: str = "shakespeare_char_cpu", rou
                     }
                 )
     return records
+
+
+COLUMNS = [
+    ("backend", "backend", ""),
+    ("op", "op", ""),
+    ("op set", "ops", ""),
+    ("µs per call", "time_us", ".1f"),
+    ("× faster than array-api", "vs_array_api", ".2f"),
+]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    backends = [get_backend(spec, dtype=args.dtype) for spec in cpu_backends(args.backend)]
+    records = bench_ops(backends, args.preset, rounds=args.rounds)
+    return publish(args, {f"the op sets' ops at the {args.preset} shapes": (records, markdown_table(records, COLUMNS))})
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser("ops", help="GELU, LayerNorm, AdamW: each op set at a preset's shapes, side by side")
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--dtype", default="float32", choices=FLOAT_DTYPES)
+    p.add_argument("--rounds", type=COUNT, default=7, help="rounds of interleaved timing [7]")
+    add_output_args(p, "ops")
+    p.set_defaults(func=cmd)

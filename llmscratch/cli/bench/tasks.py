@@ -9,6 +9,7 @@ gives tokens/s, counting the real (unpadded) tokens of each batch.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import tempfile
 import time
@@ -17,9 +18,12 @@ from typing import Any
 
 from ...backends import get_backend
 from ...models import init_params, model_class
-from ...tasks import TASK_CLASSES
+from ...tasks import task_class
 from ...training.config import TrainConfig, resolve_config
 from ...training.trainer import optimizer_for
+from ..args import COUNT
+from .common import add_output_args, cpu_backends, publish
+from .report import markdown_table
 from .train import SETTLE_S, _peak_rss
 
 DEMOS = {"classify": "speakers", "seq2seq": "numbers"}  # task -> its demo preset
@@ -38,7 +42,7 @@ def demo_files(name: str, out_dir: str | Path) -> tuple[Path, Path]:
 def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]], list[int], str]:
     """-> (step(i), sync(), batches, tokens per batch, what computes it) for llmscratch on a backend or the
     torch reference"""
-    task = TASK_CLASSES[cfg.task](cfg)
+    task = task_class(cfg.task)(cfg)
     task.prepare()
     batches = [task.batch(i, 0) for i in range(16)]
     tokens = [task.tokens(b) for b in batches]
@@ -172,3 +176,52 @@ def bench_tasks(backends: list[str], rounds: int = 5, full: bool = False, **over
             if full:
                 out["demos"] += [demo_run(task, b, train_file, test_file, **overrides) for b in backends]
     return out
+
+
+THROUGHPUT_COLUMNS = [
+    ("task", "task", ""),
+    ("contestant", "contestant", ""),
+    ("kernels", "kernel", ""),
+    ("ms/step", "step_ms", ".1f"),
+    ("tokens/s", "tokens_per_s", ",.0f"),
+    ("× reference", "vs_reference", ".2f"),
+]
+DEMO_COLUMNS = [
+    ("task", "task", ""),
+    ("backend", "backend", ""),
+    ("steps", "steps", ""),
+    ("train s", "train_s", ".1f"),
+    ("accuracy", "accuracy", ".4f"),
+    ("exact match", "exact_match", ".4f"),
+    ("val loss", "val_loss", ".4f"),
+    ("majority", "majority", ".4f"),
+    ("bag-of-chars NB", "bag_of_chars_naive_bayes", ".4f"),
+]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    overrides = {"max_iters": args.max_iters} if args.max_iters else {}
+    results = bench_tasks(cpu_backends(args.backend), rounds=args.rounds, full=args.full, **overrides)
+    throughput = results["throughput"]
+    sections = {
+        "training throughput (real tokens/s) vs the torch.nn autograd references": (
+            throughput,
+            markdown_table(throughput, THROUGHPUT_COLUMNS),
+        )
+    }
+    if results["demos"]:
+        demos = results["demos"]
+        sections["demos trained to the end, scored on the held-out file"] = (demos, markdown_table(demos, DEMO_COLUMNS))
+    return publish(args, sections)
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser(
+        "tasks", help="classifier and encoder-decoder: training tokens/s vs torch.nn references; --full: the demos"
+    )
+    p.add_argument("--backend", help="comma-separated CPU backends, e.g. numpy,torch [all available]")
+    p.add_argument("--rounds", type=COUNT, default=5, help="rounds of interleaved timing [5]")
+    p.add_argument("--full", action="store_true", help="also train each demo to the end: metric, wall time")
+    p.add_argument("--max-iters", type=COUNT, help="stop the demos earlier than their presets")
+    add_output_args(p, "tasks")
+    p.set_defaults(func=cmd)

@@ -3,12 +3,18 @@ Hugging Face's Rust trainers (and BPE's textbook trainer), on the same text, in 
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 from typing import Any
 
+from ...data.corpora import load_text
 from ...tokenizers.bpe import PATTERNS, BPETokenizer
+from ...tokenizers.bpe_textbook import textbook_train
 from ...tokenizers.wordpiece import BERT_SPECIALS, WordPieceTokenizer
+from ..args import number_list
+from .common import add_output_args, publish
+from .report import markdown_table
 
 
 def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
@@ -129,3 +135,47 @@ def bench_wordpiece(text: str, vocab_sizes: tuple[int, ...] = (8000,)) -> list[d
                 }
             )
     return records
+
+
+BPE_COLUMNS = [
+    ("tokenizer", "tokenizer", ""),
+    ("vocab", "vocab_size", ""),
+    ("train s", "train_s", ".2f"),
+    ("encode MB/s", "encode_mb_s", ".2f"),
+    ("bytes/token", "bytes_per_token", ".3f"),
+    ("bytes/token ÷ HF", "bytes_per_token_vs_hf", ".4f"),
+]
+WORDPIECE_COLUMNS = [
+    ("tokenizer", "tokenizer", ""),
+    ("vocab", "vocab_size", ""),
+    ("train s", "train_s", ".2f"),
+    ("encode MB/s", "encode_mb_s", ".2f"),
+    ("chars/token", "chars_per_token", ".3f"),
+    ("chars/token ÷ HF", "chars_per_token_vs_hf", ".4f"),
+]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    _, text = load_text(args.data)
+    records = bench_tokenizers(text, tuple(args.vocab_sizes), args.pattern, textbook_train if args.textbook else None)
+    sections = {f"BPE on {args.data} ({len(text.encode()):,} bytes)": (records, markdown_table(records, BPE_COLUMNS))}
+    if args.wordpiece_sizes:
+        wp = bench_wordpiece(text, tuple(args.wordpiece_sizes))
+        sections[f"WordPiece (BERT uncased) on {args.data}"] = (wp, markdown_table(wp, WORDPIECE_COLUMNS))
+    return publish(args, sections)
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser("tokenizer", help="BPE and WordPiece training time, encode MB/s, compression vs HF")
+    p.add_argument("--data", default="shakespeare")
+    p.add_argument("--vocab-sizes", type=number_list(), default=[512, 1024, 4096])
+    p.add_argument(
+        "--wordpiece-sizes",
+        type=lambda text: number_list()(text) if text else [],
+        default=[8000],
+        help="WordPiece vocabularies to train ('' for none) [8000]",
+    )
+    p.add_argument("--pattern", default="gpt2")
+    p.add_argument("--textbook", action="store_true", help="also time the textbook trainer (smallest size only)")
+    add_output_args(p, "tokenizer")
+    p.set_defaults(func=cmd)

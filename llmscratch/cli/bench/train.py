@@ -15,6 +15,7 @@ the wall time and the process's peak RSS.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import subprocess
@@ -36,6 +37,9 @@ from ...training.config import TrainConfig, resolve_config
 from ...training.optimizer import learning_rate
 from ...training.precision import Precision
 from ...training.trainer import build_for_training
+from ..args import COUNT
+from .common import add_output_args, backend_list, out_dir
+from .report import markdown_table, pyplot, write_report
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
@@ -343,3 +347,103 @@ def train_reference(cfg: TrainConfig, device: str = "cpu") -> list[dict[str, Any
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
     return history
+
+
+def train_markdown(records: list[dict[str, Any]]) -> str:
+    rows = [
+        dict(
+            r,
+            peak_mib=None if r.get("peak_step_mem_bytes") is None else r["peak_step_mem_bytes"] / 2**20,
+            rss_mib=None if r.get("peak_rss_bytes") is None else r["peak_rss_bytes"] / 2**20,
+        )
+        for r in records
+    ]
+    return markdown_table(
+        rows,
+        [
+            ("contestant", "contestant", ""),
+            ("device", "device", ""),
+            ("attention", "kernel", ""),
+            ("ms/step", "step_ms", ".1f"),
+            ("linear matmuls ms", "linear_matmul_ms", ".1f"),
+            ("the rest ms", "rest_ms", ".1f"),
+            ("tokens/s", "tokens_per_s", ",.0f"),
+            ("× reference", "vs_reference", ".2f"),
+            ("MFU", "mfu", ".1%"),
+            ("matmul peak GFLOP/s", "matmul_peak_gflops", ".0f"),
+            ("step memory MiB", "peak_mib", ".1f"),
+            ("process peak RSS MiB", "rss_mib", ".0f"),
+        ],
+    )
+
+
+def full_runs_markdown(records: list[dict[str, Any]]) -> str:
+    rows = [dict(r, rss_mib=None if r.get("peak_rss_bytes") is None else r["peak_rss_bytes"] / 2**20) for r in records]
+    return markdown_table(
+        rows,
+        [
+            ("contestant", "contestant", ""),
+            ("steps", "final_step", ""),
+            ("val loss", "final_val_loss", ".4f"),
+            ("wall s", "seconds", ".1f"),
+            ("peak RSS MiB", "rss_mib", ".0f"),
+            ("status", "status", ""),
+        ],
+    )
+
+
+def plot_train(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
+    plt = pyplot()
+    if plt is None:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = [f"{r['contestant']}\n{r['kernel']}" for r in records]
+    ax.bar(
+        labels, [r["tokens_per_s"] for r in records], color=["#888" if "reference" in lab else "#3a7" for lab in labels]
+    )
+    ax.set(ylabel="tokens / s", title=f"training throughput, {records[0]['preset'] or 'custom'}")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    path = out / f"{name}_tokens_per_s.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def cmd(args: argparse.Namespace) -> int:
+    contestants = backend_list(args.backend, extra=("reference",))
+    if not args.no_reference:  # one reference per torch device
+        devices = dict.fromkeys(d for n, d, _ in map(parse_contestant, contestants) if n == "torch")
+        contestants += [f"reference:{d}" if d else "reference" for d in devices] or ["reference"]
+    overrides = {"max_iters": args.max_iters} if args.max_iters else {}
+    resolve_config(args.preset)  # an unknown preset is a one-line error before anything runs
+    records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps)
+    sections = {"throughput": (records, train_markdown(records))}
+    print(sections["throughput"][1])
+    if args.full:
+        runs = full_runs(contestants, args.preset, **overrides)
+        sections["full runs"] = (runs, full_runs_markdown(runs))
+        print(sections["full runs"][1])
+    paths = write_report(args.out, args.name, sections, plot_train(records, out_dir(args), args.name))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def add_parser(bench: Any) -> None:
+    p = bench.add_parser(
+        "train",
+        help="training tokens/s, MFU and step time (linear-layer matmuls / the rest) per backend vs the PyTorch "
+        "autograd reference",
+    )
+    p.add_argument(
+        "--backend",
+        help="comma-separated, e.g. numpy,torch,torch@bf16,torch:cuda@fp16 (@: a precision) [all available]",
+    )
+    p.add_argument("--preset", default="shakespeare_char_cpu")
+    p.add_argument("--rounds", type=COUNT, default=6, help="rounds of interleaved timing [6]")
+    p.add_argument("--steps", type=COUNT, default=10, help="steps per contestant per round [10]")
+    p.add_argument("--no-reference", action="store_true", help="leave out the PyTorch autograd reference")
+    p.add_argument("--full", action="store_true", help="also train each to the end: val loss, wall time, peak RSS")
+    p.add_argument("--max-iters", type=COUNT, help="for --full: stop earlier than the preset")
+    add_output_args(p, "train")
+    p.set_defaults(func=cmd)
