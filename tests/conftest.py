@@ -8,14 +8,15 @@ GPU backend itself still skips with the reason.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import functools
 
 import numpy as np
 import pytest
 
 from llmscratch.backends import get_backend
-from llmscratch.util.errors import BackendError
+from llmscratch.data import load_text
+from llmscratch.data.corpora import stdlib_text
+from llmscratch.util.errors import BackendError, DataError
 
 BACKEND_IDS = ("numpy", "torch", "strict", "cupy", "torch-cuda")
 GPU_IDS = ("cupy", "torch-cuda")
@@ -68,21 +69,41 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def shared_data_dir() -> Path | None:
-    """LLMSCRATCH_DATA_DIR when it holds tinyshakespeare.txt (CI points it at ../shared/data)."""
-    d = os.environ.get("LLMSCRATCH_DATA_DIR")
-    if d and (Path(d) / "tinyshakespeare.txt").is_file():
-        return Path(d)
-    return None
+@functools.cache
+def _lookup(name: str) -> tuple[str | None, str]:
+    """(text, "") or (None, why not): asked once per session, so an offline machine waits for one failed
+    download per corpus, not one per test."""
+    try:
+        return load_text(name)[1], ""
+    except DataError as e:
+        return None, str(e)
+
+
+def corpus(name: str) -> str:
+    """A built-in corpus through the library's own lookup ($LLMSCRATCH_DATA_DIR, the cache, then one download);
+    the test skips, with the reason, only when none of those works (offline, nothing cached)."""
+    text, why = _lookup(name)
+    if text is None:
+        pytest.skip(f"the {name} corpus cannot be had here: {why}")
+    return text
+
+
+def shakespeare_or_stdlib(chars: int) -> str:
+    """tinyshakespeare through the library's lookup, else (offline, nothing cached) ``chars`` of the
+    standard library's source: for the tests that need a real corpus, not this one."""
+    return _lookup("shakespeare")[0] or stdlib_text(chars)
 
 
 @pytest.fixture(scope="session")
 def shakespeare() -> str:
-    """tinyshakespeare from LLMSCRATCH_DATA_DIR (the test skips without it)."""
-    d = shared_data_dir()
-    if d is None:
-        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
-    return (d / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    """tinyshakespeare (the test skips when it cannot be had)."""
+    return corpus("shakespeare")
+
+
+@pytest.fixture(scope="session")
+def names() -> str:
+    """makemore's names (the test skips when they cannot be had)."""
+    return corpus("names")
 
 
 def rel_err(a: np.ndarray, b: np.ndarray, floor: float = 1e-30) -> float:

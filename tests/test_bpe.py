@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_data_dir
+from conftest import shakespeare_or_stdlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,8 +41,7 @@ def test_fast_trainer_on_a_real_corpus_slice():
 
 
 def corpus() -> str:
-    d = shared_data_dir()
-    return (d / "tinyshakespeare.txt").read_text() if d else stdlib_text(300_000)
+    return shakespeare_or_stdlib(300_000)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-from conftest import shared_data_dir
 
 import llmscratch
 from llmscratch.cli import main
@@ -43,8 +42,7 @@ def test_train_then_sample_on_the_default_corpus(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("import ")
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
-def test_console_script_on_shakespeare(tmp_path):
+def test_console_script_on_shakespeare(tmp_path, shakespeare):
     """The installed `llmscratch` entry point, as the README uses it."""
     out = str(tmp_path / "sh")
     run = subprocess.run(

@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import shared_data_dir
 
 import llmscratch
 from llmscratch.data.batches import get_batch, split_tokens
@@ -29,8 +28,11 @@ def test_default_corpus_is_offline_deterministic_and_big_enough(monkeypatch):
     assert text.isascii() and "\r" not in text
 
 
-@pytest.mark.skipif(shared_data_dir() is None, reason="LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
-def test_builtins_come_from_the_data_dir_with_their_checksum(monkeypatch):
+def test_builtins_come_from_the_data_dir_with_their_checksum(monkeypatch, tmp_path, shakespeare, names):
+    for name, text in (("shakespeare", shakespeare), ("names", names)):  # a data dir holding both
+        (tmp_path / BUILTIN_CORPORA[name].filename).write_text(text, encoding="utf-8")
+    monkeypatch.setenv("LLMSCRATCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("LLMSCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(data_module.urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download expected"))
     _, text = load_text("shakespeare")
     assert len(text) == 1_115_394 and text.startswith("First Citizen:")
@@ -220,8 +222,13 @@ def test_names_train_as_documents_by_default(tmp_path):
     decode = docs.tokenizer.decode
     assert decode(stream.train_tokens[:9]) == "a0\nb1\nc2\n"  # the file's order
     assert decode(docs.train_tokens[:9]) != "a0\nb1\nc2\n" and decode(docs.train_tokens).count("\n") == 270
-    if shared_data_dir() is not None:
-        names = LMTask(resolve_config(data="names", block_size=8))
-        names.prepare()
-        first = names.tokenizer.decode(names.train_tokens[:60]).splitlines()[:5]
-        assert first != sorted(first)
+
+
+def test_the_names_corpus_trains_as_documents(names):
+    from llmscratch.tasks.lm import LMTask
+    from llmscratch.training.config import resolve_config
+
+    task = LMTask(resolve_config(data="names", block_size=8))
+    task.prepare()
+    first = task.tokenizer.decode(task.train_tokens[:60]).splitlines()[:5]
+    assert first != sorted(first) and set(first) <= set(names.splitlines())

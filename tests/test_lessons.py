@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import shared_data_dir
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -22,9 +21,7 @@ def test_the_lessons_are_numbered_in_order():
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
-def test_lesson_runs(lesson, tmp_path, monkeypatch):
-    if shared_data_dir() is None:
-        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt and names.txt not set")
+def test_lesson_runs(lesson, tmp_path, monkeypatch, shakespeare, names):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own backend, as a reader's notebook has it
     notebook = nbformat.read(lesson, as_version=4)
     start = time.perf_counter()

@@ -6,7 +6,7 @@ precision). About a minute per run on a 2-core machine; the three runs share one
 from __future__ import annotations
 
 import pytest
-from conftest import shared_data_dir
+from conftest import corpus
 
 import llmscratch
 
@@ -15,8 +15,7 @@ TOLERANCE = 0.05
 
 
 def _val_loss(precision: str) -> float:
-    if shared_data_dir() is None:
-        pytest.skip("LLMSCRATCH_DATA_DIR with tinyshakespeare.txt not set")
+    corpus("shakespeare")  # skips when the corpus cannot be had
     result = llmscratch.train(backend="torch", preset="shakespeare_char_cpu", precision=precision, progress=False)
     assert result.history[-1]["step"] == 2000
     return result.val_loss

@@ -261,7 +261,8 @@ def test_chat_through_a_pipe_gives_one_reply_per_line(chatty):
     assert replies[0] == ck.chat([{"role": "user", "content": "ab"}], 6, temperature=0)
 
 
-def test_chat_in_a_terminal_streams_resets_and_survives_ctrl_c(chatty):
+def _chat_in_a_terminal(chatty):
+    """`llmscratch chat` on a pseudo-terminal with a reply that never ends on its own; its first prompt read."""
     pexpect = pytest.importorskip("pexpect")
     child = pexpect.spawn(
         sys.executable,
@@ -270,23 +271,48 @@ def test_chat_in_a_terminal_streams_resets_and_survives_ctrl_c(chatty):
         timeout=60,
     )
     child.expect("you> ")
-    child.sendline("ab")
-    child.expect("ab")  # the reply streams: its first piece arrives long before it could end
-    child.sendintr()  # Ctrl-C stops the reply, not the program
-    child.expect(r"\[interrupted\]")
-    child.expect("you> ")
-    child.sendline("/reset")
-    child.expect(r"\(conversation cleared\)")
-    child.expect("you> ")
-    child.sendline("/temperature -1")
-    child.expect("error: /temperature X needs a valid number")
-    child.sendline("/help")
-    child.expect("/top_p X")
-    child.expect("you> ")
-    child.sendeof()  # Ctrl-D leaves
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    return pexpect, child
+
+
+def test_chat_in_a_terminal_streams_resets_and_survives_ctrl_c(chatty):
+    reply = llmscratch.load(chatty).chat([{"role": "user", "content": "ab"}], 8, temperature=0)
+    pexpect, child = _chat_in_a_terminal(chatty)
+    try:
+        child.sendline("ab")
+        child.expect_exact("ab\r\n" + reply[:4])  # the reply itself streams (not the echo of the typed line)
+        child.sendintr()  # Ctrl-C stops the reply, not the program
+        child.expect(r"\[interrupted\]")
+        child.expect("you> ")
+        child.sendline("/reset")
+        child.expect(r"\(conversation cleared\)")
+        child.expect("you> ")
+        child.sendline("/temperature -1")
+        child.expect("error: /temperature X needs a valid number")
+        child.sendline("/help")
+        child.expect("/top_p X")
+        child.expect("you> ")
+        child.sendeof()  # Ctrl-D leaves
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        child.close(force=True)  # never leaves a replying process behind
+
+
+def test_chat_honours_a_ctrl_c_that_follows_enter_at_once(chatty):
+    """Enter and Ctrl-C in one write: the interrupt reaches the program before or just after it reads the
+    line. Either way no reply runs on: the prompt comes back (after "[interrupted]" if the reply had begun)."""
+    pexpect, child = _chat_in_a_terminal(chatty)
+    try:
+        for _ in range(3):
+            child.send("ab\r\x03")
+            child.expect("you> ")  # a reply that ran on would never give the prompt back
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        child.close(force=True)
 
 
 def test_chat_demo_data(tmp_path):

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import shared_data_dir
+from conftest import shakespeare_or_stdlib
 
-from llmscratch.data.corpora import stdlib_text
 from llmscratch.tokenizers import BPETokenizer, CharTokenizer, ChatTokenizer, WordPieceTokenizer, load
 from llmscratch.tokenizers.wordpiece import BERT_SPECIALS
 from llmscratch.util.errors import TokenizerError
@@ -33,8 +32,7 @@ LLAMA3 = (
 
 @pytest.fixture(scope="module")
 def corpus() -> str:
-    d = shared_data_dir()
-    return (d / "tinyshakespeare.txt").read_text(encoding="utf-8") if d else stdlib_text(1_000_000)
+    return shakespeare_or_stdlib(1_000_000)
 
 
 def hf_byte_level(text: str, style: str, ignore_merges: bool, vocab_size: int = 2000):

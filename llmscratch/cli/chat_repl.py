@@ -66,45 +66,62 @@ class ChatSession:
         return True
 
     def reply(self, line: str, out: TextIO) -> None:
-        """Stream the reply to ``line``; Ctrl-C stops it and keeps what was shown."""
-        self.turns.append({"role": "user", "content": line})
+        """Stream the reply to ``line``; Ctrl-C stops it and keeps what was shown. The conversation gains the
+        user's line and the reply together, or neither."""
+        user = {"role": "user", "content": line}
         shown: list[str] = []
         try:
-            for piece in self.ckpt.chat(self.messages, self.max_new_tokens, stream=True, **self.options):
+            for piece in self.ckpt.chat([*self.messages, user], self.max_new_tokens, stream=True, **self.options):
                 shown.append(piece)
                 print(piece, end="", flush=True, file=out)
         except KeyboardInterrupt:
             print(" [interrupted]", end="", file=out)
         except LLMScratchError as e:
-            self.turns.pop()
             print(f"error: {e}", file=sys.stderr)
             return
         print(file=out, flush=True)
-        self.turns.append({"role": "assistant", "content": "".join(shown)})
+        self.turns += [user, {"role": "assistant", "content": "".join(shown)}]
+
+
+def drop_typed_ahead(stdin: TextIO) -> None:
+    """Forget what was typed but not yet read (a line entered just before a Ctrl-C), so no reply starts
+    that the Ctrl-C meant to stop."""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import termios
+
+        termios.tcflush(stdin.fileno(), termios.TCIFLUSH)
 
 
 def run(session: ChatSession, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    """The loop: a line in, a reply out. A Ctrl-C is honoured at every moment: while typing it drops the
+    line (and anything typed ahead); from Enter on it stops the reply, even before the first piece."""
     interactive = stdin.isatty()
     if interactive:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
         print("chat: /help for commands, Ctrl-D to leave", file=out)
-    while True:
+    line: str | None = None
+    while True:  # each pass runs lines until a Ctrl-C, so the loop's own steps sit inside the handler's reach
         try:
-            line = input("you> ") if interactive else stdin.readline()
+            while True:
+                line = None
+                line = input("you> ") if interactive else stdin.readline()
+                if not interactive and not line:
+                    return 0
+                line = line.rstrip("\n")
+                if not line.strip():
+                    continue
+                if line.startswith("/"):
+                    if not session.command(line, out):
+                        return 0
+                    continue
+                session.reply(line, out)
         except EOFError:
             print(file=out)
             return 0
-        except KeyboardInterrupt:  # a half-typed line is dropped, the program goes on
-            print(file=out)
-            continue
-        if not interactive and not line:
-            return 0
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            if not session.command(line, out):
-                return 0
-            continue
-        session.reply(line, out)
+        except KeyboardInterrupt:
+            if line is None:  # while typing
+                drop_typed_ahead(stdin)
+                print(file=out)
+            else:  # after Enter, before the reply's own handler took over
+                print(" [interrupted]", file=out, flush=True)
