@@ -3,6 +3,7 @@ and the sample / translate commands with their generation flags."""
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -45,7 +46,7 @@ def scripted(monkeypatch, tokenizer, says: str):
     monkeypatch.setattr(
         text, "GPTDecoder", lambda model, max_new_tokens=None: ScriptedDecoder(ids, tokenizer.vocab_size)
     )
-    return SimpleNamespace(training=False)
+    return SimpleNamespace(training=False, eval_mode=contextlib.nullcontext)  # a model in eval mode already
 
 
 @pytest.fixture(scope="module")

@@ -178,6 +178,7 @@ class Trainer:
     def _build(self, model_cfg: Any, weights: dict[str, Any] | None = None) -> None:
         """The model and its optimizer from weights in the master dtype (None: drawn from the seed)."""
         self.model, self.opt = build_for_training(model_cfg, self.cfg, self.precision, weights)
+        self.model.training = True  # dropout on while training; evaluation turns it off for its while
 
     def _resume(self) -> None:
         if self.out_dir is None:
