@@ -24,7 +24,7 @@ import pytest
 from conftest import make_backend, rel_err
 
 from llmscratch import ops
-from llmscratch.kernels import OP_SETS, default_attention_kernel, default_ops, get_attention_kernel, get_ops
+from llmscratch.kernels import OP_SETS, cpu_build, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
 from llmscratch.ops.adamw import adamw_update, grad_norm
 from llmscratch.util.errors import ConfigError, DataError, ShapeError
@@ -38,18 +38,18 @@ KERNEL_PATHS = ("native-openmp", "native-serial", "avx2-openmp")  # instruction 
 def kernel_path(request, monkeypatch):
     """Run the test on one build of the kernels (see the module docstring)."""
     isa, build = request.param.split("-")
-    if isa == "avx2" and not cf.has_avx512():
+    if isa == "avx2" and not cpu_build.has_avx512():
         pytest.skip("this CPU has no AVX-512: its native build is the AVX2 one")
-    monkeypatch.setenv(cf.ISA_VARIABLE, isa)
+    monkeypatch.setenv(cpu_build.ISA_VARIABLE, isa)
     if build == "serial":
-        monkeypatch.setattr(cf, "_threaded", lambda: None)
+        monkeypatch.setattr(cpu_build, "threaded", lambda: None)
     return request.param
 
 
 @pytest.fixture(params=[(b, d) for b in CPU_IDS for d in TOLERANCE], ids=lambda p: f"{p[0]}-{p[1]}")
 def bk(request, kernel_path):
     backend = make_backend(*request.param)
-    if reason := cf.unavailable(backend):
+    if reason := cpu_build.unavailable(backend):
         pytest.skip(reason)
     return backend
 
@@ -176,7 +176,7 @@ def test_float32_exp_approximation_is_accurate():
     it is as accurate as the Array API op computing in float32 with the library's exp (both ~12 ulps at worst,
     from rounding -2u before the exponential)."""
     bk = make_backend("numpy", "float32")
-    if reason := cf.unavailable(bk):
+    if reason := cpu_build.unavailable(bk):
         pytest.skip(reason)
     x = np.linspace(-12, 12, 200_001).astype(np.float32)
     x64 = x.astype(np.float64)
@@ -278,7 +278,7 @@ def test_half_dtypes_run_through_float32(dtype, rng):
     from test_ops import HALF_TOLERANCE
 
     bk = make_backend("torch", dtype)
-    if reason := cf.unavailable(bk):
+    if reason := cpu_build.unavailable(bk):
         pytest.skip(reason)
     tol = HALF_TOLERANCE[dtype]
 
@@ -351,9 +351,9 @@ def test_a_failing_compiler_is_reported_in_one_line(tmp_path):
     fake.chmod(0o755)
     result = _python(
         """
-        from llmscratch.kernels import cpu_fused
+        from llmscratch.kernels import cpu_build
         from llmscratch.backends import get_backend
-        print(cpu_fused.unavailable(get_backend("numpy")))
+        print(cpu_build.unavailable(get_backend("numpy")))
         """,
         CXX=str(fake),
         LLMSCRATCH_CACHE_DIR=str(tmp_path / "cache"),
@@ -368,15 +368,15 @@ def test_a_failing_compiler_is_reported_in_one_line(tmp_path):
 
 def test_the_kernels_compile_wherever_there_is_a_compiler():
     """An error in fused.cpp must fail the suite, not quietly skip every test of its kernels."""
-    if cf._compiler() is None:
+    if cpu_build._compiler() is None:
         pytest.skip("no C++ compiler here")
-    assert cf.compiles(), cf._build("serial", cf.isa())[1]
+    assert cpu_build.compiles(), cpu_build._build("serial", cpu_build.isa())[1]
 
 
 def test_compiled_once_into_the_cache(tmp_path):
-    if not cf.compiles():
+    if not cpu_build.compiles():
         pytest.skip("no C++ compiler here")
-    code = "from llmscratch.kernels import cpu_fused; print(cpu_fused.compiles())"
+    code = "from llmscratch.kernels import cpu_build; print(cpu_build.compiles())"
     first = _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path))
     assert first.stdout.strip() == "True", first.stderr
     (lib,) = (tmp_path / "kernels").glob("cpu-fused-*.so")
@@ -396,13 +396,13 @@ def test_ops_benchmark_reports_every_op_set(bk):
 
 
 def test_a_damaged_cached_library_is_reported(tmp_path):
-    if not cf.compiles():
+    if not cpu_build.compiles():
         pytest.skip("no C++ compiler here")
-    code = "from llmscratch.kernels import cpu_fused; print(cpu_fused.compiles())"
+    code = "from llmscratch.kernels import cpu_build; print(cpu_build.compiles())"
     assert _python(code, LLMSCRATCH_CACHE_DIR=str(tmp_path)).stdout.strip() == "True"
     (lib,) = (tmp_path / "kernels").glob("cpu-fused-*.so")
     lib.write_bytes(b"not a shared library")
-    check = "from llmscratch.kernels import cpu_fused; print(cpu_fused.library())"
+    check = "from llmscratch.kernels import cpu_build; print(cpu_build.library())"
     result = _python(check, LLMSCRATCH_CACHE_DIR=str(tmp_path))
     assert result.returncode == 1
     assert f"cannot load the cpu-fused kernels from {lib}" in result.stderr.strip().splitlines()[-1]

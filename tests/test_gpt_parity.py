@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import make_backend, rel_err
 
-from llmscratch.kernels import cpu_fused
+from llmscratch.kernels import cpu_build
 from llmscratch.models import GPT, GPTConfig
 
 torch = pytest.importorskip("torch")
@@ -38,7 +38,7 @@ FAST = dict(ops="cpu-fused", attention="cpu-tiled")  # the C++ kernels, where th
 @pytest.mark.parametrize("fast", [False, True], ids=["array-api", "cpu-fused"])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gpt_matches_torch_reference(bk64, variant, fast):
-    if fast and (reason := cpu_fused.unavailable(bk64)):
+    if fast and (reason := cpu_build.unavailable(bk64)):
         pytest.skip(reason)
     cfg = GPTConfig(**(BASE | VARIANTS[variant]))
     model = GPT(cfg, bk64, seed=1, **(FAST if fast else {}))

@@ -158,3 +158,26 @@ def test_attention_maps_are_probabilities():
     assert maps["decoder.h.0.attn"].shape == (4, 2, 2)
     assert maps["decoder.h.1.cross_attn"].shape == (4, 2, 3)
     np.testing.assert_allclose(maps["decoder.h.1.cross_attn"].sum(-1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(vocab_size=13, pos="rope", **BASE),
+        ModelConfig(kind="encoder", vocab_size=13, n_classes=3, **(BASE | ENCODER_VARIANTS["post_ln_relu_cls"])),
+        ModelConfig(
+            kind="seq2seq", vocab_size=13, **(BASE | SEQ2SEQ_VARIANTS["pre_ln_relu_separate_vocab_3_decoder_layers"])
+        ),
+    ],
+    ids=["gpt", "encoder", "seq2seq"],
+)
+def test_parameter_shapes_come_from_the_config_alone(cfg, monkeypatch):
+    """specs_for builds no backend, kernel or weights, and names the very shapes a built model's parameters have."""
+    from llmscratch.models import base, model_class
+
+    built = model_class(cfg.kind)(cfg, "numpy", seed=0)
+    for name in ("get_backend", "get_attention_kernel", "get_ops", "draw_params"):
+        monkeypatch.setattr(base, name, lambda *a, **k: pytest.fail("specs_for reached a backend or drew weights"))
+    specs = model_class(cfg.kind).specs_for(cfg)
+    assert list(specs) == list(built.params)
+    assert {n: shape for n, (shape, _) in specs.items()} == {n: tuple(p.shape) for n, p in built.params.items()}

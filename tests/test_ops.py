@@ -15,7 +15,7 @@ import pytest
 from conftest import make_backend, rel_err
 from op_cases import CASES, OpCase
 
-from llmscratch.kernels import cpu_fused
+from llmscratch.kernels import cpu_build
 
 torch = pytest.importorskip("torch")
 
@@ -24,7 +24,7 @@ CASE_IDS = [c.id for c in CASES]
 
 def skip_where_it_cannot_run(bk, case: OpCase) -> None:
     """Cases of the fused C++ kernels run on numpy and torch on the CPU, where they compile."""
-    if case.cpu_kernels and (reason := cpu_fused.unavailable(bk)):
+    if case.cpu_kernels and (reason := cpu_build.unavailable(bk)):
         pytest.skip(reason)
 
 

@@ -295,10 +295,10 @@ def test_baselines_on_a_made_up_split():
 
 def test_building_a_config_never_starts_the_compiler(monkeypatch, tmp_path):
     """attention="auto" / ops="auto" are resolved when a model is built, not when a config is."""
-    from llmscratch.kernels import cpu_fused
+    from llmscratch.kernels import cpu_build
     from llmscratch.training.config import resolve_config
 
-    monkeypatch.setattr(cpu_fused, "compiles", lambda: pytest.fail("building a config started the C++ compiler"))
+    monkeypatch.setattr(cpu_build, "compiles", lambda: pytest.fail("building a config started the C++ compiler"))
     cfg = resolve_config("numbers", backend="torch", data=str(tmp_path / "absent.tsv"))
     assert cfg.attention == cfg.ops == "auto"
     assert cfg.model_config(50).kind == "seq2seq"

@@ -10,7 +10,7 @@ from conftest import make_backend
 
 import llmscratch
 from llmscratch.data.batches import get_batch
-from llmscratch.kernels import cpu_fused, get_ops
+from llmscratch.kernels import cpu_build, get_ops
 from llmscratch.models import GPT, GPTConfig
 from llmscratch.training.optimizer import AdamW, clip_grad_norm, learning_rate
 
@@ -50,7 +50,7 @@ def test_ten_adamw_steps_match_pytorch(backend_id, op_set, clip_in_step):
     by clip_grad_norm, or folded into opt.step (max_grad_norm) with the op set's norm and update."""
     cfg = GPTConfig(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=True)
     bk = make_backend(backend_id, "float64")
-    if op_set == "cpu-fused" and (reason := cpu_fused.unavailable(bk)):
+    if op_set == "cpu-fused" and (reason := cpu_build.unavailable(bk)):
         pytest.skip(reason)
     ops = get_ops(op_set, bk)
     model = GPT(cfg, bk, seed=5)

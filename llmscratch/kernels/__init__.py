@@ -23,7 +23,7 @@ from ..backends import Backend
 from ..ops import attention_backward, attention_forward
 from ..ops.adamw import adamw_update, grad_norm
 from ..util.errors import ConfigError, did_you_mean
-from . import cpu_fused, cuda_attention
+from . import cpu_build, cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
 from .sdpa import SDPA_VARIANTS, sdpa_backward, sdpa_forward
 
@@ -71,8 +71,8 @@ def _build_registry() -> dict[str, AttentionKernel]:
             "cpu-tiled",
             cpu_fused.tiled_attention_forward,
             cpu_fused.tiled_attention_backward,
-            cpu_fused.BACKENDS,
-            cpu_fused.unavailable,
+            cpu_build.BACKENDS,
+            cpu_build.unavailable,
         ),
     }
     for name in SDPA_VARIANTS:  # torch's scaled_dot_product_attention, "sdpa-x" forcing its backend x
@@ -97,7 +97,7 @@ def default_attention_kernel(
 ) -> str:
     """The kernel attention="auto" picks, from the measurements in benchmarks/results: short contexts on the
     CPU: cpu-tiled where it compiles; otherwise torch: SDPA; others: naive for short contexts, flash beyond."""
-    if block_size <= NAIVE_MAX_T and cpu_fused.runs(backend_name, device, dtype):
+    if block_size <= NAIVE_MAX_T and cpu_build.runs(backend_name, device, dtype):
         return "cpu-tiled"
     if backend_name == "torch":
         return "sdpa"
@@ -214,14 +214,14 @@ def default_ops(backend_name: str, device: str | None = None, dtype: str = "floa
     """The op set ops="auto" picks: cpu-fused for numpy and torch on the CPU where a C++ compiler is at hand
     (float32/float64, and torch's 16-bit dtypes through float32: benchmarks/results/train_cpu.md), else
     array-api."""
-    return "cpu-fused" if cpu_fused.runs(backend_name, device, dtype) else "array-api"
+    return "cpu-fused" if cpu_build.runs(backend_name, device, dtype) else "array-api"
 
 
 def get_ops(name: str, bk: Backend) -> OpSet:
     """The op set called ``name``, checked to run on ``bk``; a one-line error otherwise."""
     if name not in OP_SETS:
         raise ConfigError(f"unknown op set {name!r}{did_you_mean(name, OP_SETS)}; choose one of {', '.join(OP_SETS)}")
-    if name == "cpu-fused" and (reason := cpu_fused.unavailable(bk)):
+    if name == "cpu-fused" and (reason := cpu_build.unavailable(bk)):
         raise ConfigError(f"{reason}; use ops='array-api'")
     return OP_SETS[name]
 

@@ -64,11 +64,12 @@ class Attention:
         bias: bool,
         causal: bool,
         cross: bool = False,
-        rope: tuple[Any, Any] | None = None,
+        rope: bool = False,
         layer_index: int = 0,
     ) -> None:
+        """rope: rotate q and k by their positions (self-attention only), with the tables in ``rt.rope``."""
         self.rt, self.name, self.H, self.Hkv, self.D = rt, name, H, Hkv, C // H
-        self.causal, self.cross, self.rope, self.layer_index = causal, cross, None if cross else rope, layer_index
+        self.causal, self.cross, self.rope, self.layer_index = causal, cross, rope and not cross, layer_index
         D = self.D
         if cross:
             self.c_q = Linear(rt, f"{name}.c_q", C, H * D, bias)
@@ -114,9 +115,9 @@ class Attention:
         else:
             qkv, c_q = self.c_attn.forward(x)  # (B,T,(H+2Hkv)·D)
             q, k, v = split_heads(bk, qkv, (H, Hkv, Hkv), D)
-            if self.rope is not None:
+            if self.rope:
                 B, T = x.shape[0], x.shape[1]
-                cos, sin = (position_rows(bk, table, offset, T) for table in self.rope)  # (T,D) or (B,T,D)
+                cos, sin = (position_rows(bk, table, offset, T) for table in rt.rope)  # (T,D) or (B,T,D)
                 if cos.ndim == 3:
                     cos, sin = (bk.xp.reshape(t, (B, 1, T, D)) for t in (cos, sin))
                 q, c_rope = ops.rope_forward(bk, q, cos, sin)
@@ -127,7 +128,7 @@ class Attention:
         if rt.attention_maps is not None:  # the reference kernel, whose cache holds the probabilities
             y, c_kernel = ops.attention_forward(bk, q, k, v, causal=causal, key_mask=key_mask)
             B, T, S = q.shape[0], q.shape[2], k.shape[2]
-            rt.attention_maps[self.name] = bk.xp.reshape(c_kernel[3], (B, H, T, S))
+            rt.attention_maps[self.name] = bk.xp.reshape(c_kernel.att, (B, H, T, S))
         else:
             y, c_kernel = rt.kernel.forward(bk, q, k, v, causal=causal, key_mask=key_mask)  # (B,H,T,D)
         out, c_proj = self.c_proj.forward(merge_heads(bk, [y]))

@@ -43,7 +43,6 @@ class Block:
         causal: bool,
         cross: bool = False,
         layer_index: int = 0,
-        rope: tuple[Any, Any] | None = None,
     ) -> None:
         """cfg: a ModelConfig (n_embd, n_head, kv_heads, hidden, mlp, norm, norm_eps, bias, has_mlp_bias,
         norm_first)."""
@@ -54,6 +53,7 @@ class Block:
             return Norm(rt, f"{prefix}.{name}", C, cfg.norm, cfg.norm_eps, cfg.bias)
 
         self.ln_1 = norm("ln_1")
+        rope = cfg.pos == "rope"
         self.attn = Attention(rt, f"{prefix}.attn", C, H, Hkv, cfg.bias, causal, rope=rope, layer_index=layer_index)
         self.ln_cross = norm("ln_cross") if cross else None
         self.cross_attn = (

@@ -57,7 +57,6 @@ class Embedding:
         self.rt, self.V, self.C, self.P, self.pos = rt, V, cfg.n_embd, cfg.block_size, cfg.pos
         self.Y = cfg.type_vocab_size
         self.wte, self.wpe, self.wtt = f"{prefix}.wte.weight", f"{prefix}.wpe.weight", f"{prefix}.wtt.weight"
-        self._sinusoid = ops.sinusoidal_table(rt.bk, self.P, self.C) if self.pos == "sinusoidal" else None
         self.ln_e = Norm(rt, f"{prefix}.ln_e", self.C, cfg.norm, cfg.norm_eps, cfg.bias) if cfg.embed_norm else None
 
     def specs(self) -> Specs:
@@ -80,7 +79,7 @@ class Embedding:
             pe, c_pos = ops.embedding_forward(bk, positions, p[self.wpe])  # (1,T,C) or (B,T,C)
             x = x + pe
         elif self.pos == "sinusoidal":
-            x, _ = ops.positions_forward(bk, x, position_rows(bk, self._sinusoid, offset, T))
+            x, _ = ops.positions_forward(bk, x, position_rows(bk, self.rt.sinusoid, offset, T))
         if self.Y:
             types = bk.zeros((B, T), dtype=bk.xp.int64) if token_types is None else token_types
             te, c_type = ops.embedding_forward(bk, types, p[self.wtt])  # (B,T,C)

@@ -43,12 +43,14 @@ class MLP:
     def forward(self, x: Any) -> tuple[Any, MLPCache]:
         """x (B,T,C) -> out (B,T,C)"""
         h, c_fc = self.c_fc.forward(x)  # (B,T,F) or (B,T,2F)
-        h, c_act = self._activation()[0](self.rt.bk, h)  # (B,T,F)
+        activation_forward, _ = self._activation()
+        h, c_act = activation_forward(self.rt.bk, h)  # (B,T,F)
         out, c_proj = self.c_proj.forward(h)
         return out, MLPCache(c_fc, c_act, c_proj)
 
     def backward(self, dout: Any, cache: MLPCache, grads: dict[str, Any]) -> Any:
         """dout (B,T,C) -> dx (B,T,C)"""
         dh = self.c_proj.backward(dout, cache.proj, grads)
-        dh = self._activation()[1](self.rt.bk, dh, cache.act)
+        _, activation_backward = self._activation()
+        dh = activation_backward(self.rt.bk, dh, cache.act)
         return self.c_fc.backward(dh, cache.fc, grads)

@@ -1,8 +1,11 @@
-"""What every layer of one model shares: the backend, the flat parameter dict and the kernels it runs on.
+"""What every layer of one model shares: the backend, the flat parameter dict, the kernels it runs on and
+the fixed position tables.
 
-A layer owns a name prefix and reads its parameters from ``rt.params`` at call time, so a model is just
-the list of its layers plus one ``Runtime``. ``Specs`` is how a layer declares its parameters:
-name -> (shape, init), init one of normal (std 0.02), residual (0.02/√(2L)), zeros, ones.
+A layer owns a name prefix and reads everything else from its ``Runtime`` at call time, so a model is just
+the list of its layers plus one ``Runtime``. Building a layer only records names and sizes: built with
+``rt=None`` it is a declaration whose ``specs()`` work (how ``Model.specs_for`` learns the parameter shapes
+from a config alone). ``Specs`` is how a layer declares its parameters: name -> (shape, init), init one of
+normal (std 0.02), residual (0.02/√(2L)), zeros, ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class Runtime:
     params: dict[str, Any] = field(default_factory=dict)
     training: bool = True  # dropout is on in training mode only
     attention_maps: dict[str, Any] | None = None  # when a dict: every attention layer stores its probabilities
+    rope: tuple[Any, Any] | None = None  # RoPE's cos, sin (P,D) for every position (pos="rope")
+    sinusoid: Any = None  # the fixed position table (P,C) (pos="sinusoidal")
 
     @property
     def dropout_p(self) -> float:

@@ -37,14 +37,12 @@ class Stack:
         vocab_size: int,
         causal: bool,
         cross: bool = False,
-        rope: tuple[Any, Any] | None = None,
     ) -> None:
         """cfg: a ModelConfig (sizes and options)."""
         self.rt = rt
         self.embed = Embedding(rt, prefix, vocab_size, cfg)
         self.blocks = [
-            Block(rt, f"{prefix}.h.{i}", cfg, causal=causal, cross=cross, layer_index=i, rope=rope)
-            for i in range(n_layer)
+            Block(rt, f"{prefix}.h.{i}", cfg, causal=causal, cross=cross, layer_index=i) for i in range(n_layer)
         ]
         has_ln_f = cfg.has_final_norm
         self.ln_f = Norm(rt, f"{prefix}.ln_f", cfg.n_embd, cfg.norm, cfg.norm_eps, cfg.bias) if has_ln_f else None

@@ -1,6 +1,8 @@
 """What every model shares: a backend, one ``Runtime`` for its layers, parameters made from its layers' specs.
 
-A model builds its layers in parameter order (``_build``); the parameters are drawn from the layers' specs
+A model's layers are a function of its config (``layers_for``), listed in parameter order; built without a
+runtime they declare the parameter shapes (``specs_for``), built with the model's runtime they run. The
+parameters are drawn from the layers' specs
 (GPT-2's initialisation, on the host in float64, then cast, so every backend and dtype starts from the same
 weights) or handed in (a checkpoint's), checked against the specs, and kept in that one fixed order: sums over
 all parameters, such as the global gradient norm, then always add in the same order.
@@ -62,8 +64,11 @@ class Model:
         self.config = config
         bk = get_backend(backend)
         kernel = get_attention_kernel(resolve_attention(attention, bk, config.block_size), bk)
-        self.rt = Runtime(bk, kernel, get_ops(resolve_ops(ops, bk), bk), config.dropout)
-        self.layers = self._build()
+        self.rt = Runtime(bk, kernel, get_ops(resolve_ops(ops, bk), bk), config.dropout, **position_tables(config, bk))
+        layers = self.layers_for(config, self.rt)
+        for name, layer in layers.items():
+            setattr(self, name, layer)
+        self.layers = list(layers.values())
         self.specs = collect_specs(self.layers)
         params = draw_params(self.specs, config.init_depth, bk, seed) if params is None else params
         self._check_params(params)
@@ -73,16 +78,16 @@ class Model:
 
     @classmethod
     def specs_for(cls, config: ModelConfig) -> Specs:
-        """name -> (shape, init) in creation order, without drawing any weights."""
-        return cls(config, "numpy", params=_SpecsOnly()).specs
+        """name -> (shape, init) in creation order: the layers' declarations, no backend, kernel or weights."""
+        return collect_specs(list(cls.layers_for(config, None).values()))
 
-    def _build(self) -> list[Any]:
-        """Make the layers (attributes of self) and return them in parameter order."""
+    @staticmethod
+    def layers_for(config: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
+        """attribute name -> layer, in parameter order (each becomes an attribute of the model).
+        rt None: declarations only (see ``specs_for``)."""
         raise NotImplementedError
 
-    def _check_params(self, params: Any) -> None:
-        if isinstance(params, _SpecsOnly):
-            return
+    def _check_params(self, params: dict[str, Any]) -> None:
         missing = [n for n in self.specs if n not in params]
         extra = [n for n in params if n not in self.specs]
         if missing or extra:
@@ -183,19 +188,14 @@ def init_params(config: ModelConfig, bk: Backend, seed: int = 0) -> dict[str, An
     return draw_params(model_class(config.kind).specs_for(config), config.init_depth, bk, seed)
 
 
-class _SpecsOnly(dict):
-    """Passed as ``params`` by ``specs_for``: build the layers, draw and check nothing."""
-
-    def __getitem__(self, name: str) -> None:
-        return None
-
-
-def rope_for(model: Model) -> tuple[Any, Any] | None:
-    """RoPE's cos/sin tables for every position, shared by all the attention layers (pos="rope"), or None."""
-    cfg = model.config
-    if cfg.pos != "rope":
-        return None
-    return ops.rope_tables(model.bk, cfg.block_size, cfg.head_dim, base=cfg.rope_base, **cfg.rope_scaling)
+def position_tables(cfg: ModelConfig, bk: Backend) -> dict[str, Any]:
+    """The fixed tables a model's positions need, computed once and shared by all its layers: RoPE's cos/sin
+    (pos="rope") or the sinusoidal table (pos="sinusoidal"); none for learned positions."""
+    if cfg.pos == "rope":
+        return {"rope": ops.rope_tables(bk, cfg.block_size, cfg.head_dim, base=cfg.rope_base, **cfg.rope_scaling)}
+    if cfg.pos == "sinusoidal":
+        return {"sinusoid": ops.sinusoidal_table(bk, cfg.block_size, cfg.n_embd)}
+    return {}
 
 
 def check_length(cfg: ModelConfig, length: int, what: str = "a sequence") -> None:

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..layers import ClassifierHead, Stack
-from .base import Model, check_length, record_attention, rope_for
+from ..layers import ClassifierHead, Runtime, Stack
+from .base import Model, check_length, record_attention
+from .config import ModelConfig
 
 
 class EncoderCache(NamedTuple):
@@ -37,13 +38,15 @@ class EncoderClassifier(Model):
     kind = "encoder"
     forward_call = "forward(idx, labels)"
 
-    def _build(self) -> list[Any]:
-        cfg, rt = self.config, self.rt
-        self.encoder = Stack(
-            rt, "encoder", cfg, n_layer=cfg.n_layer, vocab_size=cfg.vocab_size, causal=False, rope=rope_for(self)
-        )
-        self.head = ClassifierHead(rt, cfg.n_embd, cfg.n_classes, cfg.pooling, cfg.bias, cfg.pooler)
-        return [self.encoder, self.head]
+    encoder: Stack
+    head: ClassifierHead
+
+    @staticmethod
+    def layers_for(cfg: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
+        return {
+            "encoder": Stack(rt, "encoder", cfg, n_layer=cfg.n_layer, vocab_size=cfg.vocab_size, causal=False),
+            "head": ClassifierHead(rt, cfg.n_embd, cfg.n_classes, cfg.pooling, cfg.bias, cfg.pooler),
+        }
 
     def forward(
         self, idx: Any, labels: Any = None, *, key_mask: Any = None, token_types: Any = None, rng: Any = None

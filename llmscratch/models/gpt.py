@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..layers import LMHead, Stack
-from .base import Model, check_length, record_attention, rope_for
+from ..layers import LMHead, Runtime, Stack
+from .base import Model, check_length, record_attention
 from .config import ModelConfig
 from .kv_cache import KVCache
 
@@ -36,15 +36,15 @@ class GPT(Model):
     kind = "gpt"
     forward_call = "forward(idx, targets) (with targets, without a kv_cache)"
 
-    def _build(self) -> list[Any]:
-        cfg, rt = self.config, self.rt
-        self.transformer = Stack(
-            rt, "transformer", cfg, n_layer=cfg.n_layer, vocab_size=cfg.vocab_size, causal=True, rope=rope_for(self)
-        )
+    transformer: Stack
+    head: LMHead
+
+    @staticmethod
+    def layers_for(cfg: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
+        transformer = Stack(rt, "transformer", cfg, n_layer=cfg.n_layer, vocab_size=cfg.vocab_size, causal=True)
         tied = cfg.tie_embeddings
-        wte = self.transformer.embed.wte
-        self.head = LMHead(rt, wte if tied else "lm_head.weight", cfg.vocab_size, cfg.n_embd, tied)
-        return [self.transformer, self.head]
+        weight = transformer.embed.wte if tied else "lm_head.weight"
+        return {"transformer": transformer, "head": LMHead(rt, weight, cfg.vocab_size, cfg.n_embd, tied)}
 
     def forward(
         self,

@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..layers import LMHead, Stack
-from .base import Model, check_length, record_attention, rope_for
+from ..layers import LMHead, Runtime, Stack
+from .base import Model, check_length, record_attention
+from .config import ModelConfig
 from .kv_cache import KVCache
 
 
@@ -44,26 +45,23 @@ class Seq2Seq(Model):
     kind = "seq2seq"
     forward_call = "forward(src, tgt, targets)"
 
-    def _build(self) -> list[Any]:
-        cfg, rt = self.config, self.rt
-        rope = rope_for(self)
-        self.encoder = Stack(
-            rt, "encoder", cfg, n_layer=cfg.n_layer, vocab_size=cfg.source_vocab, causal=False, rope=rope
-        )
-        self.decoder = Stack(
-            rt,
-            "decoder",
-            cfg,
-            n_layer=cfg.decoder_layers,
-            vocab_size=cfg.vocab_size,
-            causal=True,
-            cross=True,
-            rope=rope,
+    encoder: Stack
+    decoder: Stack
+    head: LMHead
+
+    @staticmethod
+    def layers_for(cfg: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
+        encoder = Stack(rt, "encoder", cfg, n_layer=cfg.n_layer, vocab_size=cfg.source_vocab, causal=False)
+        decoder = Stack(
+            rt, "decoder", cfg, n_layer=cfg.decoder_layers, vocab_size=cfg.vocab_size, causal=True, cross=True
         )
         tied = cfg.tie_embeddings
-        wte = self.decoder.embed.wte
-        self.head = LMHead(rt, wte if tied else "lm_head.weight", cfg.vocab_size, cfg.n_embd, tied)
-        return [self.encoder, self.decoder, self.head]
+        weight = decoder.embed.wte if tied else "lm_head.weight"
+        return {
+            "encoder": encoder,
+            "decoder": decoder,
+            "head": LMHead(rt, weight, cfg.vocab_size, cfg.n_embd, tied),
+        }
 
     def forward(
         self,

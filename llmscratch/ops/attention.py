@@ -20,7 +20,7 @@ sum over the group in dK, dV falls out of the matmul.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backends import Backend
 from .checks import expect
@@ -61,6 +61,14 @@ def attention_mask(bk: Backend, T: int, S: int, causal: bool, key_mask: Any) -> 
     return allowed
 
 
+class AttentionOpCache(NamedTuple):
+    qg: Any  # the scaled queries, grouped by kv head (B,Hkv,G·T,D)
+    k: Any  # (B,Hkv,S,D)
+    v: Any  # (B,Hkv,S,D)
+    att: Any  # the attention probabilities (B,Hkv,G·T,S)
+    scale: float
+
+
 def attention_forward(
     bk: Backend, q: Any, k: Any, v: Any, causal: bool = True, key_mask: Any = None, scale: float | None = None
 ) -> tuple[Any, Any]:
@@ -76,10 +84,10 @@ def attention_forward(
         scores = xp.where(allowed, scores, -math.inf)
     att, _ = softmax_forward(bk, xp.reshape(scores, (B, Hkv, G * T, S)))
     out = xp.reshape(att @ v, (B, H, T, D))
-    return out, (qg, k, v, att, s)
+    return out, AttentionOpCache(qg, k, v, att, s)
 
 
-def attention_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
+def attention_backward(bk: Backend, dout: Any, cache: AttentionOpCache) -> tuple[Any, Any, Any]:
     """dout (B,H,T,D) -> dq (B,H,T,D), dk (B,Hkv,S,D), dv (B,Hkv,S,D)"""
     xp = bk.xp
     qg, k, v, att, s = cache
