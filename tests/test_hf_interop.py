@@ -538,6 +538,44 @@ def test_unsupported_options_are_named(tmp_path):
         llmscratch.load(path)
 
 
+def test_every_unsupported_option_is_named_in_one_line(tmp_path):
+    path = saved(bert(), tmp_path / "hf")
+    edit_config(path, hidden_act="swish", is_decoder=True, position_embedding_type="relative_key")
+    with pytest.raises(ConfigError) as err:
+        llmscratch.load(path)
+    message = str(err.value)
+    assert "\n" not in message
+    for part in ("hidden_act 'swish'", "is_decoder True", "position_embedding_type 'relative_key'"):
+        assert part in message
+
+
+def test_a_config_without_a_required_field_names_it(tmp_path):
+    path = saved(llama(), tmp_path / "hf")
+    config = json.loads((path / "config.json").read_text())
+    del config["num_hidden_layers"]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"config\.json: 'num_hidden_layers' is missing"):
+        llmscratch.load(path)
+
+
+@pytest.mark.parametrize("make", [gpt2, llama, bert], ids=["gpt2", "llama", "bert"])
+def test_each_family_reads_back_the_config_it_writes(make, tmp_path):
+    """Loading a transformers model, saving it and loading that again gives the same architecture, and every
+    field of theirs that one of ours is read from is written back as it was."""
+    from llmscratch.interop.families import family_of
+
+    model = make()
+    first = llmscratch.load(saved(model, tmp_path / "theirs"))
+    written = llmscratch.save_hf(first, tmp_path / "ours")
+    again = llmscratch.load(written)
+    assert again.model.config == first.model.config
+    theirs, ours = model.config.to_dict(), json.loads((written / "config.json").read_text())
+    family = family_of(ours, "config.json")
+    for field in family.fields:
+        if field.ours is not None and field.theirs in theirs:
+            assert ours[field.theirs] == theirs[field.theirs], field.theirs
+
+
 def test_missing_and_unexpected_weights_are_listed(tmp_path):
     import safetensors.numpy
 

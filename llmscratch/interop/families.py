@@ -51,32 +51,88 @@ class Rule:
         return {n: s[::-1] if self.linear else s for n, s in zip(self.theirs, shapes, strict=True)}
 
 
-def _get(hf: dict[str, Any], name: str, default: Any = None) -> Any:
-    value = hf.get(name, default)
-    return default if value is None else value
+REQUIRED = object()  # a Field's default: config.json must have it
 
 
-def _refuse(family: str, checks: dict[str, bool]) -> None:
-    """checks: what a config.json uses -> whether llmscratch lacks it; a one-line error naming each lacking one."""
-    lacking = [what for what, bad in checks.items() if bad]
-    if lacking:
-        raise ConfigError(f"this {family} config uses what llmscratch does not build: {'; '.join(lacking)}")
+@dataclass(frozen=True)
+class Field:
+    """One row of a family's config table: our ModelConfig field ``ours`` is config.json's ``theirs``.
+
+    ours     the ModelConfig field set when loading; None: a field of theirs alone
+    theirs   config.json's key; None: ours has one value in every model of this family (``default``)
+    default  theirs' value when config.json lacks it or holds null (REQUIRED: it must be there); with theirs
+             None, the one value ours has
+    read     their value -> ours, where the two differ (an activation's name); a value not in it is refused
+             when loading. None: the value as it is
+    write    our value -> theirs; a value not in it stops a model from being saved as this family. None: the
+             value as it is
+    saved    the ModelConfig attribute that is saved (and checked), where it is not ``ours``: a property
+             derived from fields (``hidden``, ``kv_heads``, ``has_final_norm``)
+    checked  with theirs None: whether a model must have ``default`` to be saved as this family (False: loading
+             sets it, and a model without it is saved with zeros there, see ``Family.full_config``)
+    """
+
+    ours: str | None
+    theirs: str | None
+    default: Any = REQUIRED
+    read: dict[Any, Any] | None = None
+    write: dict[Any, Any] | None = None
+    saved: str | None = None
+    checked: bool = True
+
+    @property
+    def attribute(self) -> str | None:
+        return self.saved or self.ours
+
+    def load(self, hf: dict[str, Any]) -> tuple[Any, str | None]:
+        """config.json -> (our value, None), or (None, what llmscratch does not build)"""
+        if self.theirs is None:
+            return self.default, None
+        value = hf.get(self.theirs)
+        if value is None:
+            if self.default is REQUIRED:
+                raise ConfigError(f"{self.theirs!r} is missing, and it has no default: set it in config.json")
+            value = self.default
+        if self.read is None:
+            return value, None
+        if value not in self.read:
+            return None, f"{self.theirs} {value!r} (supported: {', '.join(map(repr, self.read))})"
+        return self.read[value], None
+
+    def save(self, cfg: ModelConfig) -> Any:
+        """cfg -> config.json's value"""
+        value = self.default if self.attribute is None else getattr(cfg, self.attribute)
+        return value if self.write is None else self.write[value]
+
+    def problem(self, cfg: ModelConfig) -> str | None:
+        """ "name=value" when cfg cannot be saved as this family because of this row, else None"""
+        if self.attribute is None:
+            return None
+        value = getattr(cfg, self.attribute)
+        fits = value in self.write if self.write is not None else (self.theirs is not None or value == self.default)
+        return None if fits or not self.checked else f"{self.attribute}={value}"
+
+    def need(self) -> str | None:
+        """what this row asks of a model, for errors ("pos=rope", "mlp=gelu|relu"), or None"""
+        if self.write is not None:
+            return f"{self.attribute}={'|'.join(map(str, self.write))}"
+        if self.theirs is None and self.checked:
+            return f"{self.attribute}={self.default}"
+        return None
 
 
-def _differences(cfg: ModelConfig, checks: dict[str, bool]) -> list[str]:
-    """checks: field -> whether cfg's value fits the family; -> "field=value" for each that does not."""
-    return [f"{name}={getattr(cfg, name)}" for name, ok in checks.items() if not ok]
-
-
-def _decoder_only(cfg: ModelConfig) -> dict[str, bool]:
-    """What GPT-2 and Llama share: a GPT, pre-LN with a final norm, no token types, no embedding norm."""
-    return {
-        "kind": cfg.kind == "gpt",
-        "norm_first": cfg.norm_first,
-        "final_norm": cfg.has_final_norm,
-        "type_vocab_size": cfg.type_vocab_size == 0,
-        "embed_norm": not cfg.embed_norm,
-    }
+def decoder_only(pos: str, norm: str) -> tuple[Field, ...]:
+    """What GPT-2 and Llama share: a GPT, pre-LN with a final norm, no token types, no embedding norm, and
+    their own positions and norm."""
+    return (
+        Field("pos", None, pos),
+        Field("norm", None, norm),
+        Field("kind", None, "gpt"),
+        Field("norm_first", None, True),
+        Field(None, None, True, saved="has_final_norm"),
+        Field("type_vocab_size", None, 0),
+        Field("embed_norm", None, False),
+    )
 
 
 # our field -> its name in config.json's rope_parameters (rope_scaling before transformers 5)
@@ -88,25 +144,26 @@ ROPE_SCALING = {
     "rope_original_context": "original_max_position_embeddings",
 }
 
-ACTIVATIONS = {
+ACTIVATIONS = {  # their activation -> our mlp
     "gelu_new": "gelu",
     "gelu_pytorch_tanh": "gelu",
     "gelu_fast": "gelu",
     "gelu": "gelu_exact",
     "relu": "relu",
 }
-HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu"}
+HF_ACTIVATION = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu"}  # our mlp -> the name we write
+ONLY = {False: None}  # a flag of theirs llmscratch builds only unset
 
 
 class Family:
-    """One Hugging Face architecture family."""
+    """One Hugging Face architecture family: its names, its config table, its weight rules."""
 
     name: ClassVar[str]  # model_type in config.json
     architectures: ClassVar[tuple[str, ...]]  # the classes whose files it reads; the first is what it writes
     base_prefix: ClassVar[str]  # the base model's name prefix inside the head model
     heads: ClassVar[tuple[str, ...]]  # names outside the base model (head weights)
     ignored: ClassVar[str] = ""  # a regex of names in files that are not weights (buffers) or heads not used
-    needs: ClassVar[str]  # what a model must be to be saved as this family, for errors
+    fields: ClassVar[tuple[Field, ...]]  # the config table
 
     @classmethod
     def canonical_name(cls, name: str) -> str:
@@ -118,17 +175,43 @@ class Family:
     @classmethod
     def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
         """config.json -> ModelConfig fields; a one-line error for what llmscratch does not build"""
-        raise NotImplementedError
+        ours: dict[str, Any] = {}
+        lacking: list[str] = []
+        for field in cls.fields:
+            value, why = field.load(hf)
+            if why:
+                lacking.append(why)
+            elif field.ours is not None:
+                ours[field.ours] = value
+        ours.update(cls.more_architecture(hf, lacking))
+        if lacking:
+            raise ConfigError(f"this {cls.name} config uses what llmscratch does not build: {'; '.join(lacking)}")
+        return ours
+
+    @classmethod
+    def more_architecture(cls, hf: dict[str, Any], lacking: list[str]) -> dict[str, Any]:
+        """The fields one row cannot say (several of theirs make one of ours); appends to ``lacking``."""
+        return {}
 
     @classmethod
     def hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
-        """ModelConfig -> config.json's fields"""
-        raise NotImplementedError
+        """ModelConfig (as ``full_config`` makes it) -> config.json's fields"""
+        return {f.theirs: f.save(cfg) for f in cls.fields if f.theirs is not None} | cls.more_hf_config(cfg, meta)
+
+    @classmethod
+    def more_hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
     @classmethod
     def problems(cls, cfg: ModelConfig) -> list[str]:
         """What stops a model of ``cfg`` from being this family (empty: it can be saved as one)."""
-        raise NotImplementedError
+        full = cls.full_config(cfg)
+        return [p for f in cls.fields if (p := f.problem(full))]
+
+    @classmethod
+    def needs(cls) -> str:
+        """What a model must be to be saved as this family, for errors."""
+        return ", ".join(n for f in cls.fields if (n := f.need()))
 
     @classmethod
     def full_config(cls, cfg: ModelConfig) -> ModelConfig:
@@ -165,68 +248,30 @@ class GPT2(Family):
     base_prefix = "transformer."
     heads = ("lm_head.",)
     ignored = r"\.attn\.(bias|masked_bias)$"  # the causal-mask buffers older files carry
-    needs = "pos=learned, norm=layernorm, mlp=gelu|gelu_exact|relu, norm_first, a final norm, n_kv_head = n_head"
-
-    @classmethod
-    def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
-        act = _get(hf, "activation_function", "gelu_new")
-        _refuse(
-            "GPT-2",
-            {
-                f"activation_function {act!r} (supported: {', '.join(ACTIVATIONS)})": act not in ACTIVATIONS,
-                "scale_attn_by_inverse_layer_idx": bool(hf.get("scale_attn_by_inverse_layer_idx")),
-                "scale_attn_weights=false": hf.get("scale_attn_weights") is False,
-                "add_cross_attention": bool(hf.get("add_cross_attention")),
-            },
-        )
-        return {
-            "kind": "gpt",
-            "vocab_size": hf["vocab_size"],
-            "block_size": _get(hf, "n_positions", 1024),
-            "n_layer": hf["n_layer"],
-            "n_head": hf["n_head"],
-            "n_embd": hf["n_embd"],
-            "n_inner": hf.get("n_inner"),
-            "mlp": ACTIVATIONS.get(act, "gelu"),
-            "norm_eps": _get(hf, "layer_norm_epsilon", 1e-5),
-            "bias": True,
-            "tie_embeddings": _get(hf, "tie_word_embeddings", True),
-            "dropout": _get(hf, "resid_pdrop", 0.0),
-        }
-
-    @classmethod
-    def problems(cls, cfg: ModelConfig) -> list[str]:
-        return _differences(
-            cfg,
-            {
-                **_decoder_only(cfg),
-                "pos": cfg.pos == "learned",
-                "norm": cfg.norm == "layernorm",
-                "mlp": cfg.mlp in HF_ACTIVATION,
-                "n_kv_head": cfg.kv_heads == cfg.n_head,
-            },
-        )
+    fields = (
+        *decoder_only(pos="learned", norm="layernorm"),
+        Field(None, None, False, saved="grouped_query"),
+        Field("bias", None, True, checked=False),
+        Field("vocab_size", "vocab_size"),
+        Field("block_size", "n_positions", 1024),
+        Field("n_layer", "n_layer"),
+        Field("n_head", "n_head"),
+        Field("n_embd", "n_embd"),
+        Field("n_inner", "n_inner", None),
+        Field("mlp", "activation_function", "gelu_new", read=ACTIVATIONS, write=HF_ACTIVATION),
+        Field("norm_eps", "layer_norm_epsilon", 1e-5),
+        Field("tie_embeddings", "tie_word_embeddings", True),
+        Field("dropout", "resid_pdrop", 0.0),
+        Field(None, "embd_pdrop", saved="dropout"),
+        Field(None, "attn_pdrop", 0.0),
+        Field(None, "scale_attn_by_inverse_layer_idx", False, read=ONLY),
+        Field(None, "scale_attn_weights", True, read={True: None}),
+        Field(None, "add_cross_attention", False, read=ONLY),
+    )
 
     @classmethod
     def full_config(cls, cfg: ModelConfig) -> ModelConfig:
         return replace(cfg, bias=True, mlp_bias=None)
-
-    @classmethod
-    def hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.block_size,
-            "n_embd": cfg.n_embd,
-            "n_layer": cfg.n_layer,
-            "n_head": cfg.n_head,
-            "n_inner": cfg.n_inner,
-            "activation_function": HF_ACTIVATION[cfg.mlp],
-            "layer_norm_epsilon": cfg.norm_eps,
-            "resid_pdrop": cfg.dropout,
-            "embd_pdrop": cfg.dropout,
-            "attn_pdrop": 0.0,
-            "tie_word_embeddings": cfg.tie_embeddings,
-        }
 
     @classmethod
     def rules(cls, cfg: ModelConfig) -> list[Rule]:
@@ -242,82 +287,47 @@ class Llama(Family):
     base_prefix = "model."
     heads = ("lm_head.",)
     ignored = r"rotary_emb\.inv_freq$"
-    needs = "pos=rope, norm=rmsnorm, mlp=swiglu, norm_first, a final norm"
+    fields = (
+        *decoder_only(pos="rope", norm="rmsnorm"),
+        Field("mlp", "hidden_act", "silu", read={"silu": "swiglu"}, write={"swiglu": "silu"}),
+        Field("vocab_size", "vocab_size"),
+        Field("block_size", "max_position_embeddings", 2048),
+        Field("n_layer", "num_hidden_layers"),
+        Field("n_head", "num_attention_heads"),
+        Field("n_kv_head", "num_key_value_heads", None, saved="kv_heads"),
+        Field("n_embd", "hidden_size"),
+        Field("n_inner", "intermediate_size", saved="hidden"),
+        Field(None, "head_dim", None, saved="head_dim"),
+        Field("norm_eps", "rms_norm_eps", 1e-6),
+        Field("bias", "attention_bias", False),
+        Field(None, "mlp_bias", False, saved="has_mlp_bias"),
+        Field("tie_embeddings", "tie_word_embeddings", False),
+        Field("dropout", "attention_dropout", 0.0),
+        Field(None, "pretraining_tp", 1, read={1: None}),
+    )
 
     @classmethod
-    def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
-        rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}  # the old name, the new
+    def more_architecture(cls, hf: dict[str, Any], lacking: list[str]) -> dict[str, Any]:
+        """RoPE's parameters (in rope_parameters, or rope_scaling and rope_theta before transformers 5), a
+        head_dim other than hidden_size / heads, the MLP's own bias flag."""
+        rope = {**(hf.get("rope_scaling") or {}), **(hf.get("rope_parameters") or {})}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
-        heads = hf["num_attention_heads"]
-        head_dim = _get(hf, "head_dim", hf["hidden_size"] // heads)
-        act = _get(hf, "hidden_act", "silu")
-        _refuse(
-            "Llama",
-            {
-                f"rope_type {rope_type!r} (supported: {', '.join(ROPE_TYPES)})": rope_type not in ROPE_TYPES,
-                f"head_dim {head_dim} ≠ hidden_size / num_attention_heads": head_dim * heads != hf["hidden_size"],
-                f"hidden_act {act!r} (supported: silu)": act != "silu",
-                f"pretraining_tp {_get(hf, 'pretraining_tp', 1)}": _get(hf, "pretraining_tp", 1) != 1,
-            },
-        )
-        bias = bool(hf.get("attention_bias", False))
-        mlp_bias = bool(hf.get("mlp_bias", False))
+        if rope_type not in ROPE_TYPES:
+            lacking.append(f"rope_type {rope_type!r} (supported: {', '.join(ROPE_TYPES)})")
+        heads, hidden = hf.get("num_attention_heads"), hf.get("hidden_size")
+        if hf.get("head_dim") is not None and heads and hidden and hf["head_dim"] * heads != hidden:
+            lacking.append(f"head_dim {hf['head_dim']} ≠ hidden_size / num_attention_heads")
+        bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
         return {
-            "kind": "gpt",
-            "vocab_size": hf["vocab_size"],
-            "block_size": _get(hf, "max_position_embeddings", 2048),
-            "n_layer": hf["num_hidden_layers"],
-            "n_head": heads,
-            "n_kv_head": _get(hf, "num_key_value_heads", heads),
-            "n_embd": hf["hidden_size"],
-            "n_inner": hf["intermediate_size"],
-            "pos": "rope",
-            "norm": "rmsnorm",
-            "mlp": "swiglu",
-            "norm_eps": _get(hf, "rms_norm_eps", 1e-6),
-            "rope_base": float(rope.get("rope_theta", _get(hf, "rope_theta", 10000.0))),
+            "rope_base": float(rope.get("rope_theta", hf.get("rope_theta") or 10000.0)),
             **{ours: rope[theirs] for ours, theirs in ROPE_SCALING.items() if theirs in rope},
-            "bias": bias,
             "mlp_bias": None if mlp_bias == bias else mlp_bias,
-            "tie_embeddings": _get(hf, "tie_word_embeddings", False),
-            "dropout": _get(hf, "attention_dropout", 0.0),
         }
 
     @classmethod
-    def problems(cls, cfg: ModelConfig) -> list[str]:
-        return _differences(
-            cfg,
-            {
-                **_decoder_only(cfg),
-                "pos": cfg.pos == "rope",
-                "norm": cfg.norm == "rmsnorm",
-                "mlp": cfg.mlp == "swiglu",
-            },
-        )
-
-    @classmethod
-    def hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "vocab_size": cfg.vocab_size,
-            "hidden_size": cfg.n_embd,
-            "intermediate_size": cfg.hidden,
-            "num_hidden_layers": cfg.n_layer,
-            "num_attention_heads": cfg.n_head,
-            "num_key_value_heads": cfg.kv_heads,
-            "head_dim": cfg.head_dim,
-            "hidden_act": "silu",
-            "max_position_embeddings": cfg.block_size,
-            "rms_norm_eps": cfg.norm_eps,
-            "rope_theta": cfg.rope_base,
-            "rope_parameters": {
-                "rope_theta": cfg.rope_base,
-                **{theirs: getattr(cfg, ours) for ours, theirs in ROPE_SCALING.items() if ours in cfg.rope_fields()},
-            },
-            "attention_bias": cfg.bias,
-            "mlp_bias": cfg.has_mlp_bias,
-            "attention_dropout": cfg.dropout,
-            "tie_word_embeddings": cfg.tie_embeddings,
-        }
+    def more_hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
+        rope = {theirs: getattr(cfg, ours) for ours, theirs in ROPE_SCALING.items() if ours in cfg.rope_fields()}
+        return {"rope_theta": cfg.rope_base, "rope_parameters": {"rope_theta": cfg.rope_base, **rope}}
 
     @classmethod
     def rules(cls, cfg: ModelConfig) -> list[Rule]:
@@ -349,87 +359,52 @@ class Bert(Family):
     base_prefix = "bert."
     heads = ("classifier.", "cls.")
     ignored = r"^cls\.|position_ids$"  # the pretraining heads (masked LM, next sentence) are not used
-    needs = (
-        "kind=encoder, norm_first=False (post-LN), pos=learned, norm=layernorm, mlp=gelu_exact|gelu|relu, "
-        "embed_norm, pooler, pooling=cls, no final norm, n_kv_head = n_head"
+    fields = (
+        Field("kind", None, "encoder"),
+        Field("norm_first", None, False),
+        Field(None, None, False, saved="has_final_norm"),
+        Field("pos", None, "learned"),
+        Field("norm", None, "layernorm"),
+        Field("embed_norm", None, True),
+        Field("pooler", None, True),
+        Field("pooling", None, "cls"),
+        Field(None, None, False, saved="grouped_query"),
+        Field("bias", None, True, checked=False),
+        Field("vocab_size", "vocab_size"),
+        Field("block_size", "max_position_embeddings", 512),
+        Field("n_layer", "num_hidden_layers"),
+        Field("n_head", "num_attention_heads"),
+        Field("n_embd", "hidden_size"),
+        Field("n_inner", "intermediate_size", saved="hidden"),
+        Field("mlp", "hidden_act", "gelu", read=ACTIVATIONS, write=HF_ACTIVATION),
+        Field("norm_eps", "layer_norm_eps", 1e-12),
+        Field("type_vocab_size", "type_vocab_size", 2),
+        Field("dropout", "hidden_dropout_prob", 0.0),
+        Field(None, "attention_probs_dropout_prob", saved="dropout"),
+        Field(None, "position_embedding_type", "absolute", read={"absolute": None}),
+        Field(None, "is_decoder", False, read=ONLY),
     )
 
     @classmethod
-    def architecture(cls, hf: dict[str, Any]) -> dict[str, Any]:
-        act = _get(hf, "hidden_act", "gelu")
-        position = _get(hf, "position_embedding_type", "absolute")
+    def more_architecture(cls, hf: dict[str, Any], lacking: list[str]) -> dict[str, Any]:
+        """The classes: as many as id2label names (else num_labels), single-label classification only."""
         problem = hf.get("problem_type")
+        if problem not in (None, "single_label_classification"):
+            lacking.append(f"problem_type {problem!r} (supported: single_label_classification)")
         labels = hf.get("id2label") or {}
-        n_classes = len(labels) if labels else _get(hf, "num_labels", 2)
-        _refuse(
-            "BERT",
-            {
-                f"hidden_act {act!r} (supported: {', '.join(ACTIVATIONS)})": act not in ACTIVATIONS,
-                f"position_embedding_type {position!r} (supported: absolute)": position != "absolute",
-                f"problem_type {problem!r} (supported: single_label_classification)": problem
-                not in (None, "single_label_classification"),
-                "num_labels 1 (regression)": n_classes == 1,
-                "is_decoder": bool(hf.get("is_decoder")),
-            },
-        )
-        return {
-            "kind": "encoder",
-            "vocab_size": hf["vocab_size"],
-            "block_size": _get(hf, "max_position_embeddings", 512),
-            "n_layer": hf["num_hidden_layers"],
-            "n_head": hf["num_attention_heads"],
-            "n_embd": hf["hidden_size"],
-            "n_inner": hf["intermediate_size"],
-            "mlp": ACTIVATIONS.get(act, "gelu_exact"),
-            "norm_eps": _get(hf, "layer_norm_eps", 1e-12),
-            "bias": True,
-            "norm_first": False,
-            "type_vocab_size": _get(hf, "type_vocab_size", 2),
-            "embed_norm": True,
-            "pooler": True,
-            "pooling": "cls",
-            "n_classes": n_classes,
-            "dropout": _get(hf, "hidden_dropout_prob", 0.0),
-        }
-
-    @classmethod
-    def problems(cls, cfg: ModelConfig) -> list[str]:
-        return _differences(
-            cfg,
-            {
-                "kind": cfg.kind == "encoder",
-                "norm_first": not cfg.norm_first,
-                "pos": cfg.pos == "learned",
-                "norm": cfg.norm == "layernorm",
-                "mlp": cfg.mlp in HF_ACTIVATION,
-                "embed_norm": cfg.embed_norm,
-                "pooler": cfg.pooler,
-                "pooling": cfg.pooling == "cls",
-                "final_norm": not cfg.has_final_norm,
-                "n_kv_head": cfg.kv_heads == cfg.n_head,
-            },
-        )
+        n_classes = len(labels) if labels else hf.get("num_labels") or 2
+        if n_classes == 1:
+            lacking.append("num_labels 1 (regression)")
+        return {"n_classes": n_classes}
 
     @classmethod
     def full_config(cls, cfg: ModelConfig) -> ModelConfig:
         return replace(cfg, bias=True, mlp_bias=None, type_vocab_size=max(cfg.type_vocab_size, 1))
 
     @classmethod
-    def hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
+    def more_hf_config(cls, cfg: ModelConfig, meta: dict[str, Any]) -> dict[str, Any]:
         labels = meta.get("labels") or [f"LABEL_{i}" for i in range(cfg.n_classes)]
         return {
-            "vocab_size": cfg.vocab_size,
-            "hidden_size": cfg.n_embd,
-            "num_hidden_layers": cfg.n_layer,
-            "num_attention_heads": cfg.n_head,
-            "intermediate_size": cfg.hidden,
-            "hidden_act": HF_ACTIVATION[cfg.mlp],
-            "hidden_dropout_prob": cfg.dropout,
-            "attention_probs_dropout_prob": cfg.dropout,
-            "max_position_embeddings": cfg.block_size,
-            "type_vocab_size": max(cfg.type_vocab_size, 1),
-            "layer_norm_eps": cfg.norm_eps,
-            "position_embedding_type": "absolute",
             "id2label": {str(i): label for i, label in enumerate(labels)},
             "label2id": {label: i for i, label in enumerate(labels)},
         }
@@ -495,6 +470,7 @@ def family_for(cfg: ModelConfig) -> type[Family]:
         if not family.problems(cfg):
             return family
     reasons = "; ".join(
-        f"{f.architectures[0]} needs {f.needs} (this model has {', '.join(f.problems(cfg))})" for f in FAMILIES.values()
+        f"{f.architectures[0]} needs {f.needs()} (this model has {', '.join(f.problems(cfg))})"
+        for f in FAMILIES.values()
     )
     raise ConfigError(f"this {cfg.kind} model has no Hugging Face counterpart: {reasons}")

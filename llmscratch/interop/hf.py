@@ -195,7 +195,7 @@ def write_hf(
     hf = {
         "architectures": [family.architectures[0]],
         "model_type": family.name,
-        **family.hf_config(config, meta or {}),
+        **family.hf_config(full, meta or {}),
         "dtype": str(dtype),
     }
     if tokenizer is not None:

@@ -113,6 +113,11 @@ class Architecture:
         return self.n_head if self.n_kv_head is None else self.n_kv_head
 
     @property
+    def grouped_query(self) -> bool:
+        """Whether each key/value head serves several query heads (n_kv_head < n_head)."""
+        return self.kv_heads != self.n_head
+
+    @property
     def hidden(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
