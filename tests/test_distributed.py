@@ -4,6 +4,7 @@ the run, and the bad inputs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -217,3 +218,31 @@ def test_rank_0_alone_writes_checkpoints(tmp_path):
     run = torchrun(2, str(script))
     assert run.returncode == 0, run.stderr[-3000:]
     assert log.read_text().split() == ["0", "0", "0"]  # steps 0, 2 and 4, all by rank 0
+
+
+LEAK_CHECK = """
+import json, threading
+import torch.distributed as dist
+import llmscratch
+llmscratch.train(max_iters=2, eval_interval=1, out_dir={out!r}, tensorboard=True, progress=False, **{tiny!r})
+left = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon)
+print(json.dumps({{"threads": left, "process_group": dist.is_initialized()}}))
+"""
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_train_from_a_script_leaves_nothing_running(tmp_path, processes):
+    """llmscratch.train() in a script (alone, or on each rank under torchrun) closes what it opened: its
+    TensorBoard writer and its process group; the interpreter then exits by itself. (The timeout only guards
+    against a hang.)"""
+    pytest.importorskip("tensorboard")
+    script = tmp_path / "script.py"
+    script.write_text(LEAK_CHECK.format(out=str(tmp_path / "out"), tiny=TINY | {"gradient_accumulation_steps": 2}))
+    if processes == 1:
+        run = subprocess.run([sys.executable, str(script)], env=ENV, capture_output=True, text=True, timeout=240)
+    else:
+        run = torchrun(processes, str(script))
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert reports == [{"threads": [], "process_group": False}] * processes
+    assert list((tmp_path / "out" / "tensorboard").iterdir())  # the writer was opened, and closed
