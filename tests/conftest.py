@@ -40,6 +40,22 @@ def pytest_collection_modifyitems(config, items) -> None:
         items[:] = [i for i in items if id(i) not in dropped]
 
 
+TINY_MODEL = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4)
+
+
+def tiny(**values) -> dict:
+    """A tiny training config: TINY_MODEL's sizes with what a test sets on top."""
+    return TINY_MODEL | values
+
+
+def flags(**values) -> list[str]:
+    """Config values as ``llmscratch train`` flags, ``--kebab-case VALUE``; True gives the bare flag (--quiet)."""
+    out = []
+    for key, value in values.items():
+        out += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return out
+
+
 def make_backend(backend_id: str, dtype: str = "float64"):
     """Backend for an id like 'torch-cuda', or pytest.skip with the reason it cannot run here."""
     name, _, device = backend_id.partition("-")

@@ -7,12 +7,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 import llmscratch
 from llmscratch.util.errors import CheckpointError, TokenizerError
 
 checkpoint_module = sys.modules["llmscratch.training.checkpoint"]
-TINY = dict(n_layer=1, n_head=2, n_embd=8, block_size=8, batch_size=2, eval_iters=1, progress=False)
+TINY = tiny(n_embd=8, block_size=8, batch_size=2, eval_iters=1, progress=False)
 
 
 @pytest.fixture

@@ -9,25 +9,12 @@ import sys
 import time
 
 import pytest
+from conftest import flags, tiny
 
 import llmscratch
 from llmscratch.cli import main
 
-TINY = [
-    "--n-layer",
-    "1",
-    "--n-head",
-    "2",
-    "--n-embd",
-    "16",
-    "--block-size",
-    "16",
-    "--batch-size",
-    "4",
-    "--eval-iters",
-    "2",
-    "--quiet",
-]
+TINY = flags(**tiny(eval_iters=2), quiet=True)
 
 
 def test_train_then_sample_on_the_default_corpus(tmp_path, capsys):
@@ -124,7 +111,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
         "-m",
         "llmscratch.cli",
         "train",
-        *TINY[:-1],
+        *flags(**tiny(eval_iters=2)),
         "--max-iters",
         "100000",
         "--eval-interval",

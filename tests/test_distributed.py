@@ -15,22 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import rel_err
+from conftest import flags, rel_err, tiny
 
 import llmscratch
 from llmscratch.util.errors import ConfigError
 
 torch = pytest.importorskip("torch")
 
-TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, log_interval=5, warmup_iters=2)
+TINY = tiny(eval_iters=2, log_interval=5, warmup_iters=2)
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "LLMSCRATCH_DIST_TIMEOUT": "20"}
-
-
-def flags(**values) -> list[str]:
-    out = []
-    for k, v in values.items():
-        out += [f"--{k.replace('_', '-')}", str(v)]
-    return out
 
 
 def torchrun(n: int, *args: str, wait: bool = True, timeout: float = 240):

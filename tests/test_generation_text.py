@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import flags, tiny
 
 import llmscratch
 from llmscratch.cli import main
@@ -102,7 +103,7 @@ def test_stop_strings_need_a_tokenizer_with_ids():
     assert out.shape[1] <= 7
 
 
-TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "4"]
+TINY = flags(**tiny())
 
 
 def test_sample_command_streams_and_takes_every_option(tmp_path, capsys):

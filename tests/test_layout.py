@@ -93,3 +93,10 @@ def test_the_check_sees_an_upward_import(tmp_path):
         assert imported_packages(fake) == {"training", "cli"}
     finally:
         fake.unlink()
+
+
+def test_no_two_test_files_share_a_name():
+    """pytest imports test files by their base name: two of one name shadow each other or fail to collect."""
+    root = Path(__file__).resolve().parents[1]
+    names = [p.name for folder in ("tests", "benchmarks") for p in (root / folder).rglob("test_*.py")]
+    assert sorted(names) == sorted(set(names))

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import make_backend
+from conftest import make_backend, tiny
 
 import llmscratch
 from llmscratch.training.checkpoint import _checkpoint_dir
@@ -27,7 +27,7 @@ from llmscratch.util.errors import ConfigError
 pytest.importorskip("torch")
 
 HALF = ("bf16", "fp16")
-SMALL = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=8, eval_iters=2, log_interval=5)
+SMALL = tiny(n_layer=2, n_embd=32, block_size=32, batch_size=8, eval_iters=2, log_interval=5)
 
 
 @pytest.mark.parametrize(

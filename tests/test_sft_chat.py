@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import flags, tiny
 
 import llmscratch
 from llmscratch import ops
@@ -23,8 +24,8 @@ from llmscratch.training.config import resolve_config
 from llmscratch.training.trainer import Trainer
 from llmscratch.util.errors import CheckpointError, ConfigError, DataError
 
-TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=32, batch_size=4, eval_iters=1, quiet=None)
-TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "32", "--batch-size", "4"]
+TINY = tiny(block_size=32, eval_iters=1)
+TINY_FLAGS = flags(**tiny(block_size=32))
 
 
 def write_chat(path, conversations):
@@ -82,7 +83,7 @@ def test_loss_is_the_mean_over_assistant_tokens_and_masked_positions_get_no_grad
 
 def test_a_step_with_every_target_masked_changes_nothing(tmp_path):
     data = write_chat(tmp_path / "c.jsonl", [convo("ab", "ba"), convo("ba", "ab"), convo("aa", "b")])
-    cfg = resolve_config(task="sft", data=str(data), dtype="float64", **{k: v for k, v in TINY.items() if k != "quiet"})
+    cfg = resolve_config(task="sft", data=str(data), dtype="float64", **TINY)
     trainer = Trainer(cfg, progress=False)
     before = {n: trainer.bk.to_numpy(p).copy() for n, p in trainer.model.params.items()}
     real_batch = trainer.task.batch
@@ -138,7 +139,7 @@ def pretrained(tmp_path_factory):
     text = d / "text.txt"
     text.write_text("ab ba abab baba aab bba\n" * 40)
     out = d / "pre"
-    kwargs = {k: v for k, v in TINY.items() if k != "quiet"}
+    kwargs = dict(TINY)
     llmscratch.train(data=str(text), out_dir=str(out), max_iters=3, eval_interval=3, progress=False, **kwargs)
     return out
 
@@ -191,7 +192,7 @@ def test_init_from_errors(tmp_path, pretrained):
         out_dir=str(clf),
         max_iters=1,
         progress=False,
-        **{k: v for k, v in TINY.items() if k != "quiet"},
+        **TINY,
     )
     with pytest.raises(ConfigError, match="it holds a encoder model \\(task 'classify'\\); task 'sft' trains a gpt"):
         llmscratch.train(task="sft", init_from=str(clf), data=str(data), progress=False)

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import flags, tiny
 
 import llmscratch
 from llmscratch.cli import main
@@ -18,8 +19,8 @@ from llmscratch.data.demos import baselines, english, french, numbers_dataset
 from llmscratch.data.files import read_classification, read_pairs
 from llmscratch.util.errors import ConfigError, DataError
 
-TINY = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=8, log_interval=2, warmup_iters=2, progress=False)
-TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--batch-size", "8", "--quiet"]
+TINY = tiny(batch_size=8, log_interval=2, warmup_iters=2, progress=False)
+TINY_FLAGS = flags(**tiny(batch_size=8), quiet=True)
 
 
 def write_classification(path, n=60):

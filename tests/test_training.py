@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import make_backend, tiny
 
 import llmscratch
 from llmscratch.data.batches import get_batch
@@ -93,12 +93,8 @@ def test_clip_grad_norm_scales_to_the_limit():
     assert total == pytest.approx(1.0, rel=1e-6)
 
 
-TINY = dict(
+TINY = tiny(
     n_layer=2,
-    n_head=2,
-    n_embd=16,
-    block_size=16,
-    batch_size=4,
     eval_iters=2,
     log_interval=3,
     warmup_iters=2,

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 import llmscratch
 from llmscratch.cli import main
@@ -18,7 +19,7 @@ from llmscratch.viz import attention_heads, attention_heatmap, attention_of_text
 
 pytest.importorskip("matplotlib")
 
-TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, batch_size=4, eval_iters=2, progress=False)
+TINY = tiny(n_layer=2, eval_iters=2, progress=False)
 
 
 @pytest.fixture(scope="module")

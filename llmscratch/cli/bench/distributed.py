@@ -57,7 +57,7 @@ def bench_distributed(
             "max_iters": max_iters,
             "eval_interval": max_iters,
             "eval_iters": 2,
-            "log_interval": 10,
+            "log_interval": max(1, min(10, max_iters // 4)),  # windows to time, the first dropped
             "gradient_accumulation_steps": max(procs),
         } | overrides
         windows: dict[int, list[list[float]]] = {n: [] for n in procs}

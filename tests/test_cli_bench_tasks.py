@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import tiny
 
 from llmscratch.cli.bench.tasks import bench_task_throughput, demo_run
 from llmscratch.data.demos import numbers_dataset
 
-TINY = dict(n_layer=1, n_decoder_layer=1, n_embd=16, n_head=2, batch_size=4, tokenizer="char", block_size=80)
+TINY = tiny(n_decoder_layer=1, tokenizer="char", block_size=80)
 
 
 def test_throughput_against_the_torch_reference(tmp_path):
