@@ -151,6 +151,11 @@ def threaded() -> ctypes.CDLL | None:
     return _build("openmp", isa())[0]
 
 
+def library_in_use() -> Path | None:
+    """Where the library the kernels run from lives: the openmp build where it builds, else the serial one."""
+    return library_path("openmp" if threaded() else "serial", isa())
+
+
 def kernel(bk: Backend, name: str) -> Any:
     """The kernel for bk's dtype, from the openmp build where it builds, else the serial one."""
     openmp = threaded()

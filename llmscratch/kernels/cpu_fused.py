@@ -61,7 +61,7 @@ def _through_float32(round_back: str) -> Callable[[Callable[..., Any]], Callable
 
 
 def _choices() -> GemmChoices:
-    return _gemm_choices(str(cpu_build.library_path("openmp" if cpu_build.threaded() else "serial", cpu_build.isa())))
+    return _gemm_choices(str(cpu_build.library_in_use()))
 
 
 @cache
