@@ -25,7 +25,7 @@ def test_available_backends_lists_what_runs_here():
 
 
 def test_available_backends_from_the_command_line():
-    """The README's one-liner prints a list holding numpy."""
+    """The one-liner of docs/backends-and-kernels.md prints a list holding numpy."""
     out = subprocess.run(
         [sys.executable, "-c", "import llmscratch; print(llmscratch.available_backends())"],
         capture_output=True,

@@ -657,23 +657,23 @@ def test_read_hf_is_importable_without_loading_a_backend(tmp_path):
         llmscratch.load(tmp_path / "hf").classify(["text"])
 
 
-def readme_commands() -> list[str]:
-    """The shell commands of the README's Hugging Face section, in order."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Hugging Face models in and out", 1)[1].split("\n## ", 1)[0]
-    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+def documented_commands() -> list[str]:
+    """The shell commands of docs/hf-interop.md's first block, in order."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "hf-interop.md").read_text(encoding="utf-8")
+    block = page.split("```bash\n", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line and not line.startswith("#")]
 
 
-def test_the_readme_commands_run_on_a_gpt2_shaped_directory(tmp_path, shakespeare, monkeypatch):
-    """The README's commands, as written, on a small random GPT-2 with a BPE tokenizer in ./gpt2 (no network)."""
+def test_the_documented_commands_run_on_a_gpt2_shaped_directory(tmp_path, shakespeare, monkeypatch):
+    """The commands of docs/hf-interop.md, as written, on a small random GPT-2 with a BPE tokenizer in ./gpt2
+    (no network): the pipeline's text starts with the prompt and the fine-tuned model keeps --block-size."""
     import shlex
     import subprocess
     import sys
 
     gpt2_with_tokenizer(tmp_path / "gpt2", shakespeare[:20000])
     edit_config(tmp_path / "gpt2", n_positions=256)  # longer than --block-size 128, as GPT-2's 1024 is
-    commands = readme_commands()
+    commands = documented_commands()
     assert [c.split()[:2] for c in commands] == [
         ["llmscratch", "sample"],
         ["llmscratch", "train"],
