@@ -95,6 +95,34 @@ def test_errors_are_one_line_with_status_2(argv, message, capsys):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["attention", "--T", "0"], "argument --T: must be at least 1, got 0"),
+        (["attention", "--T", "16,x"], "argument --T: 'x' is not an integer"),
+        (["attention", "--budget", "-1"], "argument --budget: must be more than 0, got -1"),
+        (["attention", "--backend", "numpy", "--kernels", "nope"], "unknown kernel 'nope'; choose from naive"),
+        (["train", "--backend", "nope"], "unknown backend 'nope'"),
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["ops", "--dtype", "float8"], "invalid choice: 'float8'"),
+        (["tasks", "--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
+        (["dist", "--backend", "nope"], "unknown backend 'nope'"),
+        (["generate", "--new-tokens", "0"], "argument --new-tokens: must be at least 1, got 0"),
+        (["tokenizer", "--data", "/nonexistent.txt"], "no corpus named '/nonexistent.txt'"),
+        (["nope"], "invalid choice: 'nope'"),
+    ],
+)
+def test_bench_errors_are_one_line_with_status_2_and_write_nothing(argv, message, tmp_path, capsys):
+    out = tmp_path / "results"
+    try:
+        status = main(["bench", *argv, "--out", str(out)])
+    except SystemExit as stop:  # argparse's errors exit from inside the parser
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
 def test_prompt_outside_the_vocabulary(tmp_path, capsys):
     out = str(tmp_path / "run")
     main(["train", *TINY, "--max-iters", "1", "--eval-interval", "1", "--out", out, "--sample-tokens", "0"])

@@ -26,7 +26,7 @@ from conftest import make_backend, rel_err
 from llmscratch import ops
 from llmscratch.kernels import OP_SETS, cpu_build, default_attention_kernel, default_ops, get_attention_kernel, get_ops
 from llmscratch.kernels import cpu_fused as cf
-from llmscratch.ops.adamw import adamw_update, grad_norm
+from llmscratch.ops.adamw import AdamWStep, adamw_update, grad_norm
 from llmscratch.util.errors import ConfigError, DataError, ShapeError
 
 CPU_IDS = ("numpy", "torch")
@@ -239,7 +239,7 @@ def test_adamw_update_matches_array_api_over_many_steps(bk, rng):
     for t in range(1, 21):
         grads = [bk.from_numpy(rng.standard_normal(s) * 1e-2) for s in shapes]
         scale = None if t % 2 else bk.xp.asarray(0.5 + t / 100, dtype=bk.dtype)
-        args = (decays, 0.9, 0.99, 1e-3 / (1 - 0.9**t), 1 / np.sqrt(1 - 0.99**t), 1e-8, scale)
+        args = (decays, AdamWStep.at(t, 1e-3, (0.9, 0.99), 1e-8), scale)
         cf.adamw_update(bk, p1, grads, m1, v1, *args)
         adamw_update(bk, p2, grads, m2, v2, *args)
     for got, want in zip(p1 + m1 + v1, p2 + m2 + v2, strict=True):
@@ -311,8 +311,8 @@ def test_half_dtypes_run_through_float32(dtype, rng):
     params, grads = [bk.from_numpy(rng.standard_normal((5, 3)))], [bk.from_numpy(rng.standard_normal((5, 3)))]
     ms, vs = [bk.zeros((5, 3))], [bk.zeros((5, 3))]
     want = [p * 1 for p in params]
-    adamw_update(bk, want, grads, [m * 1 for m in ms], [v * 1 for v in vs], [0.9], 0.9, 0.99, 0.1, 1.0, 1e-8)
-    cf.adamw_update(bk, params, grads, ms, vs, [0.9], 0.9, 0.99, 0.1, 1.0, 1e-8)
+    adamw_update(bk, want, grads, [m * 1 for m in ms], [v * 1 for v in vs], [0.9], AdamWStep(0.9, 0.99, 0.1, 1.0, 1e-8))
+    cf.adamw_update(bk, params, grads, ms, vs, [0.9], AdamWStep(0.9, 0.99, 0.1, 1.0, 1e-8))
     assert bool(bk.xp.all(params[0] == want[0]))
 
 

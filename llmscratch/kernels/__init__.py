@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from .. import ops
 from ..backends import Backend
 from ..ops import attention_backward, attention_forward
-from ..ops.adamw import adamw_update, grad_norm
+from ..ops.adamw import AdamWStep, adamw_update, grad_norm
 from ..util.errors import ConfigError, did_you_mean
 from . import cpu_build, cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
@@ -157,11 +157,7 @@ class AdamWUpdate(Protocol):
         ms: Sequence[Any],
         vs: Sequence[Any],
         decays: Sequence[float],
-        b1: float,
-        b2: float,
-        step_size: float,
-        rsqrt_bc2: float,
-        eps: float,
+        step: AdamWStep,
         grad_scale: Any = None,
     ) -> None: ...
 

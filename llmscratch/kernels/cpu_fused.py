@@ -224,23 +224,18 @@ def adamw_update(
     ms: Sequence[Any],
     vs: Sequence[Any],
     decays: Sequence[float],
-    b1: float,
-    b2: float,
-    step_size: float,
-    rsqrt_bc2: float,
-    eps: float,
+    step: adamw.AdamWStep,
     grad_scale: Any = None,
 ) -> None:
     """Every tensor's AdamW update in place (see llmscratch.ops.adamw.adamw_update), in one pass over them all."""
     if (wide := _float32_arrays(bk, [*params, *grads])) is None:
-        return adamw.adamw_update(bk, params, grads, ms, vs, decays, b1, b2, step_size, rsqrt_bc2, eps, grad_scale)
+        return adamw.adamw_update(bk, params, grads, ms, vs, decays, step, grad_scale)
     bk = wide
     grads = [bk.contiguous(g) for g in grads]
     real = ctypes.c_float if bk.dtype_name == "float32" else ctypes.c_double
     tables = [_pointers(bk, arrays) for arrays in (params, grads, ms, vs)]
     scale = 1.0 if grad_scale is None else float(grad_scale)  # × 1.0 is exact: the same bits as no scaling
-    args = (len(params), scale, b1, b2, step_size, rsqrt_bc2, eps)
-    kernel(bk, "adamw_step")(*tables, _sizes(params), (real * len(decays))(*decays), *args)
+    kernel(bk, "adamw_step")(*tables, _sizes(params), (real * len(decays))(*decays), len(params), scale, *step)
 
 
 def _heads(bk: Backend, x: Any) -> Any:

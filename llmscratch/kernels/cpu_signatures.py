@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..ops.adamw import AdamWStep
+
 SOURCE = Path(__file__).parent / "cpu" / "fused.cpp"
 SUFFIX = {"float32": "f32", "float64": "f64"}  # the exported name's suffix per dtype
 REAL = {"float32": ("float", ctypes.c_float), "float64": ("double", ctypes.c_double)}  # T in C and in ctypes
@@ -38,7 +40,7 @@ KERNELS = {
     "sum_of_squares": "const T* const* xs, const int64_t* sizes, int64_t count, double* out",
     "adamw_step": (
         "T* const* ps, const T* const* gs, T* const* ms, T* const* vs, const int64_t* sizes, const T* decays, "
-        "int64_t count, T grad_scale, T b1, T b2, T step_size, T rsqrt_bc2, T eps"
+        "int64_t count, T grad_scale, " + ", ".join(f"T {scalar}" for scalar in AdamWStep._fields)
     ),
     "attention_tiled_forward": (
         "T* out, T* P, const T* q, const T* k, const T* v, const uint8_t* key_mask, int64_t B, int64_t H, "

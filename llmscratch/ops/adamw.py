@@ -11,8 +11,9 @@ call (llmscratch.kernels); ``llmscratch.training.optimizer.AdamW`` keeps the sta
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..backends import Backend
 
@@ -28,6 +29,22 @@ def clip_scale(bk: Backend, norm: Any, max_norm: float) -> Any:
     return bk.xp.minimum(max_norm / (norm + 1e-6), 1.0)
 
 
+class AdamWStep(NamedTuple):
+    """The scalars of step t, the same for every tensor (and, in this order, the fused kernel's last arguments)."""
+
+    b1: float
+    b2: float
+    step_size: float  # lr / (1 - β1ᵗ)
+    rsqrt_bc2: float  # 1 / √(1 - β2ᵗ)
+    eps: float
+
+    @classmethod
+    def at(cls, t: int, lr: float, betas: tuple[float, float], eps: float) -> AdamWStep:
+        """The scalars of step t (counted from 1) at learning rate lr."""
+        b1, b2 = betas
+        return cls(b1, b2, lr / (1 - b1**t), 1.0 / math.sqrt(1 - b2**t), eps)
+
+
 def adamw_update(
     bk: Backend,
     params: Sequence[Any],
@@ -35,15 +52,12 @@ def adamw_update(
     ms: Sequence[Any],
     vs: Sequence[Any],
     decays: Sequence[float],
-    b1: float,
-    b2: float,
-    step_size: float,
-    rsqrt_bc2: float,
-    eps: float,
+    step: AdamWStep,
     grad_scale: Any = None,
 ) -> None:
     """Each p, m, v updated in place from its g (times grad_scale, if given: clipping folded in);
-    decay = 1 - lr·wd (1: none), step_size = lr/(1-β1ᵗ), rsqrt_bc2 = 1/√(1-β2ᵗ)."""
+    decay = 1 - lr·wd (1: none)."""
+    b1, b2, step_size, rsqrt_bc2, eps = step
     for p, g, m, v, decay in zip(params, grads, ms, vs, decays, strict=True):
         if grad_scale is not None:
             g = g * grad_scale

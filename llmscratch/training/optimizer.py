@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..backends import Backend
-from ..ops.adamw import adamw_update, clip_scale, grad_norm
+from ..ops.adamw import AdamWStep, adamw_update, clip_scale, grad_norm
 
 
 def learning_rate(it: int, lr: float, min_lr: float, warmup_iters: int, lr_decay_iters: int) -> float:
@@ -77,7 +77,6 @@ class AdamW:
         clipping (0-d), or None without clipping. With loss_scale > 0 the gradients are that many times too big:
         the norm is read on the host (a float, of the true gradients), and inf or NaN skips the step."""
         lr = self.lr if lr is None else lr
-        b1, b2 = self.betas
         names = list(self.params)
         weights = self.weights
         grads_list = [grads[n] for n in names]
@@ -93,8 +92,6 @@ class AdamW:
             norm = self.norm(self.bk, grads_list)
             scale = clip_scale(self.bk, norm, max_grad_norm)
         self.t += 1
-        step_size = lr / (1 - b1**self.t)
-        rsqrt_bc2 = 1.0 / math.sqrt(1 - b2**self.t)
         decays = [1.0 - lr * self.weight_decay if self.decays(self.params[n]) else 1.0 for n in names]
         self.update(
             self.bk,
@@ -103,11 +100,7 @@ class AdamW:
             [self.m[n] for n in names],
             [self.v[n] for n in names],
             decays,
-            b1,
-            b2,
-            step_size,
-            rsqrt_bc2,
-            self.eps,
+            AdamWStep.at(self.t, lr, self.betas, self.eps),
             scale,
         )
         if self.master is not None:

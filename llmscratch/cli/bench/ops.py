@@ -21,6 +21,7 @@ import numpy as np
 from ...backends import FLOAT_DTYPES, Backend, get_backend
 from ...kernels import OP_SETS, OpSet, get_ops
 from ...models import init_params
+from ...ops.adamw import AdamWStep
 from ...training.config import resolve_config
 from ...util.errors import ConfigError
 from ..args import COUNT
@@ -50,7 +51,7 @@ def _calls(bk: Backend, op_set: OpSet, B: int, T: int, C: int, V: int, params: d
     decays = [0.9999 if params[n].ndim >= 2 else 1.0 for n in names]
 
     def adamw() -> None:
-        op_set.adamw_update(bk, *tensors, decays, 0.9, 0.99, 1e-3, 1.0, 1e-8)
+        op_set.adamw_update(bk, *tensors, decays, AdamWStep(0.9, 0.99, 1e-3, 1.0, 1e-8))
 
     return {
         "matmul x·w + b (c_fc forward)": lambda: op_set.matmul(bk, x2, w_fc, b_fc),
