@@ -25,8 +25,9 @@ def trained(tmp_path):
 
 def test_layout_and_round_trip(trained):
     out, result = trained
-    ckpt_dirs = list(out.glob("ckpt-*"))
-    assert len(ckpt_dirs) == 1 and (out / "LATEST").read_text().strip() == ckpt_dirs[0].name
+    ckpt_dirs = checkpoint_module.checkpoints(out)  # steps 4 and 2: the newest two are kept
+    assert [d.name[:11] for d in ckpt_dirs] == ["ckpt-000004", "ckpt-000002"]
+    assert (out / "LATEST").read_text().strip() == ckpt_dirs[0].name
     assert {p.name for p in ckpt_dirs[0].iterdir()} == set(checkpoint_module.FILES)
     ckpt = llmscratch.load(out)
     assert ckpt.step == 4 and ckpt.path == ckpt_dirs[0]
@@ -129,9 +130,13 @@ def test_crash_before_the_pointer_moves_keeps_the_old_one(trained, monkeypatch):
 
 def test_truncated_weights_are_refused(trained):
     out, _ = trained
-    ckpt = next(out.glob("ckpt-*"))
+    ckpt = checkpoint_module.checkpoints(out)[0]
     data = (ckpt / "model.safetensors").read_bytes()
     (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors is damaged: {len(data) // 2} bytes, {len(data)}"):
+        llmscratch.load(out)
+    (ckpt / checkpoint_module.DIGESTS).unlink()  # without the record, the parser still refuses it
+    (ckpt / "state.json").write_text(json.dumps(json.loads((ckpt / "state.json").read_text()) | {"format_version": 2}))
     with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupt"):
         llmscratch.load(out)
 
@@ -156,8 +161,18 @@ def test_truncated_weights_are_refused(trained):
     ],
 )
 def test_damaged_checkpoints_give_one_line_errors(trained, damage, message):
+    """Each damage is caught by the digests; with them skipped (a file re-recorded as written), by the parser."""
     out, _ = trained
-    damage(next(out.glob("ckpt-*")))
+    ckpt = checkpoint_module.checkpoints(out)[0]
+    damage(ckpt)
+    with pytest.raises(CheckpointError, match=r"is (damaged|missing)") as e:
+        llmscratch.load(out)
+    assert "\n" not in str(e.value)
+    record = json.loads((ckpt / checkpoint_module.DIGESTS).read_text())
+    for name in record:
+        if (ckpt / name).exists():
+            record[name] = {"size": (ckpt / name).stat().st_size, "sha256": checkpoint_module._sha256(ckpt / name)}
+    (ckpt / checkpoint_module.DIGESTS).write_text(json.dumps(record))
     with pytest.raises((CheckpointError, TokenizerError), match=message) as e:
         llmscratch.load(out)
     assert "\n" not in str(e.value)

@@ -628,26 +628,6 @@ def test_save_hf_refuses_what_has_no_counterpart_and_never_overwrites(tmp_path):
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
 
 
-def test_a_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
-    import llmscratch.interop.hf as hf_module
-    from llmscratch.models import GPT, GPTConfig
-
-    def crash(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(hf_module, "write_tokenizer_config", crash)
-    from llmscratch.tokenizers import CharTokenizer
-
-    with pytest.raises(OSError):
-        hf_module.write_hf(
-            tmp_path / "x",
-            GPTConfig(vocab_size=3),
-            {n: np.asarray(p) for n, p in GPT(GPTConfig(vocab_size=3)).params.items()},
-            CharTokenizer("abc"),
-        )
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_read_hf_is_importable_without_loading_a_backend(tmp_path):
     torch.manual_seed(0)
     model = read_hf(saved(bert(), tmp_path / "hf"))

@@ -89,6 +89,12 @@ def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--backend", default=None, help="run on another backend than the one it was trained on")
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the SHA-256 of each checkpoint file (sizes are still checked): faster for very large models",
+    )
 
 
 def add_generation_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_attention(args: argparse.Namespace) -> int:
     from ..viz import attention_heads, attention_heatmap, attention_of_text
 
-    ckpt = load(args.checkpoint, backend=args.backend, device=args.device)
+    ckpt = load(args.checkpoint, backend=args.backend, device=args.device, verify=args.verify)
     attention = attention_of_text(ckpt, args.text, args.target)
     layers = attention.layers(args.part)
     if not 0 <= args.layer < len(layers):

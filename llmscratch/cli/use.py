@@ -14,7 +14,7 @@ from .args import add_checkpoint_args, add_generation_args, generation_options, 
 
 
 def _load(args: argparse.Namespace) -> Any:
-    return load(args.checkpoint, backend=args.backend, device=args.device)
+    return load(args.checkpoint, backend=args.backend, device=args.device, verify=args.verify)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ A corpus is named by ``data=``:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sysconfig
@@ -110,7 +111,8 @@ def builtin_bytes(name: str) -> bytes:
         ) from None
     if _sha256(data) != corpus.sha256:
         raise DataError(f"the download of {name} from {corpus.url} has the wrong sha256; try again later")
-    atomic_write(cached, data)
+    with contextlib.suppress(OSError):  # a full or read-only cache: the text still serves this run
+        atomic_write(cached, data)
     return data
 
 

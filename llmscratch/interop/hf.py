@@ -202,20 +202,17 @@ def write_hf(
         hf_tokenizer, roles = with_task_tokens(tokenizer, config.vocab_size)
         hf.update({f"{role}_token_id": i for role, (_, i) in roles.items()})
 
-    def fill(tmp: Path) -> None:
-        (tmp / "model.safetensors").write_bytes(safetensors.numpy.save(theirs, metadata={"format": "pt"}))
-        (tmp / "config.json").write_text(json.dumps(hf, indent=2, ensure_ascii=False), encoding="utf-8")
-        if tokenizer is not None:
-            hf_tokenizer.save(str(tmp / "tokenizer.json"))
-            write_tokenizer_config(tmp, tokenizer, roles, config)
+    files: dict[str, bytes | str] = {
+        "model.safetensors": safetensors.numpy.save(theirs, metadata={"format": "pt"}),
+        "config.json": json.dumps(hf, indent=2, ensure_ascii=False),
+    }
+    if tokenizer is not None:
+        files["tokenizer.json"] = hf_tokenizer.to_str(pretty=True)
+        files["tokenizer_config.json"] = tokenizer_config(tokenizer, roles, config)
+    return write_directory(path, files)
 
-    write_directory(path, fill)
-    return path
 
-
-def write_tokenizer_config(
-    path: Path, tokenizer: Tokenizer, roles: dict[str, tuple[str, int]], config: ModelConfig
-) -> None:
+def tokenizer_config(tokenizer: Tokenizer, roles: dict[str, tuple[str, int]], config: ModelConfig) -> str:
     """tokenizer_config.json: the class AutoTokenizer builds, the context, each special token's role."""
     tok_config = {
         "tokenizer_class": "BertTokenizerFast" if tokenizer.kind == "wordpiece" else "PreTrainedTokenizerFast",
@@ -225,4 +222,4 @@ def write_tokenizer_config(
     }
     if tokenizer.kind == "wordpiece":
         tok_config["do_lower_case"] = tokenizer.lowercase
-    (path / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False), encoding="utf-8")
+    return json.dumps(tok_config, indent=2, ensure_ascii=False)

@@ -10,16 +10,26 @@
                                      task's own data (the label set of a classifier)
         tokenizer.json
         state.json                   step, optimizer step count, history, format version (and fp16's loss scaler)
+        digests.json                 each file above: its size and SHA-256, computed from the bytes written
+      ckpt-000250-9f8e7d/          the checkpoint before (keep_checkpoints: the newest 2 are kept)
 
 A checkpoint is written whole into a hidden temporary directory, renamed to its final name, and only then
-named by LATEST; older checkpoints are removed after that. A crash at any moment leaves LATEST naming a
-complete checkpoint. ``load`` accepts out_dir (follows LATEST), a checkpoint directory itself, or a Hugging
-Face model directory (llmscratch.interop.hf: GPT-2, Llama, BERT), which loads as a checkpoint at step 0 with
-no optimizer state; ``save_hf`` writes one.
+named by LATEST; checkpoints beyond the newest ``keep`` are removed after that. A crash at any moment leaves
+LATEST naming a complete checkpoint. A run holds the directory's lock (llmscratch.util.dir_lock) while it
+writes, so two runs never interleave their checkpoints; readers need no lock.
+
+``load`` checks every file's size against digests.json, and its SHA-256 too unless ``verify=False`` (hashing
+reads every byte once: see docs/training-and-tasks.md for its cost). A damaged file is a one-line error
+naming it; ``load_newest_sound`` (``train --resume``) falls back to the newest checkpoint that verifies.
+
+``load`` accepts out_dir (follows LATEST), a checkpoint directory itself, or a Hugging Face model directory
+(llmscratch.interop.hf: GPT-2, Llama, BERT), which loads as a checkpoint at step 0 with no optimizer state;
+``save_hf`` writes one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -38,13 +48,17 @@ from ..tasks import Task, task_class, task_for_kind
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer, from_json_dict
 from ..util.atomic import atomic_write, require_empty, write_directory
+from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, LLMScratchError
 from ..util.tensors import read_safetensors, tensors_to_bytes
 from .config import TrainConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_FORMATS = (2, 3)  # format 2: written before digests.json, so only parsed, not verified
 POINTER = "LATEST"
-FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.json", "state.json")
+DIGESTS = "digests.json"
+FILES = ("model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.json", "state.json", DIGESTS)
+HASH_CHUNK = 1 << 24  # bytes hashed at a time: a large file is never read into memory whole
 
 
 def _checkpoint_dir(path: Path) -> Path:
@@ -77,34 +91,70 @@ def save_checkpoint(
     state: dict[str, Any],
     task_meta: dict[str, Any] | None = None,
     weights: dict[str, Any] | None = None,
+    keep: int = 2,
 ) -> Path:
-    """Write a complete checkpoint under out_dir, then point LATEST at it. Returns its directory. ``weights``
-    (default: the model's parameters) are what model.safetensors keeps: a mixed-precision run's float32 master
-    weights."""
+    """Write a complete checkpoint under out_dir, point LATEST at it, and keep the newest ``keep``. Returns its
+    directory. ``weights`` (default: the model's parameters) are what model.safetensors keeps: a
+    mixed-precision run's float32 master weights."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".tmp-*"):  # left by a crash during an earlier save
         shutil.rmtree(stale, ignore_errors=True)
     name = f"ckpt-{state['step']:06d}-{secrets.token_hex(3)}"
     bk = model.bk
-
-    def fill(tmp: Path) -> None:
-        (tmp / "model.safetensors").write_bytes(
-            tensors_to_bytes(bk.to_host(model.params if weights is None else weights))
-        )
-        (tmp / "optimizer.safetensors").write_bytes(tensors_to_bytes(bk.to_host(optimizer_state["arrays"])))
-        meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
-        (tmp / "config.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
-        full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
-        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
-
-    write_directory(out_dir / name, fill)
+    meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
+    full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
+    files = {
+        "model.safetensors": tensors_to_bytes(bk.to_host(model.params if weights is None else weights)),
+        "optimizer.safetensors": tensors_to_bytes(bk.to_host(optimizer_state["arrays"])),
+        "config.json": json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"),
+        "tokenizer.json": tokenizer.to_json().encode("utf-8"),
+        "state.json": json.dumps(full_state, indent=1).encode("utf-8"),
+    }
+    digests = {f: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for f, data in files.items()}
+    write_directory(out_dir / name, files | {DIGESTS: json.dumps(digests, indent=1)})
     atomic_write(out_dir / POINTER, name + "\n")
-    for old in out_dir.glob("ckpt-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoints(out_dir)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
     return out_dir / name
+
+
+def checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint directories of out_dir, newest first (in the order they were written)."""
+    found = [p for p in Path(out_dir).glob("ckpt-*") if p.is_dir()]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(ckpt: Path, digests: bool = True, only: str | None = None) -> None:
+    """A one-line CheckpointError naming the first file of ckpt (or the file ``only``) that is missing, or
+    whose size (always) or SHA-256 (with ``digests``) differs from what was written. A format-2 checkpoint
+    has no record to check."""
+    if not (ckpt / DIGESTS).is_file():
+        if _read_json(ckpt / "state.json").get("format_version") == 2:
+            return
+        raise CheckpointError(f"checkpoint file {ckpt / DIGESTS} is missing; the checkpoint is incomplete")
+    recorded = _read_json(ckpt / DIGESTS)
+    if not isinstance(recorded, dict) or set(recorded) != set(FILES) - {DIGESTS}:
+        raise CheckpointError(f"{ckpt / DIGESTS} does not list the checkpoint's files; it was altered")
+    for name, want in recorded.items():
+        if only is not None and name != only:
+            continue
+        path = ckpt / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
+        size = path.stat().st_size
+        if not isinstance(want, dict) or size != want.get("size"):
+            raise CheckpointError(f"{path} is damaged: {size} bytes, {want.get('size')} were written")
+        if digests and _sha256(path) != want.get("sha256"):
+            raise CheckpointError(f"{path} is damaged: its bytes are not the ones written (SHA-256 differs)")
 
 
 @dataclass
@@ -141,28 +191,72 @@ def _read_json(path: Path) -> Any:
 
 
 def load_train_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The TrainConfig values a checkpoint was trained with, without loading any weights."""
-    train = _read_json(_checkpoint_dir(Path(path)) / "config.json").get("train")
-    if not isinstance(train, dict):
-        raise CheckpointError(f"{path}: config.json has no training config")
-    return train
+    """The TrainConfig values a run was trained with, without loading any weights: from the checkpoint
+    LATEST names, or the newest one whose config.json verifies (as ``load_newest_sound`` falls back)."""
+    named = _checkpoint_dir(Path(path))
+    candidates = [named, *(p for p in checkpoints(path) if p != named)] if named != Path(path) else [named]
+    problems = []
+    for ckpt in candidates:
+        try:
+            verify_checkpoint(ckpt, only="config.json")
+            meta = _read_json(ckpt / "config.json")
+            train = meta.get("train") if isinstance(meta, dict) else None
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        if isinstance(train, dict):
+            return train
+        problems.append(f"{ckpt}/config.json has no training config")
+    raise CheckpointError(f"no checkpoint in {path} verifies: {'; '.join(problems)}")
 
 
 def load(
-    path: str | os.PathLike, backend: str | Backend | None = None, device: str | None = None, dtype: str | None = None
+    path: str | os.PathLike,
+    backend: str | Backend | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    verify: bool = True,
 ) -> Checkpoint:
     """Load a checkpoint, or a Hugging Face model directory, onto a backend (by default the one it was
     trained on; numpy, float32 for a Hugging Face directory). The model comes in evaluation mode (dropout
-    off), as transformers' from_pretrained gives it; set ``model.training = True`` to train it by hand."""
+    off), as transformers' from_pretrained gives it; set ``model.training = True`` to train it by hand.
+    ``verify=False`` skips the SHA-256 of each file (sizes are still checked). A run that moves LATEST while
+    this reads is followed to its newer checkpoint."""
     if is_hf_dir(path):
         return _load_hf(Path(path), backend, device, dtype)
     ckpt = _checkpoint_dir(Path(path))
-    meta = _read_json(ckpt / "config.json")
+    try:
+        return _load_checkpoint(ckpt, backend, device, dtype, verify)
+    except CheckpointError:
+        if ckpt.exists():  # damaged; not one that a running training removed while this read it
+            raise
+        return _load_checkpoint(_checkpoint_dir(Path(path)), backend, device, dtype, verify)
+
+
+def load_newest_sound(out_dir: str | os.PathLike, backend: str | Backend | None = None) -> tuple[Checkpoint, list[str]]:
+    """The checkpoint LATEST names or, if it does not verify, the newest one of out_dir that does; with the
+    reason each newer one was passed over. A one-line error if none verifies."""
+    named = _checkpoint_dir(Path(out_dir))
+    passed: list[str] = []
+    for ckpt in [named, *(p for p in checkpoints(out_dir) if p != named)]:
+        try:
+            return _load_checkpoint(ckpt, backend, None, None, verify=True), passed
+        except CheckpointError as e:
+            passed.append(str(e))
+    raise CheckpointError(f"no checkpoint in {out_dir} verifies: {'; '.join(passed)}")
+
+
+def _load_checkpoint(
+    ckpt: Path, backend: str | Backend | None, device: str | None, dtype: str | None, verify: bool
+) -> Checkpoint:
     state = _read_json(ckpt / "state.json")
-    if state.get("format_version") != FORMAT_VERSION:
+    if not isinstance(state, dict) or state.get("format_version") not in READABLE_FORMATS:
+        found = state.get("format_version") if isinstance(state, dict) else None
         raise CheckpointError(
-            f"{ckpt} has checkpoint format {state.get('format_version')}, this llmscratch reads {FORMAT_VERSION}"
+            f"{ckpt} has checkpoint format {found}, this llmscratch reads {', '.join(map(str, READABLE_FORMATS))}"
         )
+    verify_checkpoint(ckpt, digests=verify)
+    meta = _read_json(ckpt / "config.json")
     try:
         train_cfg = TrainConfig(**meta["train"])
         model_cfg = ModelConfig.from_dict(meta["model"])
@@ -239,7 +333,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, dtype: str 
     require_empty(dst)
     config = replace(ck.config, backend="numpy", device=None, dtype=ck.model.bk.dtype_name)
     state = {"step": 0, "history": [], "converted_from": str(src)}
-    return save_checkpoint(dst, ck.model, ck.tokenizer, config, {"t": 0, "arrays": {}}, state, ck.task_runner.meta())
+    with DirectoryLock(dst, "llmscratch convert"):
+        return save_checkpoint(
+            dst, ck.model, ck.tokenizer, config, {"t": 0, "arrays": {}}, state, ck.task_runner.meta()
+        )
 
 
 def grow_vocabulary(bk: Backend, params: dict[str, Any], specs: dict[str, Any], source: str) -> dict[str, Any]:

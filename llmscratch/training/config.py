@@ -70,6 +70,7 @@ class TrainConfig(Architecture):
     eval_iters: int = 20  # lm: batches per estimate; classify/seq2seq evaluate the whole validation split
     log_interval: int = 10  # steps between reading the loss back from the device
     out_dir: str | None = None  # where checkpoints go; None: keep none (the CLI defaults to ./out)
+    keep_checkpoints: int = 2  # the newest checkpoints kept: an older one stays if the newest is damaged
     tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard (pip install tensorboard)
     seed: int = 1337
 
@@ -79,7 +80,14 @@ class TrainConfig(Architecture):
         task_class(self.task)  # a known task, else a one-line error that lists them
         if self.train_on not in TRAIN_ON:
             raise ConfigError(f"train_on must be one of {', '.join(TRAIN_ON)}, got {self.train_on!r}")
-        for name in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        for name in (
+            "batch_size",
+            "gradient_accumulation_steps",
+            "eval_interval",
+            "eval_iters",
+            "log_interval",
+            "keep_checkpoints",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_iters", "warmup_iters", "lr_decay_iters"):

@@ -4,7 +4,8 @@ Each line is one history entry (a logged step: step, train_loss, lr, tokens_per_
 val_loss, eval_train_loss, accuracy ...), appended when the trainer records it, so a run can be plotted while
 it trains and keeps the steps after its last checkpoint. A resumed run first rewrites the file (atomically)
 from the checkpoint's own history, so steps that the resume repeats are not there twice. A line cut short by
-a crash is skipped when reading.
+a crash is skipped when reading; a line the disk refuses (full, read-only) is cut back off and the run
+stops with one line saying so.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..util.atomic import atomic_write
+from ..util.atomic import append_line, atomic_write, disk_errors
 from ..util.errors import ConfigError
 
 FILE = "metrics.jsonl"
@@ -39,13 +40,13 @@ class MetricsLog:
             self.board = Writer(str(Path(out_dir) / "tensorboard"))
 
     def append(self, entry: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(_line(entry))
+        append_line(self.path, _line(entry))
         if self.board is not None:
-            for name, value in entry.items():
-                if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.board.add_scalar(name, float(value), step=entry["step"])
-            self.board.flush()
+            with disk_errors(self.path.parent / "tensorboard"):
+                for name, value in entry.items():
+                    if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                        self.board.add_scalar(name, float(value), step=entry["step"])
+                self.board.flush()
 
     def close(self) -> None:
         """Ends the TensorBoard writer (its files, its thread); metrics.jsonl is closed after every line."""

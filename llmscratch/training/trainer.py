@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from ..models.base import draw_params, init_params
 from ..tasks import DROPOUT, Task, task_class
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer
+from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, TrainingDivergedError
 from . import checkpoint as ckpt_io
 from .config import TrainConfig, resolve_config
@@ -145,18 +147,40 @@ class Trainer:
         self.world = World.from_env(self.bk, cfg.dist_backend)
         self.progress = progress and self.world.is_main
         self.out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+        self.lock = None  # rank 0 writes the checkpoints, so it alone holds the output directory's lock
+        if self.out_dir is not None and self.world.is_main:
+            self.lock = DirectoryLock(self.out_dir, "llmscratch train").acquire()
+        try:
+            self._start(resume)
+            self._open_log()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, resume: bool) -> None:
+        """The task, the model and the optimizer: resumed from out_dir, from --init-from, or new."""
+        cfg = self.cfg
         self.history: list[dict[str, Any]] = []
         self.skipped: dict[int, float] = {}  # fp16: step -> the loss scale after its overflow, until logged
         self.start = 0
         self.checkpoint_dir: Path | None = None
         if resume:
             self._resume()
+        elif self.out_dir is not None and ckpt_io.has_checkpoint(self.out_dir):
+            raise CheckpointError(
+                f"{self.out_dir} already holds a run ({(self.out_dir / ckpt_io.POINTER).read_text().strip()}); "
+                "continue it with --resume, or choose another --out (nothing was changed)"
+            )
         elif cfg.init_from:
             self._start_from(cfg.init_from)
         else:
             self.task: Task = task_class(cfg.task)(cfg)
             self.task.prepare()
             self._build(self.task.model_config())
+
+    def _open_log(self) -> None:
+        """metrics.jsonl (and TensorBoard's files) on rank 0; every rank checks it starts as rank 0 does."""
+        cfg = self.cfg
         self.task.world = self.world
         if cfg.tensorboard and self.out_dir is None:
             raise ConfigError("--tensorboard writes its event files beside the checkpoints: give an out_dir (--out)")
@@ -185,7 +209,12 @@ class Trainer:
             raise CheckpointError("cannot resume without an output directory: pass the out_dir (--out) to continue")
         if not ckpt_io.has_checkpoint(self.out_dir):
             raise CheckpointError(f"cannot resume: no checkpoint in {self.out_dir} (drop --resume to start a new run)")
-        ck = ckpt_io.load(self.out_dir, backend=self.master_bk)
+        ck, passed_over = ckpt_io.load_newest_sound(self.out_dir, backend=self.master_bk)
+        if self.world.is_main:
+            for why in passed_over:
+                print(
+                    f"{why}; resuming from {ck.path.name} (step {ck.step}), the newest that verifies", file=sys.stderr
+                )
         if ck.task != self.cfg.task:
             raise ConfigError(
                 f"the checkpoint in {self.out_dir} was trained for task {ck.task!r}, not {self.cfg.task!r}"
@@ -287,7 +316,15 @@ class Trainer:
             return self.task.evaluate(self.model, it)
 
     def save(self, it: int) -> None:
+        """A checkpoint of step it (rank 0; with an out_dir). Weights that are no longer finite are never saved:
+        the run stops, naming the step, and the last good checkpoint stays."""
         if self.out_dir is not None and self.world.is_main:
+            xp = self.master_bk.xp
+            if not all(bool(xp.all(xp.isfinite(w))) for w in self.opt.weights.values()):
+                raise TrainingDivergedError(
+                    f"the weights became NaN or infinite by step {it}; {self._last_good()}. "
+                    "Lower --learning-rate or --grad-clip"
+                )
             state = {"step": it, "history": self.history}
             if self.precision.scaler is not None:
                 state["loss_scaler"] = self.precision.scaler.state_dict()
@@ -300,7 +337,17 @@ class Trainer:
                 state,
                 self.task.meta(),
                 weights=self.opt.weights,
+                keep=self.cfg.keep_checkpoints,
             )
+
+    def _last_good(self) -> str:
+        return f"the last good checkpoint is {self.checkpoint_dir}" if self.checkpoint_dir else "no checkpoint was kept"
+
+    def close(self) -> None:
+        """Lets go of the output directory's lock (run() does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ---- the loop ------------------------------------------------------------------------------------------
 
@@ -324,13 +371,9 @@ class Trainer:
                 comm = {"allreduce_ms": (self.world.comm_seconds - comm_start) * 1e3 / len(pending)}
             for (it, _, lr, _), value in zip(pending, values, strict=True):
                 if not math.isfinite(value):
-                    where = (
-                        f"the last good checkpoint is {self.checkpoint_dir}"
-                        if self.checkpoint_dir
-                        else "no checkpoint was kept"
-                    )
                     raise TrainingDivergedError(
-                        f"the loss became {value} at step {it}; {where}. Lower --learning-rate or --grad-clip"
+                        f"the loss became {value} at step {it}; {self._last_good()}. "
+                        "Lower --learning-rate or --grad-clip"
                     )
                 entry = {"step": it, "train_loss": value, "val_loss": None, "lr": lr, "tokens_per_s": tps}
                 if self.precision.scaler is not None:  # fp16: was this step skipped on overflow?
@@ -385,6 +428,7 @@ class Trainer:
             if self.metrics is not None:
                 self.metrics.close()
             self.world.close()
+            self.close()
             self.task.world = World(self.bk)  # the model evaluates alone from here on
         return TrainResult(
             self.model, self.tokenizer, c, self.history, self.checkpoint_dir, self.task, interrupted, self.world.is_main

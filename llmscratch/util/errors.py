@@ -38,6 +38,14 @@ class TokenizerError(LLMScratchError, ValueError):
     """A tokenizer file or argument that cannot be used."""
 
 
+class WriteError(LLMScratchError, OSError):
+    """A file or directory that could not be written: the disk is full, over quota, read-only or failing."""
+
+
+class DirectoryInUseError(LLMScratchError, RuntimeError):
+    """An output directory that another process is writing."""
+
+
 class TrainingDivergedError(LLMScratchError, RuntimeError):
     """The loss became NaN or infinite."""
 
