@@ -144,7 +144,7 @@ def test_truncated_weights_are_refused(trained):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda d: (d / "config.json").write_text("{not json"), "config.json is corrupt"),
+        (lambda d: (d / "config.json").write_text("{not json"), "config.json is not valid JSON"),
         (lambda d: (d / "state.json").unlink(), "state.json is missing"),
         (lambda d: (d / "tokenizer.json").write_text('{"type": "sentencepiece"}'), "is not a llmscratch tokenizer"),
         (

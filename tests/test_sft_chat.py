@@ -115,7 +115,7 @@ def test_fit_conversation_drops_the_oldest_turns_but_keeps_the_system_message():
     [
         (
             '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n{"messages": [',
-            "c.jsonl:2: not valid JSON",
+            "c.jsonl:2 is not valid JSON",
         ),
         ('{"messages": [{"role": "user", "content": "a"}]}', "c.jsonl:1: the conversation has no assistant message"),
         ('{"messages": [{"role": "robot", "content": "a"}]}', "c.jsonl:1: message 1 must be"),

@@ -69,7 +69,7 @@ def test_readers_take_csv_jsonl_and_tsv(tmp_path):
         ("a.csv", "sentence,label\nhi,x\n", read_classification, r"a.csv: the CSV header must have 'text' and 'label'"),
         ("a.csv", "text,label\nhi,x\nho,x\n", read_classification, r"every example has the label 'x'; .*two classes"),
         ("a.csv", "text,label\nhi,x\n ,y\n", read_classification, r"a.csv:3: the text is empty"),
-        ("a.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"\n', read_classification, r"a.jsonl:2: not valid JSON"),
+        ("a.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"\n', read_classification, r"a.jsonl:2 is not valid JSON"),
         ("a.jsonl", '{"text": "a", "label": "x"}\n{"label": "y"}\n', read_classification, r"a.jsonl:2: .*'text'"),
         ("a.txt", "hi,x\n", read_classification, r"must be a .csv or .jsonl file"),
         ("p.tsv", "one\tun\ntwo deux\n", read_pairs, r"p.tsv:2: no tab; each line must be source<TAB>target"),

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..util.errors import DataError
+from ..util.reading import json_lines
 
 
 def _read(path: Path) -> str:
@@ -31,20 +31,17 @@ def _read(path: Path) -> str:
         raise DataError(f"{path} is not UTF-8 text (offset {e.start}); convert it to UTF-8") from None
 
 
-def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """(line number, object) for every non-blank line; a line that is not JSON is an error naming it."""
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield n, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank line, read a line at a time; a line that is not JSON is an
+    error naming it."""
+    if not path.is_file():
+        raise DataError(f"no data file at {path}; pass a CSV, TSV or JSONL file as data")
+    return json_lines(path, DataError)
 
 
-def _jsonl(path: Path, text: str, keys: tuple[str, str]) -> list[tuple[int, str, str]]:
+def _jsonl(path: Path, keys: tuple[str, str]) -> list[tuple[int, str, str]]:
     rows = []
-    for n, obj in _json_lines(path, text):
+    for n, obj in _json_lines(path):
         if not isinstance(obj, dict) or any(k not in obj for k in keys):
             raise DataError(f"{path}:{n}: each line must be an object with keys {keys[0]!r} and {keys[1]!r}")
         a, b = obj[keys[0]], obj[keys[1]]
@@ -67,11 +64,10 @@ def _check_rows(path: Path, rows: list[tuple[int, str, str]], names: tuple[str, 
 def read_classification(path: str | Path) -> list[tuple[str, str]]:
     """-> [(text, label)] from a CSV (header with text,label) or JSONL file."""
     path = Path(path)
-    text = _read(path)
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows = _jsonl(path, text, ("text", "label"))
+        rows = _jsonl(path, ("text", "label"))
     elif path.suffix.lower() == ".csv":
-        reader = csv.reader(io.StringIO(text))
+        reader = csv.reader(io.StringIO(_read(path)))
         header = next(reader, [])
         if "text" not in header or "label" not in header:
             raise DataError(
@@ -99,12 +95,11 @@ def read_classification(path: str | Path) -> list[tuple[str, str]]:
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """-> [(source, target)] from a TSV (source<TAB>target) or JSONL file."""
     path = Path(path)
-    text = _read(path)
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows = _jsonl(path, text, ("source", "target"))
+        rows = _jsonl(path, ("source", "target"))
     elif path.suffix.lower() in (".tsv", ".txt"):
         rows = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(_read(path).splitlines(), 1):
             if not line.strip():
                 continue
             if "\t" not in line:
@@ -125,7 +120,7 @@ def read_chat(path: str | Path, need_assistant: bool = True) -> list[list[dict[s
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f'{path}: chat data must be a .jsonl file of {{"messages": [...]}} lines')
     out = []
-    for n, obj in _json_lines(path, _read(path)):
+    for n, obj in _json_lines(path):
         if not isinstance(obj, dict) or "messages" not in obj:
             raise DataError(f"{path}:{n}: each line must be an object with a 'messages' list")
         messages = check_messages(obj["messages"], f"{path}:{n}")

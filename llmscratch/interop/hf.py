@@ -29,6 +29,7 @@ from ..tokenizers import Tokenizer, find_tokenizer
 from ..tokenizers.hf import with_task_tokens
 from ..util.atomic import write_directory
 from ..util.errors import CheckpointError, ConfigError
+from ..util.reading import read_json
 from ..util.tensors import read_safetensors
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
 
@@ -48,24 +49,16 @@ class HFModel:
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-    """A Hugging Face model directory (config.json naming a model_type), not a llmscratch checkpoint."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        d = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(d, dict) and ("model_type" in d or "architectures" in d) and "train" not in d
+    """A Hugging Face model directory: a config.json without the state.json of a llmscratch checkpoint (what
+    the config says, or why it cannot be read, is read_hf's to tell)."""
+    return (Path(path) / "config.json").is_file() and not (Path(path) / "state.json").is_file()
 
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -73,6 +66,20 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         return read_safetensors(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the model directory is incomplete") from None
+
+
+def _inside(path: Path, name: object) -> Path:
+    """The shard an index names, if it lies in the model directory: a plain relative name, whose file (links
+    followed) is in the directory, or, for a Hugging Face cache snapshot, in its repository's blobs folder."""
+    index = path / INDEX
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{index} names {name!r}, which is not a file inside {path}; it is refused")
+    shard = path / name
+    real, home = shard.resolve(), path.resolve()
+    blobs = home.parent.parent / "blobs" if home.parent.name == "snapshots" else None
+    if not (real.is_relative_to(home) or (blobs is not None and real.is_relative_to(blobs))):
+        raise CheckpointError(f"{index} names {name!r}, a link to {real} outside {path}; it is refused")
+    return shard
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:
@@ -85,7 +92,7 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path / INDEX} has no weight_map")
         out: dict[str, np.ndarray] = {}
         for shard in sorted(set(weight_map.values())):
-            out.update(_read_safetensors(path / shard))
+            out.update(_read_safetensors(_inside(path, shard)))
         return out
     pickled = [p for p in PICKLES if (path / p).exists()]
     if pickled:

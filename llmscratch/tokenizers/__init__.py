@@ -6,12 +6,12 @@ ids = tok.encode("To be"); text = tok.decode(ids)      # a directory with one (G
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..util.errors import TokenizerError
+from ..util.reading import read_json
 from .base import Tokenizer
 from .bpe import BPETokenizer
 from .char import CharTokenizer
@@ -50,13 +50,9 @@ def load(path: str | os.PathLike) -> Tokenizer:
     if path.suffix == ".txt" and path.is_file():
         return load_vocab_txt(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        d = read_json(path, TokenizerError)
     except FileNotFoundError:
         raise TokenizerError(f"no tokenizer file at {path}") from None
-    try:
-        d = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid JSON ({e}); it may be truncated") from None
     if isinstance(d, dict) and "model" in d and "type" not in d:  # a Hugging Face tokenizer.json
         return from_tokenizer_json(d, str(path))
     return from_json_dict(d, str(path))

@@ -16,7 +16,6 @@ and matches the textbook loop in tests/test_bpe.py merge for merge.
 from __future__ import annotations
 
 import heapq
-import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
@@ -27,6 +26,7 @@ from typing import Any
 import regex
 
 from ..util.errors import TokenizerError
+from ..util.reading import read_json, read_text
 from .base import SpecialTokens, Tokenizer
 
 PATTERNS = {
@@ -248,10 +248,12 @@ class BPETokenizer(Tokenizer):
         """GPT-2's own files (encoder.json + vocab.bpe, or a Hugging Face repository's vocab.json +
         merges.txt): encodes exactly as GPT-2 does, ids included."""
         try:
-            encoder: dict[str, int] = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-            lines = Path(vocab_bpe).read_text(encoding="utf-8").splitlines()
-        except (OSError, json.JSONDecodeError) as e:
+            encoder = read_json(Path(encoder_json), TokenizerError)
+            lines = read_text(Path(vocab_bpe), TokenizerError).splitlines()
+        except OSError as e:
             raise TokenizerError(f"cannot read GPT-2 tokenizer files: {e}") from None
+        if not isinstance(encoder, dict) or not all(isinstance(i, int) for i in encoder.values()):
+            raise TokenizerError(f"{encoder_json} must map each token to its id")
         merges = [line for line in lines if line and not line.startswith("#version")]
         specials = {tok: i for tok, i in encoder.items() if tok.startswith("<|") and tok.endswith("|>")}
         return cls.from_vocab_merges(encoder, merges, "gpt2", specials, source=f"{vocab_bpe} and {encoder_json}")

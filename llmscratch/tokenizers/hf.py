@@ -8,11 +8,11 @@ else (another model type, a normalizer on a BPE, a prefix space) is a one-line e
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..util.errors import TokenizerError
+from ..util.reading import read_json
 from .base import Tokenizer
 from .bpe import BPETokenizer
 from .char import CharTokenizer
@@ -162,9 +162,10 @@ def _lowercase_setting(directory: Path) -> bool:
     """do_lower_case from a BERT directory's tokenizer_config.json (True, BertTokenizer's default, if absent)."""
     config = directory / "tokenizer_config.json"
     try:
-        return bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
-    except (OSError, ValueError):
+        settings = read_json(config, TokenizerError)
+    except (OSError, TokenizerError):
         return True
+    return bool(settings.get("do_lower_case", True)) if isinstance(settings, dict) else True
 
 
 def load_vocab_txt(path: Path) -> Tokenizer:

@@ -28,6 +28,7 @@ from typing import Any
 import regex
 
 from ..util.errors import TokenizerError
+from ..util.reading import read_text
 from .base import SpecialIds, SpecialTokens, Tokenizer
 from .bpe import BPETokenizer
 
@@ -233,8 +234,8 @@ class WordPieceTokenizer(Tokenizer):
     def from_vocab_txt(cls, path: str | Path, lowercase: bool = True) -> WordPieceTokenizer:
         """A BERT vocab.txt: one token per line, the line number its id."""
         try:
-            lines = Path(path).read_text(encoding="utf-8").split("\n")
-        except (OSError, UnicodeDecodeError) as e:
+            lines = read_text(Path(path), TokenizerError).split("\n")
+        except OSError as e:
             raise TokenizerError(f"cannot read the WordPiece vocabulary {path}: {e}") from None
         if lines and lines[-1] == "":
             lines.pop()

@@ -50,6 +50,7 @@ from ..tokenizers import Tokenizer, from_json_dict
 from ..util.atomic import atomic_write, require_empty, write_directory
 from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, LLMScratchError
+from ..util.reading import read_json
 from ..util.tensors import read_safetensors, tensors_to_bytes
 from .config import TrainConfig
 
@@ -183,11 +184,9 @@ class Checkpoint(UsesModel):
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path, CheckpointError)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint file {path} is corrupt ({e})") from None
 
 
 def load_train_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from ..backends.distributed import check_dist_backend
 from ..models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
 from ..tasks import task_class
 from ..util.errors import ConfigError, did_you_mean
+from ..util.reading import read_text
 from .precision import check_precision
 
 if sys.version_info >= (3, 11):
@@ -170,11 +171,11 @@ def preset_names() -> list[str]:
 def read_toml(path: str | Path, source: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values = tomllib.loads(read_text(path, ConfigError))
     except FileNotFoundError:
         raise ConfigError(f"no config file at {path}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {str(e) or 'nested too deeply'}") from None
     check_keys(values, source or str(path))
     return values
 

@@ -53,13 +53,17 @@ class DirectoryLock:
         self.path = Path(path)
         self.what = what
         self._fd: int | None = None
+        self._made: Path | None = None  # the outermost folder acquire() created, if any
 
     def acquire(self) -> DirectoryLock:
+        missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)
+        self._made = missing[-1] if missing else None
         lock = self.path / LOCK_FILE
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
             os.close(fd)
+            self._made = None
             raise DirectoryInUseError(_in_use_message(self.path, _owner(lock)))
         os.ftruncate(fd, 0)
         os.write(fd, f"{self.what} (pid {os.getpid()} on {socket.gethostname()})\n".encode())
@@ -67,9 +71,17 @@ class DirectoryLock:
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the file drops the lock
-            self._fd = None
+        """Drops the lock; a directory that acquire() created and nothing else was written to is removed."""
+        if self._fd is None:
+            return
+        if self._made is not None and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+            (self.path / LOCK_FILE).unlink()
+            for folder in (self.path, *self.path.parents):
+                folder.rmdir()
+                if folder == self._made:
+                    break
+        os.close(self._fd)  # closing the file drops the lock
+        self._fd = None
 
     def __enter__(self) -> DirectoryLock:
         return self.acquire()

@@ -3,7 +3,6 @@ safetensors.numpy cannot read back by itself)."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import safetensors.numpy
 
 from .errors import CheckpointError
+from .reading import parse_json
 
 SAFETENSORS_DTYPES = {
     "F64": np.float64,
@@ -21,6 +21,7 @@ SAFETENSORS_DTYPES = {
     "I64": np.int64,
     "I32": np.int32,
 }
+HEADER_LIMIT = 100_000_000  # bytes: the bound the safetensors library itself sets
 
 
 def tensors_to_bytes(host: dict[str, np.ndarray]) -> bytes:
@@ -32,7 +33,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """A safetensors file -> its tensors, as read-only NumPy views of the file mapped into memory (nothing is
     read until used, so a model is never held twice; bfloat16 through ml_dtypes). The format: an 8-byte
     little-endian header length, a JSON header {name: {dtype, shape, data_offsets: [begin, end]}}, the data.
-    A missing file raises FileNotFoundError; a truncated or malformed one is a one-line CheckpointError."""
+    A header longer than the file, or than ``HEADER_LIMIT``, is refused before it is read; every entry is
+    checked (its types, its bytes inside the file) before any tensor is made. A missing file raises
+    FileNotFoundError; a truncated or malformed one is a one-line CheckpointError."""
 
     def corrupt(why: str) -> CheckpointError:
         return CheckpointError(f"{path} is corrupt ({why}); it may be truncated: write or copy it again")
@@ -40,22 +43,33 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        if n > HEADER_LIMIT:
+            raise corrupt(f"its header length {n} is more than the {HEADER_LIMIT} bytes a header may have")
         if not 0 < n <= size - 8:
-            raise corrupt("no valid header length")
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise corrupt(f"bad header: {e}") from None
+            raise corrupt(f"its header length {n} does not fit a file of {size} bytes")
+        header = parse_json(f.read(n), f"{path}'s header", CheckpointError)
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
     data = np.memmap(path, dtype=np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if not isinstance(info, dict):
+            raise corrupt(f"tensor {name!r} has no dtype, shape and data_offsets")
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))  # type: ignore[arg-type]
         if dtype is None:
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info.get('dtype')}")
-        shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not _counts(shape) or not _counts(offsets) or len(offsets) != 2:
+            raise corrupt(f"tensor {name!r} has a malformed shape or data_offsets")
+        begin, end = offsets
         if end - begin != math.prod(shape) * np.dtype(dtype).itemsize or 8 + n + end > size:
             raise corrupt(f"tensor {name} lies outside the file")
         out[name] = data[8 + n + begin : 8 + n + end].view(dtype).reshape(shape)
     return out
+
+
+def _counts(value: object) -> bool:
+    """A list of non-negative ints (a shape, or data offsets)."""
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
