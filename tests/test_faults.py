@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,61 @@ def test_a_nan_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="the loss became nan at step 3"):
         llmscratch.train(max_iters=8, eval_interval=4, log_interval=1, out_dir=str(tmp_path / "run"), **TINY)
     assert llmscratch.load(tmp_path / "run").step == 0
+
+
+# ---- stop signals ---------------------------------------------------------------------------------------
+
+HANGING_RUN = """
+import sys, time
+import llmscratch
+from llmscratch.tasks.lm import LMTask
+
+loss = LMTask.loss
+
+def hanging(self, model, it, micro, rng):
+    if it == 3:  # a step that never ends, as one stuck in a long native call
+        print("hanging", flush=True)
+        while True:
+            time.sleep(3600)
+    return loss(self, model, it, micro, rng)
+
+LMTask.loss = hanging
+llmscratch.train(out_dir=sys.argv[1], max_iters=10, eval_interval=2, stop_timeout=float(sys.argv[2]), **{tiny})
+"""
+
+
+def hanging_run(out: Path, stop_timeout: float) -> subprocess.Popen:
+    """A run that saves step 2 and then hangs inside step 3 (it prints 'hanging' when it gets there)."""
+    code = HANGING_RUN.replace("{tiny}", repr(TINY))
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, str(out), str(stop_timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for line in child.stdout:
+        if line.strip() == "hanging":
+            return child
+    raise AssertionError(child.stderr.read())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_step_that_does_not_end_is_cut_short_after_the_timeout(tmp_path):
+    child = hanging_run(tmp_path / "run", stop_timeout=0.5)
+    child.send_signal(signal.SIGTERM)
+    err = child.communicate(timeout=300)[1]  # a safety net only: the run ends half a second after the signal
+    assert child.returncode == 128 + signal.SIGTERM
+    assert "SIGTERM: stopping after this step, with a checkpoint of it" in err
+    assert "the step did not end within 0.5 s of the stop signal: exiting now; the last checkpoint is whole" in err
+    assert llmscratch.load(tmp_path / "run").step == 2 and not list((tmp_path / "run").glob(".tmp-*"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_signal_stops_at_once(tmp_path):
+    child = hanging_run(tmp_path / "run", stop_timeout=1e6)
+    child.send_signal(signal.SIGTERM)
+    assert any("stopping after this step" in line for line in child.stderr)  # told while the step still hangs
+    child.send_signal(signal.SIGINT)
+    err = child.communicate(timeout=300)[1]
+    assert child.returncode == 128 + signal.SIGINT and "a second SIGINT: exiting now" in err
+    assert llmscratch.load(tmp_path / "run").step == 2

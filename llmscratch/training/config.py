@@ -72,6 +72,7 @@ class TrainConfig(Architecture):
     log_interval: int = 10  # steps between reading the loss back from the device
     out_dir: str | None = None  # where checkpoints go; None: keep none (the CLI defaults to ./out)
     keep_checkpoints: int = 2  # the newest checkpoints kept: an older one stays if the newest is damaged
+    stop_timeout: float = 30.0  # seconds a step may still run after Ctrl-C / SIGTERM before the run exits at once
     tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard (pip install tensorboard)
     seed: int = 1337
 
@@ -100,6 +101,7 @@ class TrainConfig(Architecture):
         check_float("beta1", self.beta1, 0.0, 1.0)
         check_float("beta2", self.beta2, 0.0, 1.0)
         check_float("grad_clip", self.grad_clip, 0.0)
+        check_float("stop_timeout", self.stop_timeout, 0.0, low_open=True)
         check_dist_backend(self.backend, self.device, self.dist_backend)
         check_precision(self.precision, self.backend, self.dtype)
         if self.tokenizer == "bpe" and self.vocab_size is None:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from .config import TrainConfig, resolve_config
 from .metrics_log import MetricsLog
 from .optimizer import AdamW, learning_rate
 from .precision import LossScaler, Precision
+from .stop_signals import StopSignals
 
 
 @dataclass
@@ -67,32 +66,6 @@ class TrainResult(UsesModel):
     def last(self, metric: str) -> float | None:
         """The last value of an evaluation metric (val_loss, accuracy, exact_match) in the history."""
         return next((h[metric] for h in reversed(self.history) if h.get(metric) is not None), None)
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what a scheduler sends on preemption
-
-
-class _StopFlag:
-    """Ctrl-C or SIGTERM during training asks for a clean stop at the end of the current step, after a
-    checkpoint of it (a second Ctrl-C aborts)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
 
 
 def optimizer_for(model: Model, cfg: TrainConfig, master: dict[str, Any] | None = None) -> AdamW:
@@ -388,7 +361,7 @@ class Trainer:
             window_start, comm_start = time.perf_counter(), self.world.comm_seconds
 
         try:
-            with _StopFlag() as stop:
+            with StopSignals(c.stop_timeout) as stop:
                 for it in range(self.start, c.max_iters + 1):
                     if (it % c.eval_interval == 0 or it == c.max_iters) and not (it == self.start and self.history):
                         flush()
@@ -416,6 +389,7 @@ class Trainer:
                     if len(pending) >= c.log_interval:
                         flush()
                     if stopping:  # on every rank at once: the signal reached one of them
+                        stop.stopping()
                         flush()
                         self.save(it + 1)
                         interrupted = True
