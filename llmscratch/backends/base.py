@@ -156,6 +156,11 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work to finish (honest GPU timing). A no-op on the CPU."""
 
+    def free_memory(self) -> int | None:
+        """Bytes the arrays can still have: the host's available memory (Linux's MemAvailable), a GPU's
+        free memory; None where it cannot be read."""
+        return host_available_memory()
+
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """``with bk.peak_memory() as m: ...`` sets m.bytes to the most memory allocated inside the block beyond
@@ -173,6 +178,18 @@ class Backend:
             result.bytes = tracemalloc.get_traced_memory()[1] - start
             if not was_tracing:
                 tracemalloc.stop()
+
+
+def host_available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux): what can be allocated without swapping; None elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class PeakMemory:

@@ -90,6 +90,13 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self.cupy.cuda.get_current_stream().synchronize()
 
+    def free_memory(self) -> int | None:
+        """The device's free memory plus what CuPy's pool holds unused (it hands that out first)."""
+        pool = self.cupy.get_default_memory_pool()
+        with self.device:
+            free = self.cupy.cuda.runtime.memGetInfo()[0]
+        return free + pool.free_bytes()
+
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """The peak of CuPy's memory pool in use, followed allocation by allocation with a MemoryHook."""

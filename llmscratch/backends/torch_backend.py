@@ -86,6 +86,9 @@ class TorchBackend(Backend):
         if self.is_gpu:
             self.torch.cuda.synchronize(self.device)
 
+    def free_memory(self) -> int | None:
+        return self.torch.cuda.mem_get_info(self.device)[0] if self.is_gpu else super().free_memory()
+
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:
         """CUDA: torch's allocator peak. CPU: the process's peak resident memory (torch's CPU allocator is

@@ -72,6 +72,7 @@ class TrainConfig(Architecture):
     log_interval: int = 10  # steps between reading the loss back from the device
     out_dir: str | None = None  # where checkpoints go; None: keep none (the CLI defaults to ./out)
     keep_checkpoints: int = 2  # the newest checkpoints kept: an older one stays if the newest is damaged
+    check_memory: bool = True  # refuse a run whose estimated memory exceeds what the device has free
     stop_timeout: float = 30.0  # seconds a step may still run after Ctrl-C / SIGTERM before the run exits at once
     tensorboard: bool = False  # also write TensorBoard event files to out_dir/tensorboard (pip install tensorboard)
     seed: int = 1337

@@ -39,6 +39,7 @@ from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, TrainingDivergedError
 from . import checkpoint as ckpt_io
 from .config import TrainConfig, resolve_config
+from .memory import check_training_memory, estimate_training_memory
 from .metrics_log import MetricsLog
 from .optimizer import AdamW, learning_rate
 from .precision import LossScaler, Precision
@@ -173,7 +174,13 @@ class Trainer:
         return self.task.tokenizer
 
     def _build(self, model_cfg: Any, weights: dict[str, Any] | None = None) -> None:
-        """The model and its optimizer from weights in the master dtype (None: drawn from the seed)."""
+        """The model and its optimizer from weights in the master dtype (None: drawn from the seed), once the
+        memory they will need is known to be there (llmscratch.training.memory)."""
+        c = self.cfg
+        if c.check_memory:
+            accumulation = c.gradient_accumulation_steps // self.world.size
+            need = estimate_training_memory(model_cfg, c.batch_size, accumulation, self.bk, self.precision.has_master)
+            check_training_memory(need, self.bk, f"batch_size {c.batch_size} × block_size {model_cfg.block_size}")
         self.model, self.opt = build_for_training(model_cfg, self.cfg, self.precision, weights)
         self.model.training = True  # dropout on while training; evaluation turns it off for its while
 

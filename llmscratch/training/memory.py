@@ -1,0 +1,75 @@
+"""What a training run will need in memory, estimated before anything is allocated, against what there is.
+
+For P parameters and a micro-batch of N = batch_size · block_size tokens, in bytes of the arrays' dtype:
+
+    weights, gradients, AdamW's m and v     4 · P      (+ one more gradient buffer with accumulation)
+    float32 master weights (bf16 / fp16)     P in float32, beside the 16-bit copy
+    activations kept for the backward        N · (per_layer · layers + 20·C + 3·V)
+    per_layer                                12·C + m·F + 2·H·T   (F: the MLP width, H heads, T block_size)
+
+The per-token counts are what the layers' caches hold: a block keeps about a dozen (N, C) arrays (inputs of
+the norms and projections, q, k, v, the attention output), m = 4 of (N, F) in its MLP (7 for SwiGLU, whose
+gate and up projections are both kept), and up to two
+(H, T) rows of attention probabilities per token (the naive kernel's scores and probabilities; the tiled
+ones keep one); the ends keep the embeddings, the final norm, the logits, their probabilities and their
+gradient (3·V). A measured step takes between half the estimated activations and all of them plus its
+gradients (tests/test_memory_estimate.py): the estimate errs on the side of refusing, and ``check_memory=False``
+(``--no-check-memory``) runs anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..backends import Backend
+from ..models import model_class
+from ..util.atomic import size_text
+from ..util.errors import ConfigError
+
+PER_LAYER = (12, 4, 2)  # activations per token and block: this many times C, F and H·T
+MLP_ARRAYS = {"swiglu": 7}  # the F multiple of an MLP that keeps more than 4
+AT_THE_ENDS = (20, 3)  # activations per token outside the blocks: this many times C and V
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters: int  # bytes of weights, gradients and optimizer state (and master weights)
+    activations: int  # bytes the forward keeps for the backward, for one micro-batch
+
+    @property
+    def total(self) -> int:
+        return self.parameters + self.activations
+
+
+def estimate_training_memory(
+    model_cfg: Any, batch_size: int, accumulation: int, bk: Backend, master: bool
+) -> MemoryEstimate:
+    """The estimate of the module docstring for a model config (any kind) trained on backend bk; ``master``:
+    float32 master weights beside bk's 16-bit ones."""
+    count = sum(math.prod(shape) for shape, _ in model_class(model_cfg.kind).specs_for(model_cfg).values())
+    size = bk.xp.finfo(bk.dtype).bits // 8
+    copies = 4 + (accumulation > 1)
+    parameters = count * size * copies + (count * 4 if master else 0)
+    c = model_cfg
+    layers = c.n_layer + (c.decoder_layers if c.kind == "seq2seq" else 0)
+    at_c, at_f, at_ht = PER_LAYER
+    per_layer = at_c * c.n_embd + MLP_ARRAYS.get(c.mlp, at_f) * c.hidden + at_ht * c.n_head * c.block_size
+    per_token = per_layer * layers + sum(k * n for k, n in zip(AT_THE_ENDS, (c.n_embd, c.vocab_size), strict=True))
+    return MemoryEstimate(parameters, batch_size * c.block_size * per_token * size)
+
+
+def check_training_memory(estimate: MemoryEstimate, bk: Backend, sizes: str) -> None:
+    """A one-line ConfigError if the estimate exceeds the memory free on bk's device; ``sizes`` names the
+    settings that set the activations, for the message."""
+    free = bk.free_memory()
+    if free is None or estimate.total <= free:
+        return
+    where = "the GPU" if bk.is_gpu else "this machine"
+    raise ConfigError(
+        f"this run needs about {size_text(estimate.total)} (activations {size_text(estimate.activations)} for "
+        f"{sizes}, weights and optimizer state {size_text(estimate.parameters)}) and {where} has "
+        f"{size_text(free)} free; lower --batch-size (more --gradient-accumulation-steps keeps the batch) or "
+        "--block-size, or pass --no-check-memory to try anyway"
+    )
