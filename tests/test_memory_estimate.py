@@ -81,3 +81,18 @@ def test_a_run_that_cannot_fit_is_refused_before_it_starts(tmp_path, monkeypatch
     argv = ["train", *flags(**tiny()), "--max-iters", "1", "--eval-interval", "1", "--out", str(out), "--quiet"]
     assert main(argv) == 2 and "has 1.0 kB free" in capsys.readouterr().err
     assert main([*argv, "--no-check-memory"]) == 0
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"kind": "gpt", "n_layer": 3, "tie_embeddings": False},
+        {"kind": "encoder", "n_layer": 3, "n_classes": 3, "pooler": True},
+        {"kind": "seq2seq", "n_layer": 3, "n_decoder_layer": 5, "src_vocab_size": 40},
+    ],
+)
+def test_the_parameter_count_is_the_specs_without_enumerating_every_block(shape):
+    cfg = ModelConfig(vocab_size=65, **shape)
+    assert memory.parameter_count(cfg) == sum(math.prod(s) for s, _ in model_class(cfg.kind).specs_for(cfg).values())
+    huge = ModelConfig(vocab_size=65, **(shape | {"n_layer": 10**40}))
+    assert memory.parameter_count(huge) > 10**40  # counted, not built

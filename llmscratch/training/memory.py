@@ -20,7 +20,7 @@ gradients (tests/test_memory_estimate.py): the estimate errs on the side of refu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..backends import Backend
@@ -43,12 +43,25 @@ class MemoryEstimate:
         return self.parameters + self.activations
 
 
+def parameter_count(cfg: Any) -> int:
+    """The parameters of a model config, from its specs at one and two blocks per stack (every block of a
+    stack has the same parameters), so that no absurd n_layer is ever enumerated."""
+
+    def count(encoder: int, decoder: int) -> int:
+        small = replace(cfg, n_layer=encoder, n_decoder_layer=decoder)
+        return sum(math.prod(shape) for shape, _ in model_class(cfg.kind).specs_for(small).values())
+
+    base = count(1, 1)
+    per_block, per_decoder_block = count(2, 1) - base, count(1, 2) - base  # the second is 0 with one stack
+    return base + (cfg.n_layer - 1) * per_block + (cfg.decoder_layers - 1) * per_decoder_block
+
+
 def estimate_training_memory(
     model_cfg: Any, batch_size: int, accumulation: int, bk: Backend, master: bool
 ) -> MemoryEstimate:
     """The estimate of the module docstring for a model config (any kind) trained on backend bk; ``master``:
     float32 master weights beside bk's 16-bit ones."""
-    count = sum(math.prod(shape) for shape, _ in model_class(model_cfg.kind).specs_for(model_cfg).values())
+    count = parameter_count(model_cfg)
     size = bk.xp.finfo(bk.dtype).bits // 8
     copies = 4 + (accumulation > 1)
     parameters = count * size * copies + (count * 4 if master else 0)
