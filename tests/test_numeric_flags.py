@@ -1,5 +1,7 @@
 """Every numeric flag of every command, given zero, a negative, NaN, infinities and absurdly large values:
-each is either refused in one line (status 2, no traceback) or accepted because it means something.
+each is either refused in one line (status 2, no traceback) or accepted because it means something. The
+same for the Python API: every numeric field of ``train()``'s config, and every numeric generation option of
+``sample()``, given those values and values of the wrong type.
 
 The walk reads the parser itself, so a flag added later is walked too. What "accepted" is checked against
 depends on the command: ``train``'s values must make a valid TrainConfig whose memory the machine has (the
@@ -10,6 +12,8 @@ runs for real on a tiny checkpoint; the rest are checked by their parsers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 
 import pytest
 from conftest import tiny
@@ -118,3 +122,45 @@ def test_a_numeric_flag_is_refused_in_one_line_or_accepted(command, flag, checkp
             assert "\n" not in str(e), (value, e)
         err = capsys.readouterr().err
         assert "Traceback" not in err and err.count("\n") <= 1, (value, err)
+
+
+# ---- the Python API ---------------------------------------------------------------------------------------
+
+PY_VALUES = [0, -1, 0.5, math.nan, math.inf, -math.inf, 1e30, 10**40, True, "3", [1]]
+
+
+def numeric_fields(cls: type) -> list[str]:
+    """The fields of a dataclass whose annotation names int or float."""
+    return [f.name for f in dataclasses.fields(cls) if any(t in str(f.type) for t in ("int", "float"))]
+
+
+@pytest.mark.parametrize("name", numeric_fields(llmscratch.TrainConfig))
+def test_a_numeric_train_argument_is_refused_in_one_line_or_accepted(name):
+    """``train(name=value)``: the config is made, or refused in one line, before anything runs; an accepted
+    one must also pass the memory check a run makes first."""
+    from llmscratch.backends import get_backend
+    from llmscratch.models import ModelConfig
+    from llmscratch.training.memory import check_training_memory, estimate_training_memory
+
+    for value in PY_VALUES:
+        try:
+            cfg = resolve_config(**{name: value})
+            sizes = {"encoder": {"n_classes": 2}, "seq2seq": {"src_vocab_size": 100}}.get(cfg.kind, {})
+            model = ModelConfig(kind=cfg.kind, vocab_size=100, **sizes, **cfg.architecture())
+            bk = get_backend(cfg.backend, cfg.device, cfg.dtype)
+            check_training_memory(estimate_training_memory(model, cfg.batch_size, 1, bk, False), bk, "")
+        except LLMScratchError as e:
+            assert "\n" not in str(e), (value, e)  # naming name, or the field it must agree with
+
+
+@pytest.mark.parametrize("name", numeric_fields(GenerationOptions))
+def test_a_numeric_generation_option_is_refused_in_one_line_or_generates(name, checkpoint):
+    """``sample(prompt, name=value)`` on a tiny checkpoint: text, or one line naming the option."""
+    ck = llmscratch.load(checkpoint)
+    for value in PY_VALUES:
+        try:
+            text = ck.sample("ab", max_new_tokens=3, **{name: value})
+        except LLMScratchError as e:
+            assert "\n" not in str(e) and name in str(e), (value, e)
+        else:
+            assert isinstance(text, str) and text.startswith("ab"), (value, text)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.batches import pad_left
 from ..models import GPT, Seq2Seq
-from ..models.kv_cache import KVCache
+from ..models.kv_cache import KVCache, check_kv_cache_fits
 
 
 def last_logits(bk: Any, logits: Any) -> np.ndarray:
@@ -38,10 +38,19 @@ class GPTDecoder:
         self.model, self.window, self.max_new_tokens = model, model.config.block_size, max_new_tokens
         self.cache: KVCache | None = None
 
+    def _room(self, longest: int) -> int:
+        """The cache's positions for prompts of at most ``longest`` tokens."""
+        longest = min(longest, self.window)
+        return self.window if self.max_new_tokens is None else min(self.window, longest + self.max_new_tokens)
+
+    def check_rows(self, n: int, longest: int) -> None:
+        """A one-line error, before anything is allocated, if n rows' cache would not fit in memory."""
+        cfg = self.model.config
+        check_kv_cache_fits(self.model.bk, cfg.n_layer, n, cfg.kv_heads, self._room(longest), cfg.head_dim)
+
     def prefill(self, rows: list[list[int]]) -> np.ndarray:
         idx, pad = pad_left([r[-self.window :] for r in rows])
-        room = self.window if self.max_new_tokens is None else min(self.window, idx.shape[1] + self.max_new_tokens)
-        self.cache = self.model.new_kv_cache(len(rows), pad, room)
+        self.cache = self.model.new_kv_cache(len(rows), pad, self._room(idx.shape[1]))
         return last_logits(self.model.bk, self.model.forward(idx, kv_cache=self.cache)[0])
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
@@ -62,16 +71,22 @@ class Seq2SeqDecoder:
 
     def __init__(self, model: Seq2Seq, src: Any, src_mask: Any = None, rows_per_source: int = 1) -> None:
         self.model = model
+        self.check_rows(len(src) * rows_per_source, 0)
         state = model.start(src, src_mask)
         if rows_per_source > 1:
             state = self._take(state, np.repeat(np.arange(len(src)), rows_per_source))
         self.state = state
 
+    def check_rows(self, n: int, longest: int) -> None:
+        """A one-line error, before anything is allocated, if n rows' cache would not fit in memory."""
+        cfg = self.model.config
+        check_kv_cache_fits(self.model.bk, cfg.decoder_layers, n, cfg.kv_heads, cfg.block_size, cfg.head_dim)
+
     def _take(self, state: Any, rows: np.ndarray) -> Any:
+        state.kv_cache.reorder(rows)  # first: it refuses rows that would not fit
         xp, index = self.model.bk.xp, self.model.bk.from_numpy(np.asarray(rows, dtype=np.int64))
         memory = [(xp.take(k, index, axis=0), xp.take(v, index, axis=0)) for k, v in state.memory_kv]
         mask = None if state.src_mask is None else xp.take(state.src_mask, index, axis=0)
-        state.kv_cache.reorder(rows)
         return state._replace(memory_kv=memory, src_mask=mask)
 
     def prefill(self, rows: list[list[int]]) -> np.ndarray:

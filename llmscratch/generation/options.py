@@ -85,10 +85,10 @@ class GenerationOptions:
             self.early_stopping in (True, False, "never"),
             f"early_stopping must be true, false or 'never', got {self.early_stopping!r}",
         )
-        whole("seed")
+        need(0 <= whole("seed") < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
         need(all(isinstance(s, str) and s for s in self.stop_strings), "stop_strings must be non-empty strings")
         need(
-            all(isinstance(i, int) and i >= 0 for i in self.eos_ids),
+            all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.eos_ids),
             f"eos_token_id must be token ids >= 0, got {self.eos_token_id!r}",
         )
         if self.num_beams > 1:
@@ -120,7 +120,7 @@ class GenerationOptions:
     @property
     def eos_ids(self) -> tuple[int, ...]:
         e = self.eos_token_id
-        return () if e is None else (e,) if isinstance(e, int) else tuple(e)
+        return () if e is None else tuple(e) if isinstance(e, (tuple, list)) else (e,)
 
     @property
     def greedy(self) -> bool:

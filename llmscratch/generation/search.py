@@ -165,6 +165,7 @@ def search(
     check_request(prompts, max_new_tokens)
     stopper = Stopper(opt, decode)
     if opt.num_beams > 1:
+        decoder.check_rows(len(prompts) * opt.num_beams, max(map(len, prompts)))
         return beam_search(decoder, prompts, max_new_tokens, opt, stopper)
     new: list[list[int]] = [[] for _ in prompts]
     for rows in token_steps(decoder, prompts, max_new_tokens, opt, stopper):

@@ -29,7 +29,7 @@ from ..tokenizers import Tokenizer, find_tokenizer
 from ..tokenizers.hf import with_task_tokens
 from ..util.atomic import write_directory
 from ..util.errors import CheckpointError, ConfigError
-from ..util.reading import read_json
+from ..util.reading import malformed, read_json
 from ..util.tensors import read_safetensors
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
 
@@ -91,8 +91,8 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{path / INDEX} has no weight_map")
         out: dict[str, np.ndarray] = {}
-        for shard in sorted(set(weight_map.values())):
-            out.update(_read_safetensors(_inside(path, shard)))
+        for shard in sorted({_inside(path, name) for name in weight_map.values()}):
+            out.update(_read_safetensors(shard))
         return out
     pickled = [p for p in PICKLES if (path / p).exists()]
     if pickled:
@@ -109,9 +109,17 @@ def _listed(names: list[str]) -> str:
 
 
 def read_hf(path: str | os.PathLike) -> HFModel:
-    """A Hugging Face model directory -> our config and tensors (see the module docstring)."""
+    """A Hugging Face model directory -> our config and tensors (see the module docstring); values of the
+    wrong type anywhere in its files are one CheckpointError line."""
     path = Path(path)
+    with malformed(str(path), CheckpointError, "a file of it is damaged, or its files do not belong together"):
+        return _read_hf(path)
+
+
+def _read_hf(path: Path) -> HFModel:
     hf = _read_json(path / "config.json")
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{path}/config.json is not a JSON object; it is damaged")
     family = family_of(hf, str(path / "config.json"))
     try:
         config = ModelConfig(**family.architecture(hf))

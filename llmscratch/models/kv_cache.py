@@ -11,6 +11,9 @@ which ``key_mask`` hides from every query, and its real tokens sit at positions 
 on. So every row has its own length (``lengths = length - pad``) and its own positions (``offsets``), while
 all rows share one slot counter and one preallocated buffer. ``reorder`` picks rows (beam search keeps the
 cache of the beam each survivor came from).
+
+The buffers take 2·L·B·Hkv·S·D numbers; a cache larger than the device's free memory (a batch of many
+prompts times many beams) is refused in one line before anything is allocated.
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend
+from ..util.atomic import size_text
+from ..util.errors import ConfigError
+
+
+def check_kv_cache_fits(bk: Backend, n_layer: int, B: int, Hkv: int, capacity: int, D: int) -> None:
+    """A one-line ConfigError if a cache of these sizes would not fit in the device's free memory."""
+    need, free = 2 * n_layer * B * Hkv * capacity * D * (bk.xp.finfo(bk.dtype).bits // 8), bk.free_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"the KV cache of {B} rows (prompts × beams) needs about {size_text(need)}, and "
+            f"{'the GPU' if bk.is_gpu else 'this machine'} has {size_text(free)} free; generate for fewer "
+            "prompts at once, or with a smaller num_beams"
+        )
 
 
 class KVCache:
@@ -27,6 +43,8 @@ class KVCache:
         self, bk: Backend, n_layer: int, B: int, Hkv: int, capacity: int, D: int, pad: np.ndarray | None = None
     ) -> None:
         self.bk = bk
+        self.sizes = n_layer, Hkv, capacity, D
+        check_kv_cache_fits(bk, n_layer, B, Hkv, capacity, D)
         self.k = [bk.zeros((B, Hkv, capacity, D)) for _ in range(n_layer)]
         self.v = [bk.zeros((B, Hkv, capacity, D)) for _ in range(n_layer)]
         self.capacity = capacity
@@ -62,6 +80,9 @@ class KVCache:
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep rows[i] as row i (B' = len(rows); a row may be repeated or dropped)."""
+        if len(rows) > len(self.pad):
+            n_layer, Hkv, capacity, D = self.sizes
+            check_kv_cache_fits(self.bk, n_layer, len(rows), Hkv, capacity, D)
         index = self.bk.from_numpy(np.asarray(rows, dtype=np.int64))
         xp = self.bk.xp
         self.k = [xp.take(k, index, axis=0) for k in self.k]

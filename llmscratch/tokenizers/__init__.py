@@ -12,7 +12,7 @@ from typing import Any
 
 from ..util.errors import TokenizerError
 from ..util.reading import read_json
-from .base import Tokenizer
+from .base import Tokenizer, checked
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .chat import ChatTokenizer, with_chat_tokens
@@ -25,13 +25,11 @@ TOKENIZERS: dict[str, type[Tokenizer]] = {
 
 
 def from_json_dict(d: Any, source: str = "tokenizer JSON") -> Tokenizer:
-    if not isinstance(d, dict) or d.get("type") not in TOKENIZERS:
-        kind = d.get("type") if isinstance(d, dict) else None
+    """A tokenizer from our JSON (``{"type": kind, ...}``), checked as ``checked`` says."""
+    kind = d.get("type") if isinstance(d, dict) else None
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
         raise TokenizerError(f"{source} is not a llmscratch tokenizer (type {kind!r}; known: {', '.join(TOKENIZERS)})")
-    try:
-        return TOKENIZERS[d["type"]].from_dict({k: v for k, v in d.items() if k != "type"})
-    except (KeyError, TypeError, ValueError) as e:
-        raise TokenizerError(f"{source} is corrupt ({type(e).__name__}: {e}); save the tokenizer again") from None
+    return checked(source, lambda: TOKENIZERS[kind].from_dict({k: v for k, v in d.items() if k != "type"}))
 
 
 def load(path: str | os.PathLike) -> Tokenizer:
@@ -39,6 +37,10 @@ def load(path: str | os.PathLike) -> Tokenizer:
     Face tokenizer.json or BERT vocab.txt, or a directory holding one of those or GPT-2's files; a one-line
     error if it is missing, corrupt or of a kind llmscratch does not read."""
     path = Path(path)
+    return checked(str(path), lambda: _load(path))
+
+
+def _load(path: Path) -> Tokenizer:
     if path.is_dir():
         found = find_tokenizer(path)
         if found is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -15,6 +15,7 @@ import regex
 
 from ..util.atomic import atomic_write
 from ..util.errors import TokenizerError
+from ..util.reading import malformed
 
 
 @dataclass(frozen=True)
@@ -115,3 +116,18 @@ class Tokenizer(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON (atomically: an existing file is replaced whole or not at all)."""
         atomic_write(path, self.to_json())
+
+
+PROBE_IDS = 256  # the first and the last this many ids are decoded when a file is read
+
+
+def checked(source: str, build: Callable[[], Tokenizer]) -> Tokenizer:
+    """The tokenizer ``build`` makes from a parsed file, once it has decoded its first and last PROBE_IDS ids:
+    a file whose values have the wrong types, or parse but do not fit together (a merge of an id that does not
+    exist), is one TokenizerError line naming source, here rather than at its first use."""
+    with malformed(source, TokenizerError, "it is damaged, or not a tokenizer file; save the tokenizer again"):
+        tokenizer = build()
+        n = tokenizer.vocab_size
+        ids = sorted({*range(min(n, PROBE_IDS)), *range(max(0, n - PROBE_IDS), n)})
+        tokenizer.decode(ids)
+    return tokenizer

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..util.errors import TokenizerError
 from ..util.reading import read_json
-from .base import Tokenizer
+from .base import Tokenizer, checked
 from .bpe import BPETokenizer
 from .char import CharTokenizer
 from .chat import CHAT_TOKENS, ChatTokenizer
@@ -182,7 +182,8 @@ def find_tokenizer(directory: str | Path) -> Tokenizer | None:
     for names in DIRECTORY_FILES:
         if all((directory / n).is_file() for n in names):
             if len(names) == 2:
-                return BPETokenizer.from_gpt2_files(directory / names[0], directory / names[1])
+                files = directory / names[0], directory / names[1]
+                return checked(str(directory), lambda files=files: BPETokenizer.from_gpt2_files(*files))
             return load(directory / names[0])
     return None
 

@@ -50,7 +50,7 @@ from ..tokenizers import Tokenizer, from_json_dict
 from ..util.atomic import atomic_write, require_empty, write_directory
 from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, LLMScratchError
-from ..util.reading import read_json
+from ..util.reading import malformed, read_json, read_text
 from ..util.tensors import read_safetensors, tensors_to_bytes
 from .config import TrainConfig
 
@@ -67,9 +67,9 @@ def _checkpoint_dir(path: Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: the directory does not exist (train first, or check the path)")
     if (path / POINTER).is_file():
-        name = (path / POINTER).read_text().strip()
+        name = read_text(path / POINTER, CheckpointError, limit=4096).strip()
         target = path / name
-        if not target.is_dir():
+        if Path(name).name != name or name in ("", ".", "..") or not target.is_dir():
             raise CheckpointError(
                 f"{path}/{POINTER} names {name!r}, which is missing; the output directory was altered"
             )
@@ -139,7 +139,7 @@ def verify_checkpoint(ckpt: Path, digests: bool = True, only: str | None = None)
     whose size (always) or SHA-256 (with ``digests``) differs from what was written. A format-2 checkpoint
     has no record to check."""
     if not (ckpt / DIGESTS).is_file():
-        if _read_json(ckpt / "state.json").get("format_version") == 2:
+        if _read_state(ckpt)["format_version"] == 2:
             return
         raise CheckpointError(f"checkpoint file {ckpt / DIGESTS} is missing; the checkpoint is incomplete")
     recorded = _read_json(ckpt / DIGESTS)
@@ -151,9 +151,9 @@ def verify_checkpoint(ckpt: Path, digests: bool = True, only: str | None = None)
         path = ckpt / name
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
-        size = path.stat().st_size
-        if not isinstance(want, dict) or size != want.get("size"):
-            raise CheckpointError(f"{path} is damaged: {size} bytes, {want.get('size')} were written")
+        size, want = path.stat().st_size, want if isinstance(want, dict) else {}
+        if size != want.get("size"):
+            raise CheckpointError(f"{path} is damaged: {size} bytes, {want.get('size')!r} were written")
         if digests and _sha256(path) != want.get("sha256"):
             raise CheckpointError(f"{path} is damaged: its bytes are not the ones written (SHA-256 differs)")
 
@@ -245,25 +245,40 @@ def load_newest_sound(out_dir: str | os.PathLike, backend: str | Backend | None 
     raise CheckpointError(f"no checkpoint in {out_dir} verifies: {'; '.join(passed)}")
 
 
-def _load_checkpoint(
-    ckpt: Path, backend: str | Backend | None, device: str | None, dtype: str | None, verify: bool
-) -> Checkpoint:
+def _read_state(ckpt: Path) -> dict[str, Any]:
+    """state.json, checked: a format this version reads, a step and an optimizer step count that are counts,
+    a history that is a list of entries."""
     state = _read_json(ckpt / "state.json")
     if not isinstance(state, dict) or state.get("format_version") not in READABLE_FORMATS:
         found = state.get("format_version") if isinstance(state, dict) else None
         raise CheckpointError(
-            f"{ckpt} has checkpoint format {found}, this llmscratch reads {', '.join(map(str, READABLE_FORMATS))}"
+            f"{ckpt} has checkpoint format {found!r}, this llmscratch reads {', '.join(map(str, READABLE_FORMATS))}"
         )
+    counts = [state.get(k) for k in ("step", "optimizer_t")]
+    history = state.get("history")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not (
+        isinstance(history, list) and all(isinstance(h, dict) for h in history)
+    ):
+        raise CheckpointError(f"{ckpt}/state.json is malformed (step, optimizer_t or history); it was altered")
+    return state
+
+
+def _load_checkpoint(
+    ckpt: Path, backend: str | Backend | None, device: str | None, dtype: str | None, verify: bool
+) -> Checkpoint:
+    state = _read_state(ckpt)
     verify_checkpoint(ckpt, digests=verify)
     meta = _read_json(ckpt / "config.json")
-    try:
-        train_cfg = TrainConfig(**meta["train"])
-        model_cfg = ModelConfig.from_dict(meta["model"])
-    except (KeyError, TypeError, LLMScratchError) as e:
-        raise CheckpointError(f"{ckpt}/config.json does not describe a model this version can build ({e})") from None
-    tokenizer = from_json_dict(_read_json(ckpt / "tokenizer.json"), str(ckpt / "tokenizer.json"))
-    task_meta = meta.get("task", {})
-    expected = task_class(train_cfg.task)(train_cfg, tokenizer, task_meta).model_vocab_size
+    with malformed(f"{ckpt}/config.json", CheckpointError, "it does not describe a model this version can build"):
+        try:
+            train_cfg = TrainConfig(**meta["train"])
+            model_cfg = ModelConfig.from_dict(meta["model"])
+        except LLMScratchError as e:
+            what = f"{ckpt}/config.json does not describe a model this version can build"
+            raise CheckpointError(f"{what} ({e})") from None
+        tokenizer = from_json_dict(_read_json(ckpt / "tokenizer.json"), str(ckpt / "tokenizer.json"))
+        task_meta = meta.get("task", {})
+        expected = task_class(train_cfg.task)(train_cfg, tokenizer, task_meta).model_vocab_size
     if expected != model_cfg.vocab_size:
         raise CheckpointError(
             f"{ckpt}: the tokenizer gives {expected} token ids but the model has {model_cfg.vocab_size}; "

@@ -96,6 +96,8 @@ class TrainConfig(Architecture):
         for name in ("max_iters", "warmup_iters", "lr_decay_iters"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
         check_float("learning_rate", self.learning_rate, 0.0, low_open=True)
         check_float("min_lr", self.min_lr, 0.0)
         check_float("weight_decay", self.weight_decay, 0.0)

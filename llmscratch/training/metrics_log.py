@@ -18,6 +18,7 @@ from typing import Any
 
 from ..util.atomic import append_line, atomic_write, disk_errors
 from ..util.errors import ConfigError
+from ..util.reading import lines
 
 FILE = "metrics.jsonl"
 
@@ -60,14 +61,18 @@ def _line(entry: dict[str, Any]) -> str:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The entries of a metrics.jsonl (or of out_dir/metrics.jsonl); a torn last line is left out."""
+    """The entries of a metrics.jsonl (or of out_dir/metrics.jsonl): each line that is a JSON object with an
+    integer step. A line cut short by a crash, or damaged since, is left out: a log is drawn from what it
+    holds."""
     path = Path(path)
     if path.is_dir():
         path = path / FILE
     entries = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for _, line in lines(path, ConfigError):
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
+            entry = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(entry, dict) and type(entry.get("step")) is int:
+            entries.append(entry)
     return entries

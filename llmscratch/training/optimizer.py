@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backends import Backend
 from ..ops.adamw import AdamWStep, adamw_update, clip_scale, grad_norm
+from ..util.errors import CheckpointError
 
 
 def learning_rate(it: int, lr: float, min_lr: float, warmup_iters: int, lr_decay_iters: int) -> float:
@@ -113,8 +114,22 @@ class AdamW:
         arrays = {f"m.{n}": a for n, a in self.m.items()} | {f"v.{n}": a for n, a in self.v.items()}
         return {"t": self.t, "arrays": arrays}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.t = int(state["t"])
-        for n in self.params:
-            self.m[n] = state["arrays"][f"m.{n}"]
-            self.v[n] = state["arrays"][f"v.{n}"]
+    def load_state_dict(self, state: Mapping[str, Any], source: str = "the optimizer state") -> None:
+        """What state_dict wrote; a moment that is missing, or of another shape or dtype than the one it
+        replaces, or a step count that is not a count, is one CheckpointError naming source."""
+        t, arrays = state["t"], state["arrays"]
+        if not isinstance(t, int) or isinstance(t, bool) or t < 0:
+            raise CheckpointError(f"{source}: the optimizer's step count is {t!r}, not a count")
+        for moments, kind in ((self.m, "m"), (self.v, "v")):
+            for n, now in moments.items():
+                new = arrays.get(f"{kind}.{n}")
+                if new is None or tuple(new.shape) != tuple(now.shape) or new.dtype != now.dtype:
+                    found = "nothing" if new is None else f"{tuple(new.shape)} {new.dtype}"
+                    raise CheckpointError(
+                        f"{source}: {kind}.{n} should be {tuple(now.shape)} {now.dtype}, found {found}; "
+                        "the checkpoint was altered"
+                    )
+        self.t = t
+        for moments, kind in ((self.m, "m"), (self.v, "v")):
+            for n in moments:
+                moments[n] = arrays[f"{kind}.{n}"]

@@ -209,7 +209,8 @@ class Trainer:
                 f"the model cannot change when resuming ({', '.join(changed)} differ from the checkpoint)"
             )
         self._build(wanted, ck.model.params)
-        self.opt.load_state_dict({"t": ck.state["optimizer_t"], "arrays": ck.optimizer_arrays})
+        state = {"t": ck.state["optimizer_t"], "arrays": ck.optimizer_arrays}
+        self.opt.load_state_dict(state, f"{ck.path}/optimizer.safetensors")
         if self.precision.scaler is not None and "loss_scaler" in ck.state:
             self.precision.scaler = LossScaler.from_state(ck.state["loss_scaler"])
         self.history, self.start = ck.state["history"], ck.step

@@ -6,12 +6,17 @@ byte is named by its offset; a document nested so deeply that parsing it would e
 limit, or with a number too long to convert, is an error like any other malformed JSON. A line of a JSONL
 file longer than ``LINE_LIMIT`` is refused without reading the rest of it. Each error is the caller's own
 kind (CheckpointError, TokenizerError, DataError, ConfigError), so it says what the file was for.
+
+A file that parses but whose values have the wrong types or do not fit together (a list where a name
+belongs, a missing key, an id out of range) fails in the code that builds objects from it; ``malformed``
+turns what that code raises into the same kind of one line.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +59,37 @@ def read_json(path: Path, error: type[LLMScratchError], limit: int | None = None
     return parse_json(read_text(path, error, limit), str(path), error)
 
 
-def json_lines(path: Path, error: type[LLMScratchError]) -> Iterator[tuple[int, Any]]:
-    """(line number, value) for each non-blank line of a JSONL file, read one line at a time."""
+def lines(path: Path, error: type[LLMScratchError]) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for each non-blank line of a file, read one line at a time."""
     with open(path, "rb") as f:
         n = 0
         while line := f.readline(LINE_LIMIT + 1):
             n += 1
             if len(line) > LINE_LIMIT:
-                raise error(
-                    f"{path}:{n}: the line is longer than {size_text(LINE_LIMIT)}; each line must be one example"
-                )
+                raise error(f"{path}:{n}: the line is longer than {size_text(LINE_LIMIT)}; is it the right file?")
             if line.strip():
-                value = parse_json(line, f"{path}:{n}", error)
-                yield n, value
+                yield n, line
+
+
+def json_lines(path: Path, error: type[LLMScratchError]) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a JSONL file, read one line at a time."""
+    for n, line in lines(path, error):
+        yield n, parse_json(line, f"{path}:{n}", error)
+
+
+# what code building objects from a parsed document raises when a value in it has the wrong type or shape
+STRUCTURE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError)
+
+
+@contextmanager
+def malformed(source: str, error: type[LLMScratchError], fix: str) -> Iterator[None]:
+    """``with malformed(path, CheckpointError, "how to fix it"):`` build objects from a parsed file; a
+    STRUCTURE_ERRORS exception inside is one ``error`` line naming source (the library's own errors pass)."""
+    try:
+        yield
+    except LLMScratchError:
+        raise
+    except STRUCTURE_ERRORS as e:
+        what = " ".join(str(e).split())
+        what = what if len(what) <= 160 else what[:160] + "..."
+        raise error(f"{source} is malformed ({type(e).__name__}: {what}); {fix}") from None

@@ -7,6 +7,7 @@ eval_train_loss); the figure draws the losses against the step, the learning-rat
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,14 +15,22 @@ from ..util.errors import ConfigError
 from .figure import pyplot, save
 
 
+def _number(value: Any) -> bool:
+    """A value that can be drawn: an int or a float that fits a float (not a bool)."""
+    if isinstance(value, float):
+        return True
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+
+
 def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+    """(steps, values) of the entries that have a number under key (and a number as their step)."""
+    points = [(h["step"], h[key]) for h in history if _number(h.get(key)) and _number(h.get("step"))]
     return [s for s, _ in points], [v for _, v in points]
 
 
 def training_curves(history: Sequence[dict[str, Any]], title: str = "", out: str | os.PathLike | None = None) -> Any:
     """-> three panels: loss (each step's, and the evaluations' on train and val), learning rate, tokens/s."""
-    if not any(h.get("train_loss") is not None or h.get("val_loss") is not None for h in history):
+    if not any(_series(history, key)[0] for key in ("train_loss", "val_loss")):
         raise ConfigError("the history has no losses to draw: train first (llmscratch train)")
     fig, (loss, lr, speed) = pyplot().subplots(1, 3, figsize=(12, 3.4))
     for key, label, style in (
