@@ -19,7 +19,7 @@ LATEST naming a complete checkpoint. A run holds the directory's lock (llmscratc
 writes, so two runs never interleave their checkpoints; readers need no lock.
 
 ``load`` checks every file's size against digests.json, and its SHA-256 too unless ``verify=False`` (hashing
-reads every byte once: see docs/training-and-tasks.md for its cost). A damaged file is a one-line error
+reads every byte once: see docs/faults-and-limits.md for its cost). A damaged file is a one-line error
 naming it; ``load_newest_sound`` (``train --resume``) falls back to the newest checkpoint that verifies.
 
 ``load`` accepts out_dir (follows LATEST), a checkpoint directory itself, or a Hugging Face model directory
