@@ -38,6 +38,7 @@ TINY_BENCH = {
     "dist": "--rounds 1 --max-iters 4",
     "generate": "--rounds 1 --new-tokens 4 --beams 2",
     "tokenizer": "--vocab-sizes 260,270 --wordpiece-sizes 120",
+    "data": "--prepare-mb 0.3 --vocab-size 300 --workers 1 --iters 2 --train-mb 0.3 --train-vocab 300",
 }
 BASH_PREAMBLE = f"""
 llmscratch() {{

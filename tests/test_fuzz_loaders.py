@@ -174,6 +174,29 @@ def _plot(folder: Path) -> None:
         training_curves(history, out=folder.parent / "curves.png")  # beside the folder, which must not change
 
 
+def _shards(folder: Path) -> None:
+    """A prepared directory opened as training opens it, and every token of it read and decoded."""
+    from llmscratch.data.shards import open_prepared
+
+    prepared = open_prepared(folder)
+    tok = prepared.tokenizer()
+    prepared.check_tokenizer(tok)
+    for split in prepared.splits.values():
+        assert isinstance(tok.decode(split.tokens.read(0, len(split.tokens)).tolist()), str)
+
+
+def _prepare(folder: Path) -> None:
+    """A JSONL corpus prepared (beside the folder, which must not change) and read back."""
+    from llmscratch.data.prepare import prepare
+
+    out = Path(tempfile.mkdtemp(dir=folder.parent))
+    try:
+        prepare([str(folder / "corpus.jsonl")], tokenizers.load(folder / "tokenizer.json"), out, progress=False)
+        _shards(out)
+    finally:
+        shutil.rmtree(out)
+
+
 def _tokenizer(name: str) -> Callable[[Path], None]:
     return lambda folder: use_tokenizer(tokenizers.load(folder / name))
 
@@ -201,6 +224,8 @@ LOADERS = {
     "pairs tsv": Loader("data", "pairs.tsv", _data(read_pairs, "pairs.tsv")),
     "pairs jsonl": Loader("data", "pairs.jsonl", _data(read_pairs, "pairs.jsonl")),
     "chat jsonl": Loader("data", "chat.jsonl", _data(_chat_rows, "chat.jsonl")),
+    **{f"shards {f}": Loader("shards", f, _shards) for f in ("manifest.json", "tokenizer.json", "train_000000.bin")},
+    "prepare corpus jsonl": Loader("corpus", "corpus.jsonl", _prepare),
 }
 
 
@@ -251,6 +276,16 @@ def _sources(root: Path) -> dict[str, Path]:
     (data / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     (data / "chat.jsonl").write_text((json.dumps(chat) + "\n") * 3)
+
+    from llmscratch.data.prepare import prepare
+
+    corpus = out["corpus"] = root / "corpus"
+    corpus.mkdir()
+    lines = [json.dumps({"text": line}) + "\n" for line in TEXT.splitlines()[:6]] + ['{"text": "caf\u00e9"}\n']
+    (corpus / "corpus.jsonl").write_text("".join(lines))
+    bpe.save(corpus / "tokenizer.json")
+    out["shards"] = root / "shards"
+    prepare([str(corpus / "corpus.jsonl")], bpe, out["shards"], val_fraction=0.3, progress=False)
     return out
 
 

@@ -21,6 +21,7 @@ from conftest import tiny
 import llmscratch
 from llmscratch.cli import build_parser, main
 from llmscratch.cli.args import generation_options
+from llmscratch.data.prepare import check_workers
 from llmscratch.generation import GenerationOptions
 from llmscratch.training.config import FIELDS, resolve_config
 from llmscratch.util.errors import LLMScratchError
@@ -77,6 +78,7 @@ REQUIRED = {  # what each command needs besides the flag under test
     "eval": ["--checkpoint", "{ckpt}", "--data", "x"],
     "attention": ["--checkpoint", "{ckpt}", "--text", "ab"],
     "tokenizer train": ["--vocab-size", "300", "--out", "x"],
+    "prepare": ["--data", "x", "--tokenizer", "t", "--out", "o"],
 }
 
 
@@ -100,6 +102,8 @@ def accepted(command: str, args: argparse.Namespace, argv: list[str]) -> None:
         check_training_memory(estimate_training_memory(model, cfg.batch_size, 1, bk, False), bk, "")
     elif hasattr(args, "top_p"):  # a command with the generation flags
         GenerationOptions.of(**generation_options(args))
+    elif hasattr(args, "workers"):  # prepare, tokenizer train: processes to start
+        check_workers(args.workers)
     if command == "attention":
         assert main(argv) in (0, 2)
 

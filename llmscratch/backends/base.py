@@ -14,10 +14,10 @@ import tracemalloc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from ..util.errors import BackendError
+from ..util.tensors import bfloat16 as host_bfloat16
 from .erf import erf_array_api
 
 FLOAT_DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -68,6 +68,11 @@ class Backend:
     def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
         return self.xp.asarray(a, dtype=dtype, device=self.device, copy=True)
 
+    def upload(self, a: np.ndarray) -> Any:
+        """A batch's integer array on the device, for the step after this one (training.feed): on CUDA
+        through pinned memory without the host waiting for the copy; elsewhere ``from_numpy``."""
+        return self.from_numpy(a)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         """An array of this backend -> a NumPy array on the host (bfloat16, which NumPy lacks, is upcast to float32)."""
         return np.from_dlpack(x).copy()
@@ -78,7 +83,7 @@ class Backend:
         host = {}
         for name, a in arrays.items():
             value = self.to_numpy(a)
-            host[name] = value.astype(ml_dtypes.bfloat16) if bfloat16 is not None and a.dtype == bfloat16 else value
+            host[name] = value.astype(host_bfloat16()) if bfloat16 is not None and a.dtype == bfloat16 else value
         return host
 
     def from_host(self, host: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -51,6 +51,14 @@ class TorchBackend(Backend):
     def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
         return self.torch.tensor(a, dtype=dtype, device=self.device)
 
+    def upload(self, a: np.ndarray) -> Any:
+        """Pinned host memory and an asynchronous copy on CUDA: the copy queues on the stream ahead of the
+        step that reads it, and torch's pinned-memory cache keeps the host buffer until the copy is done."""
+        if not self.is_gpu:
+            return self.from_numpy(a)
+        host = self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)).pin_memory()
+        return host.to(self.device, non_blocking=True)
+
     def to_numpy(self, x: Any) -> np.ndarray:
         x = x.detach()
         if x.dtype == self.torch.bfloat16:

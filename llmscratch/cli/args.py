@@ -24,8 +24,9 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def number(kind: type, low: float = 1, above: bool = False) -> Callable[[str], Any]:
-    """An argparse type: a finite ``kind`` (int or float) of at least ``low`` (more than ``low`` with ``above``)."""
+def number(kind: type, low: float = 1, above: bool = False, below: float | None = None) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` (int or float) of at least ``low`` (more than ``low`` with ``above``),
+    and less than ``below`` if given."""
 
     def parse(text: str) -> Any:
         try:
@@ -34,6 +35,8 @@ def number(kind: type, low: float = 1, above: bool = False) -> Callable[[str], A
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if not math.isfinite(value) or value < low or (above and value == low):
             raise argparse.ArgumentTypeError(f"must be {'more than' if above else 'at least'} {low:g}, got {text}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be less than {below:g}, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -56,6 +59,7 @@ def number_list(kind: type = int, low: float = 1) -> Callable[[str], list[Any]]:
 
 COUNT = number(int)  # 1, 2, ...
 POSITIVE = number(float, 0, above=True)  # any number > 0
+FRACTION = number(float, 0, above=True, below=1)  # 0 < x < 1
 
 
 def _flag_type(hint: Any) -> Any:

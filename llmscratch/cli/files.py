@@ -1,9 +1,48 @@
-"""The commands that write files for later: ``convert`` (between checkpoint formats) and ``demo`` (demo data)."""
+"""The commands that write files for later: ``prepare`` (a corpus tokenized into shards), ``convert`` (between
+checkpoint formats) and ``demo`` (demo data)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
+
+from ..data.prepare import SHARD_TOKENS, prepare
+from .args import COUNT, FRACTION
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from ..tokenizers import load
+
+    tokenizer = load(args.tokenizer)
+    try:
+        report = prepare(
+            args.data,
+            tokenizer,
+            args.out,
+            workers=args.workers,
+            val_fraction=args.val_fraction,
+            text_field=args.text_field,
+            separator=args.doc_separator.encode().decode("unicode_escape") if args.doc_separator else None,
+            shard_tokens=args.shard_tokens,
+            itemsize={"uint16": 2, "uint32": 4}.get(args.dtype),
+            progress=sys.stderr.isatty(),
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted; run the same command again to continue where it stopped ({args.out})", file=sys.stderr)
+        return 130
+    if report.already:
+        print(f"{report.folder} already holds this corpus, prepared; nothing to do")
+        return 0
+    t, d, b = report.tokens, report.documents, report.text_bytes
+    rate = sum(b.values()) / 1e6 / max(report.seconds, 1e-9)
+    print(
+        f"prepared {report.folder}: train {t['train']:,} tokens ({d['train']:,} documents), val {t['val']:,} tokens "
+        f"({d['val']:,} documents); {sum(b.values()) / sum(t.values()):.2f} bytes/token; {report.seconds:.1f} s, "
+        f"{rate:.1f} MB/s"
+    )
+    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -29,6 +68,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
+    p = sub.add_parser("prepare", help="tokenize a corpus of any size once, into token shards training reads")
+    p.add_argument("--data", nargs="+", required=True, help="text files, folders, globs, JSONL, Parquet or Arrow files")
+    p.add_argument("--tokenizer", required=True, help="a tokenizer: ours, tokenizer.json, vocab.txt, or a folder")
+    p.add_argument("--out", required=True, help="the directory to write (new, or an interrupted prepare's)")
+    p.add_argument("--workers", type=COUNT, default=min(4, os.cpu_count() or 1), help="encoding processes [cores, 4]")
+    p.add_argument("--val-fraction", type=FRACTION, default=0.1, help="documents held out, 0..1 [0.1]")
+    p.add_argument("--text-field", default="text", help="JSONL / Parquet / Arrow: the text's field [text]")
+    p.add_argument(
+        "--doc-separator",
+        help="what divides a text file into documents, e.g. '\\n\\n' [the tokenizer's <|endoftext|>; else whole files]",
+    )
+    p.add_argument("--shard-tokens", type=COUNT, default=SHARD_TOKENS, help=f"tokens per shard [{SHARD_TOKENS:,}]")
+    p.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto", help="token ids' type [auto]")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser(
         "demo", help="write a demo task's data: numbers (English -> French), speakers, chat (pretrain -> sft)"
     )

@@ -3,37 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
+from ..tokenizers import BPETokenizer, WordPieceTokenizer
 from .args import COUNT
+
+TRAINERS = {"bpe": BPETokenizer.train, "wordpiece": WordPieceTokenizer.train}
 
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> int:
     import time
 
-    from ..data.corpora import load_text
-    from ..tokenizers import BPETokenizer, WordPieceTokenizer
+    from ..data.corpora import BUILTIN_CORPORA, DEFAULT_CORPUS, load_text
+    from ..data.tokenizer_training import train_tokenizer
     from ..tokenizers.wordpiece import BERT_SPECIALS
 
-    _, text = load_text(args.data)
-    t0 = time.perf_counter()
-    if args.kind == "wordpiece":
-        specials = args.special if args.special is not None else list(BERT_SPECIALS)
-        tok: Any = WordPieceTokenizer.train(text, args.vocab_size, args.lowercase, specials)
+    if args.special is not None:
+        specials = args.special
     else:
-        specials = args.special if args.special is not None else ["<|endoftext|>"]
-        tok = BPETokenizer.train(text, args.vocab_size, args.pattern, special_tokens=specials)
+        specials = list(BERT_SPECIALS) if args.kind == "wordpiece" else ["<|endoftext|>"]
+    settings = {"pattern": args.pattern} if args.kind == "bpe" else {"lowercase": args.lowercase}
+    t0 = time.perf_counter()
+    if len(args.data) == 1 and args.data[0] in (DEFAULT_CORPUS, *BUILTIN_CORPORA):  # a built-in corpus, in memory
+        _, text = load_text(args.data[0])
+        tok: Any = TRAINERS[args.kind](text, args.vocab_size, *settings.values(), special_tokens=specials)
+        n = len(tok.encode(text, allowed_special="none"))
+        shown = f"{len(text) / n:.2f} characters/token on the training text"
+    else:  # files of any size, read in a streaming pass
+        tok = train_tokenizer(args.kind, args.data, args.vocab_size, specials, args.workers, **settings)
+        shown = f"from {', '.join(args.data)}"
     seconds = time.perf_counter() - t0
     if args.kind == "wordpiece" and args.out.endswith(".txt"):
         tok.save_vocab_txt(args.out)
     else:
         tok.save(args.out)
-    n = len(tok.encode(text, allowed_special="none"))
-    print(
-        f"trained {tok.vocab_size} {args.kind} tokens in {seconds:.1f} s; {len(text) / n:.2f} characters/token "
-        f"on the training text; saved {args.out}"
-    )
+    print(f"trained {tok.vocab_size} {args.kind} tokens in {seconds:.1f} s; {shown}; saved {args.out}")
     return 0
 
 
@@ -70,7 +76,13 @@ def add_commands(sub: Any) -> None:
     ).add_subparsers(dest="action", required=True)
     p = tokenizer.add_parser("train", help="learn a byte-level BPE or a WordPiece vocabulary from a corpus")
     p.add_argument("--kind", choices=["bpe", "wordpiece"], default="bpe", help="[bpe]")
-    p.add_argument("--data", default="stdlib", help="stdlib | shakespeare | names | a text file [stdlib]")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=["stdlib"],
+        help="stdlib | shakespeare | names, or text files, folders, globs, JSONL, Parquet (of any size) [stdlib]",
+    )
+    p.add_argument("--workers", type=COUNT, default=min(4, os.cpu_count() or 1), help="counting processes [cores, 4]")
     p.add_argument("--vocab-size", type=COUNT, required=True, help="tokens in all, special tokens included")
     p.add_argument("--pattern", default="gpt2", help="bpe: split pattern: gpt2 | gpt4 | none | a regex [gpt2]")
     p.add_argument(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..util.errors import DataError
+from .shards import TokenShards, windows
 
 IGNORE = -100  # the target id the loss skips (cross_entropy's ignore_index)
 VAL_FRACTION = 0.1
@@ -37,7 +38,7 @@ def split_documents(text: str, *seed: int, val_fraction: float = 0.1) -> tuple[s
     return "".join(d + "\n" for d in shuffled[:n]), "".join(d + "\n" for d in shuffled[n:])
 
 
-def check_split_size(name: str, tokens: np.ndarray, block_size: int) -> None:
+def check_split_size(name: str, tokens: np.ndarray | TokenShards, block_size: int) -> None:
     if len(tokens) < block_size + 1:
         raise DataError(
             f"the {name} split has {len(tokens)} tokens, but block_size={block_size} needs at least "
@@ -45,12 +46,14 @@ def check_split_size(name: str, tokens: np.ndarray, block_size: int) -> None:
         )
 
 
-def get_batch(tokens: np.ndarray, batch_size: int, block_size: int, *seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> x (B,T), y (B,T) int64 from B random windows; y is x shifted by one token."""
+def get_batch(
+    tokens: np.ndarray | TokenShards, batch_size: int, block_size: int, *seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """-> x (B,T), y (B,T) int64 from B random windows of a token array or of shards on disk; y is x shifted
+    by one token. The same tokens give the same batch, in memory or on disk."""
     rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
     starts = rng.integers(0, len(tokens) - block_size, size=batch_size)
-    rows = starts[:, None] + np.arange(block_size + 1)  # (B, T+1)
-    window = tokens[rows].astype(np.int64)
+    window = windows(tokens, starts, block_size + 1)  # (B, T+1)
     return window[:, :-1], window[:, 1:]
 
 

@@ -5,7 +5,9 @@ again without the steps before it: that is what makes resuming exact.
     task.prepare()                          read cfg.data, build the tokenizer (unless given), split, encode
     task.batch(it, micro)                   one training micro-batch as NumPy arrays named as model.forward's
                                             arguments, so ``model.forward(**batch)`` runs it
-    task.loss(model, it, micro, rng)        that batch's loss (on the device) and how many tokens it holds
+    task.fetch(it, micro)                   that batch, and how many real tokens it holds (host work only, which
+                                            training.feed does ahead of time when the model is on a GPU)
+    task.loss(model, batch, rng)            a fetched batch's loss (on the device)
     task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}; in a data-parallel
                                             run each rank scores its share (world.shard) and the sums are added
     task.evaluate_file(model, path)         the same numbers on a file the user hands in (``llmscratch eval``)
@@ -112,10 +114,12 @@ class Task(ABC):
     def tokens(self, batch: dict[str, np.ndarray]) -> int:
         """The real (not padding) tokens a batch holds, for tokens/s."""
 
-    def loss(self, model: Model, it: int, micro: int, rng: Any) -> tuple[Any, int]:
+    def fetch(self, it: int, micro: int) -> tuple[dict[str, np.ndarray], int]:
         batch = self.batch(it, micro)
-        _, loss = model.forward(**batch, rng=rng)
-        return loss, self.tokens(batch)
+        return batch, self.tokens(batch)
+
+    def loss(self, model: Model, batch: dict[str, Any], rng: Any) -> Any:
+        return model.forward(**batch, rng=rng)[1]
 
     def chunks(self, items: Sequence[Any], sharded: bool = False) -> Iterator[Sequence[Any]]:
         """items in consecutive evaluation chunks of 4 × batch_size; ``sharded``: this rank's share of the chunks

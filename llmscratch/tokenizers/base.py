@@ -3,6 +3,7 @@ task adds around a text (padding, begin, end); and how special tokens are found 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -107,11 +108,19 @@ class Tokenizer(ABC):
         """The same tokenizer as a ``tokenizers.Tokenizer`` (what tokenizer.json holds)."""
         raise TokenizerError(f"a {self.kind} tokenizer cannot be written as a Hugging Face tokenizer.json")
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        """text -> ids, a special token's name in it encoded as ordinary text (what a corpus is tokenized with)."""
+        return self.encode(text)
+
     def encode_batch(self, texts: Iterable[str]) -> list[list[int]]:
         return [self.encode(t) for t in texts]
 
     def to_json(self) -> str:
         return json.dumps({"type": self.kind, **self.to_dict()}, ensure_ascii=False)
+
+    def digest(self) -> str:
+        """The SHA-256 of the tokenizer's JSON: two tokenizers that encode alike have the same digest."""
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as JSON (atomically: an existing file is replaced whole or not at all)."""

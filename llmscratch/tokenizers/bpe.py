@@ -66,6 +66,17 @@ def merge_word(word: list[int], pair: tuple[int, int], new_id: int) -> list[int]
     return out
 
 
+def _merge_count(vocab_size: int, specials: list[str]) -> int:
+    """The merges a vocabulary of vocab_size tokens has room for, beside the 256 bytes and the special tokens."""
+    n_merges = vocab_size - 256 - len(specials)
+    if n_merges < 0:
+        raise TokenizerError(
+            f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens"
+            f"{f' + {len(specials)} special' if specials else ''}; use at least {256 + len(specials)}"
+        )
+    return n_merges
+
+
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
@@ -121,18 +132,19 @@ class BPETokenizer(Tokenizer):
         cls, text: str, vocab_size: int, pattern: str = "gpt2", special_tokens: Iterable[str] = (ENDOFTEXT,)
     ) -> BPETokenizer:
         """Learn vocab_size - 256 - len(special_tokens) merges from text (fewer if the text runs out of pairs)."""
+        _merge_count(vocab_size, list(dict.fromkeys(special_tokens)))  # a vocab_size too small fails before counting
+        return cls.train_from_counts(Counter(cls(pattern=pattern)._chunks(text)), vocab_size, pattern, special_tokens)
+
+    @classmethod
+    def train_from_counts(
+        cls, chunk_counts: Counter[str], vocab_size: int, pattern: str = "gpt2", special_tokens: Iterable[str] = ()
+    ) -> BPETokenizer:
+        """``train`` from each chunk's count, however they were gathered (llmscratch.data.tokenizer_training
+        counts the chunks of files of any size)."""
         specials = list(dict.fromkeys(special_tokens))
-        n_merges = vocab_size - 256 - len(specials)
-        if n_merges < 0:
-            raise TokenizerError(
-                f"vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens"
-                f"{f' + {len(specials)} special' if specials else ''}; use at least {256 + len(specials)}"
-            )
-        base = cls(pattern=pattern)  # for splitting only
-        chunk_freqs = Counter(base._chunks(text))
-        words = [list(chunk.encode("utf-8")) for chunk in chunk_freqs]
-        freqs = list(chunk_freqs.values())
-        merges = cls._learn_merges(words, freqs, n_merges)
+        n_merges = _merge_count(vocab_size, specials)
+        words = [list(utf8(chunk)) for chunk in chunk_counts]
+        merges = cls._learn_merges(words, list(chunk_counts.values()), n_merges)
         next_id = 256 + len(merges)
         return cls(merges, pattern, {s: next_id + i for i, s in enumerate(specials)})
 
@@ -212,6 +224,9 @@ class BPETokenizer(Tokenizer):
                 for chunk in self._chunks(part):
                     ids.extend(self._encode_chunk(chunk))
         return ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.encode(text, allowed_special="none")
 
     def decode(self, ids: Iterable[int]) -> str:
         """ids -> text; byte sequences that are not valid UTF-8 decode to U+FFFD, as GPT-2 does."""

@@ -50,6 +50,9 @@ class ChatTokenizer(Tokenizer):
         """Plain text -> ids of the base tokenizer (special tokens only come from ``encode_chat``)."""
         return self.base.encode(text)
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.base.encode_ordinary(text)
+
     def decode(self, ids: Iterable[int]) -> str:
         """ids -> text; a special token is written as its name."""
         out, run = [], []

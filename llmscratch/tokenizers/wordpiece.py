@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,9 @@ class WordPieceTokenizer(Tokenizer):
                     ids.extend(self._pieces(word))
         return ids
 
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.encode(text, allowed_special="none")
+
     def decode(self, ids: Iterable[int]) -> str:
         """ids -> text: pieces joined by spaces, a ## piece glued to the one before, and the WordPiece
         decoder's clean-up of each piece (no space before . , ! ?). Lowercasing and stripped accents stay."""
@@ -167,11 +170,30 @@ class WordPieceTokenizer(Tokenizer):
         strip_accents: bool | None = None,
     ) -> WordPieceTokenizer:
         """Learn a vocabulary of vocab_size tokens from text (fewer if the text runs out of pairs)."""
+        word_freqs = Counter(cls.word_splitter(lowercase, strip_accents)(text))
+        return cls.train_from_counts(word_freqs, vocab_size, lowercase, special_tokens, strip_accents)
+
+    @classmethod
+    def word_splitter(cls, lowercase: bool = True, strip_accents: bool | None = None) -> Callable[[str], list[str]]:
+        """text -> the words training counts: normalized (lowercased, accents stripped) and split at whitespace
+        and punctuation."""
+        base = cls(["[UNK]"], lowercase, strip_accents, special_tokens=())
+        return lambda text: base.words(base.normalize(text))
+
+    @classmethod
+    def train_from_counts(
+        cls,
+        word_freqs: Counter[str],
+        vocab_size: int,
+        lowercase: bool = True,
+        special_tokens: Iterable[str] = BERT_SPECIALS,
+        strip_accents: bool | None = None,
+    ) -> WordPieceTokenizer:
+        """``train`` from each word's count, in the order the words were first seen, however they were gathered
+        (llmscratch.data.tokenizer_training counts the words of files of any size)."""
         specials = list(dict.fromkeys(special_tokens))
         if "[UNK]" not in specials:
             specials.insert(0, "[UNK]")
-        base = cls(specials, lowercase, strip_accents, special_tokens=())
-        word_freqs = Counter(base.words(base.normalize(text)))
         alphabet = sorted({c for w in word_freqs for c in w})
         symbols = [*specials, *alphabet]
         if vocab_size < len(symbols):

@@ -39,6 +39,7 @@ from ..util.dir_lock import DirectoryLock
 from ..util.errors import CheckpointError, ConfigError, TrainingDivergedError
 from . import checkpoint as ckpt_io
 from .config import TrainConfig, resolve_config
+from .feed import Feed
 from .memory import check_training_memory, estimate_training_memory
 from .metrics_log import MetricsLog
 from .optimizer import AdamW, learning_rate
@@ -156,6 +157,8 @@ class Trainer:
         """metrics.jsonl (and TensorBoard's files) on rank 0; every rank checks it starts as rank 0 does."""
         cfg = self.cfg
         self.task.world = self.world
+        per_rank = cfg.gradient_accumulation_steps // self.world.size  # micro-batch m is rank m // per_rank's
+        self.feed = Feed(self.task, self.bk, range(self.world.rank * per_rank, (self.world.rank + 1) * per_rank))
         if cfg.tensorboard and self.out_dir is None:
             raise ConfigError("--tensorboard writes its event files beside the checkpoints: give an out_dir (--out)")
         main_log = self.out_dir and self.world.is_main
@@ -261,12 +264,12 @@ class Trainer:
         float32; with a loss scaler they carry its scale until the update."""
         c, bk, model, world = self.cfg, self.bk, self.model, self.world
         accum = c.gradient_accumulation_steps
-        per_rank = accum // world.size
         grads: dict[str, Any] = {}
         total, tokens = None, 0
-        for micro in range(world.rank * per_rank, (world.rank + 1) * per_rank):
+        for micro in self.feed.micros:  # this rank's share of the step's micro-batches
             rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
-            loss, n = self.task.loss(model, it, micro, rng)
+            batch, n = self.feed.get(it, micro)
+            loss = self.task.loss(model, batch, rng)
             g = self.precision.widened(model.backward(dloss=self.precision.loss_scale / accum))
             if grads:
                 for name in grads:
@@ -325,7 +328,9 @@ class Trainer:
         return f"the last good checkpoint is {self.checkpoint_dir}" if self.checkpoint_dir else "no checkpoint was kept"
 
     def close(self) -> None:
-        """Lets go of the output directory's lock (run() does this when it ends)."""
+        """Lets go of the output directory's lock and stops the feed's thread (run() does this when it ends)."""
+        if getattr(self, "feed", None) is not None:
+            self.feed.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -4,23 +4,33 @@ safetensors.numpy cannot read back by itself)."""
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
 from .errors import CheckpointError
 from .reading import parse_json
 
-SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-}
+SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+
+
+@cache
+def bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16, imported when first needed (the import alone takes most of a second)."""
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def safetensors_dtype(name: object) -> np.dtype | None:
+    """The NumPy dtype of a safetensors dtype name (BF16 included), None for one this reader does not take."""
+    if not isinstance(name, str):
+        return None
+    return bfloat16() if name == "BF16" else SAFETENSORS_DTYPES.get(name)
+
+
 HEADER_LIMIT = 100_000_000  # bytes: the bound the safetensors library itself sets
 
 
@@ -57,7 +67,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             continue
         if not isinstance(info, dict):
             raise corrupt(f"tensor {name!r} has no dtype, shape and data_offsets")
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))  # type: ignore[arg-type]
+        dtype = safetensors_dtype(info.get("dtype"))
         if dtype is None:
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {info.get('dtype')}")
         shape, offsets = info.get("shape"), info.get("data_offsets")
