@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -37,6 +35,7 @@ from ..util.atomic import atomic_write, disk_errors
 from ..util.dir_lock import LOCK_FILE, DirectoryLock
 from ..util.errors import ConfigError, DataError, TokenizerError
 from ..util.reading import read_json
+from .parallel import in_order
 from .shards import HEADER, MANIFEST, SPLITS, TOKENIZER, VERSION, header_bytes, token_dtype
 from .sources import Piece, Reader, input_files
 
@@ -88,6 +87,7 @@ class Unit:
     first_document: int  # the number of the document the first piece belongs to
     pieces: list[tuple[str, bool]] = field(default_factory=list)  # (text, ends its document)
     chars: int = 0
+    read: int = 0  # bytes of the input files read by the unit's end (for the progress bar)
 
 
 @dataclass
@@ -97,6 +97,7 @@ class Encoded:
     tokens: dict[str, np.ndarray]
     text_bytes: dict[str, int]
     documents: dict[str, int]
+    read: int
 
 
 _worker: dict[str, Any] = {}  # in each worker: the tokenizer, end-of-text id, fraction and dtype
@@ -126,21 +127,23 @@ def _encode(unit: Unit) -> Encoded:
             ids[split].append(eot)
             documents[split] += 1
             d += 1
-    return Encoded({s: np.asarray(v, dtype=_worker["dtype"]) for s, v in ids.items()}, text_bytes, documents)
+    tokens = {s: np.asarray(v, dtype=_worker["dtype"]) for s, v in ids.items()}
+    return Encoded(tokens, text_bytes, documents, unit.read)
 
 
-def _units(pieces: Iterator[Piece], unit_chars: int) -> Iterator[tuple[Unit, int]]:
-    """Pieces grouped into units of about unit_chars characters -> (unit, bytes of input read by its end)."""
+def _units(pieces: Iterator[Piece], unit_chars: int) -> Iterator[Unit]:
+    """Pieces grouped into units of about unit_chars characters."""
     unit, documents = Unit(0), 0
     for piece in pieces:
         unit.pieces.append((piece.text, piece.ends_document))
         unit.chars += len(piece.text)
+        unit.read = piece.read
         documents += piece.ends_document
         if unit.chars >= unit_chars:
-            yield unit, piece.read
+            yield unit
             unit = Unit(documents)
     if unit.pieces:
-        yield unit, piece.read
+        yield unit
 
 
 # ---- the writer --------------------------------------------------------------------------------------------
@@ -392,10 +395,10 @@ def _run(
     )
     read, tokens, t0 = 0, 0, time.perf_counter()
     for _ in range(done):  # read again, not encoded again
-        _, read = next(units)
+        read = next(units).read
     bar.update(read)
 
-    def write(encoded: Encoded, at: int) -> None:
+    def write(encoded: Encoded) -> None:
         nonlocal done, read, tokens
         for s, w in writers.items():
             w.append(encoded.tokens[s], encoded.text_bytes[s], encoded.documents[s])
@@ -413,26 +416,12 @@ def _run(
             ),
         )
         tokens += sum(len(t) for t in encoded.tokens.values())
-        bar.update(at - read)
-        read = at
+        bar.update(encoded.read - read)
+        read = encoded.read
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
     try:
-        if workers <= 1:
-            _start_worker(*setup)
-            for unit, at in units:
-                write(encode_unit(unit), at)
-            return
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(workers, _start_worker, setup) as pool:
-            waiting: deque[tuple[Any, int]] = deque()
-            for unit, at in units:
-                waiting.append((pool.apply_async(encode_unit, (unit,)), at))
-                if len(waiting) >= 2 * workers:  # a bounded queue: memory stays flat whatever the corpus size
-                    result, at_ = waiting.popleft()
-                    write(result.get(), at_)
-            while waiting:
-                result, at_ = waiting.popleft()
-                write(result.get(), at_)
+        for encoded in in_order(encode_unit, units, workers, (_start_worker, setup)):
+            write(encoded)
     finally:
         bar.close()

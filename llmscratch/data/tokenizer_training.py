@@ -13,13 +13,13 @@ WordPiece vocabulary lists characters in the order they are first seen), so the 
 
 from __future__ import annotations
 
-import multiprocessing
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..tokenizers import BPETokenizer, Tokenizer, WordPieceTokenizer
 from ..util.errors import ConfigError
+from .parallel import in_order
 from .prepare import check_workers
 from .sources import Reader, input_files
 
@@ -74,19 +74,8 @@ def count_pieces(
     cuttable = kind == "wordpiece" or settings.get("pattern") in ("gpt2", "gpt4")
     units = _units(Reader(input_files(data), separator, text_field, cuttable), unit_chars)
     total: Counter[str] = Counter()
-    if workers <= 1:
-        _start_worker(kind, settings)
-        for unit in units:
-            total.update(count_texts(unit))
-        return total
-    with multiprocessing.get_context("spawn").Pool(workers, _start_worker, (kind, settings)) as pool:
-        waiting: deque[Any] = deque()
-        for unit in units:
-            waiting.append(pool.apply_async(count_texts, (unit,)))
-            if len(waiting) >= 2 * workers:  # bounded: the text read ahead is a few units, whatever the corpus
-                total.update(waiting.popleft().get())
-        while waiting:
-            total.update(waiting.popleft().get())
+    for counts in in_order(count_texts, units, workers, (_start_worker, (kind, settings))):
+        total.update(counts)  # in the corpus' order: a piece first seen earlier stays earlier
     return total
 
 
