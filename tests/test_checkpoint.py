@@ -188,3 +188,20 @@ def test_missing_and_empty_locations(tmp_path):
         llmscratch.train(resume=True, **TINY)
     with pytest.raises(CheckpointError, match=r"cannot resume: no checkpoint in .*drop --resume"):
         llmscratch.train(out_dir=str(tmp_path / "nowhere"), resume=True, **TINY)
+
+
+@pytest.mark.parametrize("optimizer_t", ["4", -1, None, True])
+def test_an_optimizer_step_count_that_is_not_a_count_is_one_line_on_resume(trained, optimizer_t):
+    """state.json re-recorded in digests.json, so that the count reaches AdamW.load_state_dict, which checks it."""
+    out, _ = trained
+    ckpt = checkpoint_module.checkpoints(out)[0]
+    state = json.loads((ckpt / "state.json").read_text())
+    (ckpt / "state.json").write_text(json.dumps(state | {"optimizer_t": optimizer_t}))
+    record = json.loads((ckpt / checkpoint_module.DIGESTS).read_text())
+    path = ckpt / "state.json"
+    record["state.json"] = {"size": path.stat().st_size, "sha256": checkpoint_module._sha256(path)}
+    (ckpt / checkpoint_module.DIGESTS).write_text(json.dumps(record))
+    assert llmscratch.load(out).step == 4  # loading the model does not need it
+    with pytest.raises(CheckpointError, match=r"the optimizer state of .*step count is .*, not a count") as e:
+        llmscratch.train(max_iters=6, eval_interval=2, out_dir=str(out), resume=True, **TINY)
+    assert "\n" not in str(e.value)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..util.atomic import size_text
 from ..util.errors import BackendError
 from ..util.tensors import bfloat16 as host_bfloat16
 from .erf import erf_array_api
@@ -46,6 +47,7 @@ class Backend:
         self.index_dtype = xp.int64
         self.wide_dtype = xp.float32 if dtype_name in HALF_DTYPES else self.dtype
         self.is_gpu = is_gpu
+        self.check_memory = True  # memory_shortfall() compares needs with what is free (--no-check-memory: not)
 
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype_name!r})"
@@ -165,6 +167,19 @@ class Backend:
         """Bytes the arrays can still have: the host's available memory (Linux's MemAvailable), a GPU's
         free memory; None where it cannot be read."""
         return host_available_memory()
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per number of the backend's float dtype (2 for a 16-bit one, 4, 8)."""
+        return self.xp.finfo(self.dtype).bits // 8
+
+    def memory_shortfall(self, need: int) -> str | None:
+        """None when ``need`` bytes fit in the free memory (or it cannot be read, or ``check_memory`` is off);
+        else what is free, in words, for a caller's one-line refusal: "this machine has 3.1 GB free"."""
+        free = self.free_memory() if self.check_memory else None
+        if free is None or need <= free:
+            return None
+        return f"{'the GPU' if self.is_gpu else 'this machine'} has {size_text(free)} free"
 
     @contextlib.contextmanager
     def peak_memory(self) -> Iterator[PeakMemory]:

@@ -29,12 +29,12 @@ from ..util.errors import ConfigError
 
 def check_kv_cache_fits(bk: Backend, n_layer: int, B: int, Hkv: int, capacity: int, D: int) -> None:
     """A one-line ConfigError if a cache of these sizes would not fit in the device's free memory."""
-    need, free = 2 * n_layer * B * Hkv * capacity * D * (bk.xp.finfo(bk.dtype).bits // 8), bk.free_memory()
-    if free is not None and need > free:
+    need = 2 * n_layer * B * Hkv * capacity * D * bk.itemsize
+    short = bk.memory_shortfall(need)
+    if short:
         raise ConfigError(
-            f"the KV cache of {B} rows (prompts × beams) needs about {size_text(need)}, and "
-            f"{'the GPU' if bk.is_gpu else 'this machine'} has {size_text(free)} free; generate for fewer "
-            "prompts at once, or with a smaller num_beams"
+            f"the KV cache of {B} rows (prompts × beams) needs about {size_text(need)}, and {short}; generate for "
+            "fewer prompts at once, or with a smaller num_beams"
         )
 
 

@@ -246,20 +246,19 @@ def load_newest_sound(out_dir: str | os.PathLike, backend: str | Backend | None 
 
 
 def _read_state(ckpt: Path) -> dict[str, Any]:
-    """state.json, checked: a format this version reads, a step and an optimizer step count that are counts,
-    a history that is a list of entries."""
+    """state.json, checked: a format this version reads, a step that is a count, a history that is a list of
+    entries (the optimizer's step count is checked where it is used, by AdamW.load_state_dict)."""
     state = _read_json(ckpt / "state.json")
     if not isinstance(state, dict) or state.get("format_version") not in READABLE_FORMATS:
         found = state.get("format_version") if isinstance(state, dict) else None
         raise CheckpointError(
             f"{ckpt} has checkpoint format {found!r}, this llmscratch reads {', '.join(map(str, READABLE_FORMATS))}"
         )
-    counts = [state.get(k) for k in ("step", "optimizer_t")]
-    history = state.get("history")
-    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts) or not (
+    step, history = state.get("step"), state.get("history")
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0) or not (
         isinstance(history, list) and all(isinstance(h, dict) for h in history)
     ):
-        raise CheckpointError(f"{ckpt}/state.json is malformed (step, optimizer_t or history); it was altered")
+        raise CheckpointError(f"{ckpt}/state.json is malformed (step or history); it was altered")
     return state
 
 

@@ -62,7 +62,7 @@ def estimate_training_memory(
     """The estimate of the module docstring for a model config (any kind) trained on backend bk; ``master``:
     float32 master weights beside bk's 16-bit ones."""
     count = parameter_count(model_cfg)
-    size = bk.xp.finfo(bk.dtype).bits // 8
+    size = bk.itemsize
     copies = 4 + (accumulation > 1)
     parameters = count * size * copies + (count * 4 if master else 0)
     c = model_cfg
@@ -76,13 +76,12 @@ def estimate_training_memory(
 def check_training_memory(estimate: MemoryEstimate, bk: Backend, sizes: str) -> None:
     """A one-line ConfigError if the estimate exceeds the memory free on bk's device; ``sizes`` names the
     settings that set the activations, for the message."""
-    free = bk.free_memory()
-    if free is None or estimate.total <= free:
+    short = bk.memory_shortfall(estimate.total)
+    if short is None:
         return
-    where = "the GPU" if bk.is_gpu else "this machine"
     raise ConfigError(
         f"this run needs about {size_text(estimate.total)} (activations {size_text(estimate.activations)} for "
-        f"{sizes}, weights and optimizer state {size_text(estimate.parameters)}) and {where} has "
-        f"{size_text(free)} free; lower --batch-size (more --gradient-accumulation-steps keeps the batch) or "
-        "--block-size, or pass --no-check-memory to try anyway"
+        f"{sizes}, weights and optimizer state {size_text(estimate.parameters)}) and {short}; lower "
+        "--batch-size (more --gradient-accumulation-steps keeps the batch) or --block-size, or pass "
+        "--no-check-memory to try anyway"
     )

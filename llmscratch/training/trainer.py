@@ -180,10 +180,10 @@ class Trainer:
         """The model and its optimizer from weights in the master dtype (None: drawn from the seed), once the
         memory they will need is known to be there (llmscratch.training.memory)."""
         c = self.cfg
-        if c.check_memory:
-            accumulation = c.gradient_accumulation_steps // self.world.size
-            need = estimate_training_memory(model_cfg, c.batch_size, accumulation, self.bk, self.precision.has_master)
-            check_training_memory(need, self.bk, f"batch_size {c.batch_size} × block_size {model_cfg.block_size}")
+        self.bk.check_memory = c.check_memory  # this check, and the KV cache's when the model samples
+        accumulation = c.gradient_accumulation_steps // self.world.size
+        need = estimate_training_memory(model_cfg, c.batch_size, accumulation, self.bk, self.precision.has_master)
+        check_training_memory(need, self.bk, f"batch_size {c.batch_size} × block_size {model_cfg.block_size}")
         self.model, self.opt = build_for_training(model_cfg, self.cfg, self.precision, weights)
         self.model.training = True  # dropout on while training; evaluation turns it off for its while
 
@@ -212,8 +212,8 @@ class Trainer:
                 f"the model cannot change when resuming ({', '.join(changed)} differ from the checkpoint)"
             )
         self._build(wanted, ck.model.params)
-        state = {"t": ck.state["optimizer_t"], "arrays": ck.optimizer_arrays}
-        self.opt.load_state_dict(state, f"{ck.path}/optimizer.safetensors")
+        state = {"t": ck.state.get("optimizer_t"), "arrays": ck.optimizer_arrays}
+        self.opt.load_state_dict(state, f"the optimizer state of {ck.path}")
         if self.precision.scaler is not None and "loss_scaler" in ck.state:
             self.precision.scaler = LossScaler.from_state(ck.state["loss_scaler"])
         self.history, self.start = ck.state["history"], ck.step
