@@ -10,7 +10,6 @@ A corpus is named by ``data=``:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sysconfig
@@ -84,8 +83,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def builtin_bytes(name: str) -> bytes:
-    """A built-in corpus from $LLMSCRATCH_DATA_DIR, else the cache, else downloaded once into the cache."""
+def _builtin(name: str) -> tuple[Path | None, bytes]:
+    """A built-in corpus from $LLMSCRATCH_DATA_DIR, else the cache, else downloaded once into the cache ->
+    (where it is on disk, None if the cache could not keep the download; its bytes), the sha256 checked."""
     corpus = BUILTIN_CORPORA[name]
     candidates = []
     if os.environ.get("LLMSCRATCH_DATA_DIR"):
@@ -100,7 +100,7 @@ def builtin_bytes(name: str) -> bytes:
                     f"{path} has sha256 {_sha256(data)[:12]}…, not the expected {corpus.sha256[:12]}…; "
                     "delete it to download again"
                 )
-            return data
+            return path, data
     try:
         with urllib.request.urlopen(corpus.url, timeout=30) as response:
             data = response.read()
@@ -111,9 +111,23 @@ def builtin_bytes(name: str) -> bytes:
         ) from None
     if _sha256(data) != corpus.sha256:
         raise DataError(f"the download of {name} from {corpus.url} has the wrong sha256; try again later")
-    with contextlib.suppress(OSError):  # a full or read-only cache: the text still serves this run
+    try:
         atomic_write(cached, data)
-    return data
+    except OSError:  # a full or read-only cache: the bytes still serve this run
+        return None, data
+    return cached, data
+
+
+def builtin_bytes(name: str) -> bytes:
+    return _builtin(name)[1]
+
+
+def builtin_path(name: str) -> Path:
+    """The file a built-in corpus is read from (what ``prepare --data shakespeare`` reads)."""
+    path, _ = _builtin(name)
+    if path is None:
+        raise DataError(f"{name} was downloaded but the cache {cache_dir()} could not keep it; free space there")
+    return path
 
 
 def _decode(data: bytes, source: str) -> str:

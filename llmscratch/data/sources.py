@@ -10,6 +10,7 @@ is trained on.
                                                            Hugging Face ``datasets`` directory saved with
                                                            save_to_disk: its Arrow files in the dataset's order
     a glob ("corpus/*.txt", "data/**/*.jsonl")            the files it matches, sorted
+    shakespeare, names                                    the built-in corpus's file (data.corpora)
 Parquet and Arrow need ``pyarrow`` (``pip install "llmscratch[data]"``).
 
 A text file is read in blocks, never whole: a document longer than ``PIECE_BYTES`` comes in pieces cut where
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from ..util.errors import DataError
 from ..util.reading import lines, parse_json
+from .corpora import BUILTIN_CORPORA, builtin_path
 
 BLOCK_BYTES = 8 * 2**20  # a text file is read this much at a time
 PIECE_BYTES = 1 * 2**20  # a document longer than this is handed on in pieces (where it can be cut)
@@ -69,7 +71,9 @@ def input_files(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for text in paths:
         path = Path(text).expanduser()
-        if path.is_file():
+        if text in BUILTIN_CORPORA and not path.exists():  # shakespeare, names: the library's own copy
+            files.append(builtin_path(text))
+        elif path.is_file():
             files.append(path)
         elif path.is_dir():
             found = _folder_files(path)

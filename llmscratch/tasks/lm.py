@@ -17,13 +17,14 @@ tokens per byte of UTF-8 text, a number that compares models whatever their toke
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from ..data.batches import check_split_size, get_batch, split_documents, split_tokens
 from ..data.corpora import LINE_DOCUMENT_CORPORA, load_text
-from ..data.shards import TokenShards, is_prepared, open_prepared
+from ..data.shards import TokenShards, is_prepared, open_prepared, windows
 from ..models import Model, ModelConfig
 from ..tokenizers import Tokenizer
 from ..tokenizers import load as load_tokenizer
@@ -125,14 +126,16 @@ class LMTask(Task):
         else:
             _, text = load_text(path)
             tokens, text_bytes = np.asarray(self.tokenizer.encode(text), dtype=np.int64), len(text.encode("utf-8"))
-        T, bk = self.cfg.block_size, model.bk
+        T, B, bk = self.cfg.block_size, self.cfg.batch_size, model.bk
         check_split_size("evaluation", tokens, 1)
+        starts = np.arange(0, len(tokens) - 1, T)
+        whole = starts[starts + T + 1 <= len(tokens)]  # windows of T predictions, B to a forward pass
+        parts = (windows(tokens, whole[i : i + B], T + 1) for i in range(0, len(whole), B))
+        if len(starts) > len(whole):  # and the last, shorter window
+            parts = chain(parts, [windows(tokens, starts[-1:], len(tokens) - int(starts[-1]))])
         total = count = 0.0
-        for start in range(0, len(tokens) - 1, T):
-            window = (
-                tokens.read(start, start + T + 1) if isinstance(tokens, TokenShards) else tokens[start : start + T + 1]
-            )
-            _, loss = model.forward(bk.from_numpy(window[None, :-1]), bk.from_numpy(window[None, 1:]))
-            total += bk.item(loss) * (len(window) - 1)
-            count += len(window) - 1
+        for w in parts:  # (b, n+1) windows: n predictions each
+            _, loss = model.forward(bk.from_numpy(w[:, :-1]), bk.from_numpy(w[:, 1:]))
+            total += bk.item(loss) * w[:, 1:].size
+            count += w[:, 1:].size
         return {"val_loss": total / count, "val_bpb": bits_per_byte(total / count, int(count), text_bytes)}
