@@ -9,7 +9,7 @@ llmscratch.save_hf(ckpt, "hf-dir")                  # for transformers' from_pre
 clf = llmscratch.train(task="classify", data="reviews.csv");  clf.classify(["a text"])
 """
 
-from .backends import Backend, available_backends, get_backend
+from .backends import Backend, available_backends, backend_names, get_backend, register_backend
 from .generation import generate, sample_text
 from .models import GPT, EncoderClassifier, GPTConfig, ModelConfig, Seq2Seq
 from .training.checkpoint import Checkpoint, load, save_hf
@@ -32,9 +32,11 @@ __all__ = [
     "TrainResult",
     "__version__",
     "available_backends",
+    "backend_names",
     "generate",
     "get_backend",
     "load",
+    "register_backend",
     "sample_text",
     "save_hf",
     "train",

@@ -102,8 +102,9 @@ def accepted(command: str, args: argparse.Namespace, argv: list[str]) -> None:
         check_training_memory(estimate_training_memory(model, cfg.batch_size, 1, bk, False), bk, "")
     elif hasattr(args, "top_p"):  # a command with the generation flags
         GenerationOptions.of(**generation_options(args))
-    elif hasattr(args, "workers"):  # prepare, tokenizer train: processes to start
-        check_workers(args.workers)
+    elif hasattr(args, "workers"):  # prepare, tokenizer train, bench data: processes to start
+        for workers in args.workers if isinstance(args.workers, list) else [args.workers]:
+            check_workers(workers)
     if command == "attention":
         assert main(argv) in (0, 2)
 

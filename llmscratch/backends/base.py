@@ -77,6 +77,8 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """An array of this backend -> a NumPy array on the host (bfloat16, which NumPy lacks, is upcast to float32)."""
+        if isinstance(x, np.generic):  # a NumPy scalar (what NumPy's ops give for 0-d results) has no DLPack
+            return np.asarray(x).copy()
         return np.from_dlpack(x).copy()
 
     def to_host(self, arrays: dict[str, Any]) -> dict[str, np.ndarray]:

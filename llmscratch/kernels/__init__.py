@@ -43,12 +43,15 @@ class AttentionKernel:
     name: str
     forward: AttentionForward  # q (B,H,T,D), k/v (B,Hkv,S,D), key_mask (B,S) -> (out (B,H,T,D), cache)
     backward: AttentionBackward  # dout (B,H,T,D) -> (dq, dk, dv)
-    backends: tuple[str, ...]  # the backends it runs on
+    backends: tuple[str, ...] | None  # the backends it runs on; None: every one (pure Array API)
     unavailable: Any = None  # (bk) -> why it cannot run on bk (device, dtype, no compiler), or None
+
+    def runs_on(self, backend: str) -> bool:
+        return self.backends is None or backend in self.backends
 
 
 def _build_registry() -> dict[str, AttentionKernel]:
-    everywhere = ("numpy", "torch", "cupy", "strict")
+    everywhere = None  # pure Array API: any registered backend
     kernels = {
         # the reference: materialises the (B,H,T,S) scores
         "naive": AttentionKernel("naive", attention_forward, attention_backward, everywhere),
@@ -114,9 +117,9 @@ def get_attention_kernel(name: str, bk: Backend) -> AttentionKernel:
             f"unknown attention kernel {name!r}{did_you_mean(name, kernels)}; choose one of {', '.join(kernels)}"
         )
     kernel = kernels[name]
-    if bk.name not in kernel.backends:
+    if not kernel.runs_on(bk.name):
         raise ConfigError(
-            f"attention kernel {name!r} runs on the {'/'.join(kernel.backends)} backend(s), not {bk.name}; "
+            f"attention kernel {name!r} runs on the {'/'.join(kernel.backends or ())} backend(s), not {bk.name}; "
             "use attention='naive' or 'flash'"
         )
     if kernel.unavailable and (reason := kernel.unavailable(bk)):

@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..backends import BACKEND_HALF_DTYPES, Backend, backends_with, get_backend
+from ..backends import Backend, backends_with, get_backend, half_dtypes
 from ..util.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # -> the compute dtype (None: the dtype)
@@ -54,7 +54,7 @@ def check_precision(precision: str, backend: str, dtype: str) -> None:
         )
     have = backends_with(half)
     if backend not in have:
-        other = [p for p, d in PRECISIONS.items() if d in BACKEND_HALF_DTYPES.get(backend, ())]
+        other = [p for p, d in PRECISIONS.items() if d in half_dtypes(backend)]
         hint = f"precision={other[0]}, or " if other else "precision=fp32, or "
         raise ConfigError(
             f"the {backend} backend has no {half} arithmetic, so precision={precision} cannot run on it; "

@@ -83,7 +83,7 @@ def bench_attention(
     for bk in backends:
         for T in Ts or (GPU_T if bk.is_gpu else CPU_T):
             for kernel in kernels or list(KERNELS):
-                if bk.name in KERNELS[kernel].backends:
+                if KERNELS[kernel].runs_on(bk.name):
                     for record, run in _runners(bk, kernel, T, B, H, D, causal):
                         groups.setdefault((id(bk), T, record["pass"]), []).append((bk, record, run))
     results: list[tuple[Backend, dict, Callable]] = []

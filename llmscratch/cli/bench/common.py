@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ...backends import BACKENDS, available_backends, get_backend
+from ...backends import available_backends, backend_names, get_backend
 from ...util.errors import ConfigError, LLMScratchError
 from .report import write_report
 
@@ -16,7 +16,7 @@ def backend_list(text: str | None, extra: tuple[str, ...] = ()) -> list[str]:
     None -> every backend available here (GPUs included)."""
     if text:
         specs = [b.strip() for b in text.split(",") if b.strip()]
-        known = (*BACKENDS, *extra)
+        known = (*backend_names(), *extra)
         for spec in specs:
             name = spec.partition("@")[0].partition(":")[0]
             if name not in known:

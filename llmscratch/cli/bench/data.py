@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ...data.corpora import stdlib_text
+from ...util.atomic import size_text
+from ...util.errors import ConfigError
 from ..args import COUNT, number, number_list
 from .common import add_output_args, publish
 from .report import markdown_table
@@ -196,6 +199,12 @@ def cmd(args: argparse.Namespace) -> int:
     sections = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        free = shutil.disk_usage(folder).free
+        if args.train_mb * 1e6 > free / 2:
+            raise ConfigError(
+                f"--train-mb {args.train_mb:g} would write {size_text(args.train_mb * 1e6)} where "
+                f"{size_text(free)} is free ({folder.parent}); ask for less"
+            )
         corpus, documents = write_corpus(folder, args.prepare_mb)
         tokenizer = BPETokenizer.train("".join(documents[: max(1, len(documents) // 10)]), args.vocab_size)
         records = bench_prepare(folder, tokenizer, corpus, documents, args.workers)
