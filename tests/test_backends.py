@@ -110,8 +110,75 @@ def test_torch_cuda_without_gpu_says_so():
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(BackendError, match="no CUDA GPU is available"):
+    with pytest.raises(BackendError, match=r"torch cannot use device 'cuda': it needs an NVIDIA GPU .*device='cpu'"):
         get_backend("torch", device="cuda")
+
+
+class FakeAccelerator:
+    """torch.cuda / torch.mps / torch.xpu as a machine with ``count`` such devices would have them."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def is_available(self) -> bool:
+        return self.count > 0
+
+    def device_count(self) -> int:
+        return self.count
+
+
+@pytest.mark.parametrize(
+    "device, dtype, message",
+    [
+        ("mps", "float32", None),
+        ("mps", "bfloat16", None),
+        ("mps", "float64", r"torch has no float64 on mps devices; use dtype float32 or bfloat16 or float16"),
+        ("cuda:1", "float64", None),
+        ("cuda:2", "float32", r"device 'cuda:2' does not exist; this machine has 2 cuda device\(s\)"),
+        ("xpu", "float32", r"torch cannot use device 'xpu': it needs an Intel GPU and an XPU build of torch"),
+        ("meta", "float32", r"llmscratch does not run on torch 'meta' devices; use cpu, cuda, mps, xpu"),
+        ("gpu", "float32", r"unknown torch device 'gpu'; use cpu, cuda, mps, xpu"),
+        (None, "float64", None),
+    ],
+)
+def test_torch_device_selection(device, dtype, message):
+    """The choice of device, on a machine made up of two CUDA GPUs, Apple silicon and no Intel GPU (the logic
+    runs on any machine; the devices themselves are tested where they are)."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from llmscratch.backends.torch_backend import torch_device
+
+    machine = SimpleNamespace(
+        device=torch.device,
+        __version__=torch.__version__,
+        cuda=FakeAccelerator(2),
+        mps=FakeAccelerator(1),
+        xpu=FakeAccelerator(0),
+    )
+    if message is None:
+        assert torch_device(machine, device, dtype) == torch.device(device or "cpu")
+    else:
+        with pytest.raises(BackendError, match=message):
+            torch_device(machine, device, dtype)
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "cuda"])
+def test_torch_accelerators_present_here_compute_like_the_cpu(device):
+    """Each torch accelerator this machine has: a forward pass equal to the CPU's (skipped where absent)."""
+    torch = pytest.importorskip("torch")
+    module = getattr(torch, device, None)
+    if module is None or not module.is_available():
+        pytest.skip(f"no torch {device} device here")
+    from llmscratch import GPT, GPTConfig
+
+    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_embd=32)
+    idx = np.arange(16)[None, :] % 50
+    on_cpu = GPT(cfg, get_backend("torch", dtype="float32"))
+    there = GPT(cfg, get_backend("torch", device=device, dtype="float32"))
+    cpu_logits, _ = on_cpu.forward(idx)
+    logits, _ = there.forward(idx)
+    np.testing.assert_allclose(there.bk.to_numpy(logits), on_cpu.bk.to_numpy(cpu_logits), rtol=1e-4, atol=1e-4)
 
 
 def test_torch_bfloat16_upcasts_to_numpy():

@@ -76,6 +76,11 @@ class World:
             return cls(bk)
         if bk.name not in ("numpy", "torch", "cupy"):
             raise BackendError(f"data-parallel training runs on numpy, torch or cupy arrays, not {bk.name}")
+        if bk.name == "torch" and bk.device.type not in ("cpu", "cuda"):
+            raise BackendError(
+                f"data-parallel training reduces gradients with gloo (CPU) or nccl (CUDA), not on torch's "
+                f"{bk.device.type} devices; train on one {bk.device.type} device, or on cpu or cuda"
+            )
         import torch
         import torch.distributed as dist
 
