@@ -84,7 +84,7 @@ REQUIRED = {  # what each command needs besides the flag under test
 
 def accepted(command: str, args: argparse.Namespace, argv: list[str]) -> None:
     """Raises the library's error if the parsed values are refused where the command would refuse them."""
-    if command == "train":
+    if command in ("train", "tune"):  # the config flags
         overrides = {name: getattr(args, name) for name in FIELDS}
         cfg = resolve_config(preset=args.preset, config_file=args.config, **overrides)
         from llmscratch.backends import get_backend

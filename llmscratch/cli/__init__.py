@@ -1,5 +1,5 @@
-"""The ``llmscratch`` command: train, sample, chat, classify, translate, eval, plot, attention, convert, demo,
-tokenizer, bench.
+"""The ``llmscratch`` command: train, sample, chat, classify, translate, eval, plot, attention, prepare, convert,
+demo, tokenizer, tune, bench.
 
     llmscratch train                                   # the default small model on the embedded corpus
     llmscratch train --preset shakespeare_char_cpu --backend torch
@@ -27,10 +27,10 @@ import sys
 from collections.abc import Sequence
 
 from ..util.errors import LLMScratchError
-from . import bench, files, pictures, tokenizer, train, use
+from . import bench, files, pictures, tokenizer, train, tune, use
 from .args import Parser
 
-GROUPS = (train, use, pictures, files, tokenizer, bench)  # each adds its commands to the parser
+GROUPS = (train, use, pictures, files, tokenizer, tune, bench)  # each adds its commands to the parser
 
 
 def build_parser() -> Parser:

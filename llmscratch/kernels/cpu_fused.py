@@ -60,7 +60,8 @@ def _through_float32(round_back: str) -> Callable[[Callable[..., Any]], Callable
     return wrap
 
 
-def _choices() -> GemmChoices:
+def gemm_choices() -> GemmChoices:
+    """The GEMM choices of the compiled library in use."""
     return _gemm_choices(str(cpu_build.library_in_use()))
 
 
@@ -84,7 +85,7 @@ def matmul(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     if cpu_build.threaded() is not None:
         bk.make_room_for_openmp()  # before the vendor's products are timed
     candidates = {"own": lambda: gemm(bk, a, b, bias), "vendor": lambda: ops.matmul(bk, a, b, bias)}
-    return candidates[_choices().choose(bk, a, b, candidates)]()
+    return candidates[gemm_choices().choose(bk, a, b, candidates)]()
 
 
 @_through_float32("all")

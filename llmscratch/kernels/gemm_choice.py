@@ -3,9 +3,18 @@
 Neither wins everywhere. On one CPU the C++ GEMM is faster than torch's MKL and numpy's OpenBLAS at a training
 step's shapes, on another OpenBLAS beats it, and a 16-bit product may be fastest natively (bfloat16 on a CPU
 with AVX512_BF16) or slowest (float16 on a CPU without float16 arithmetic). So nothing is assumed: the first
-time a product of a *shape class* is asked for, both candidates are timed on its own operands (the best of
-REPEATS runs after one warm-up each), and the faster one serves that class from then on (confirmed by a
-second measurement at its CONFIRM_AT-th product, which is the one kept).
+time a product of a *shape class* is asked for, both candidates are timed on its own operands.
+
+A measurement must survive a noisy machine (the test suite, a browser, a second run on the same cores), where
+a product can take 20× its time for a while. So the candidates run interleaved, own and vendor in turn,
+REPEATS times each after a warm-up, and the two *agree* when each candidate's runs lie within SPREAD of each
+other, either one wins every pair or their medians are within TIE (a tie: either serves), and other processes
+used at most BUSY of the cores meanwhile (where that can be read and the measurement lasted long enough to
+tell; a steady neighbour slows an OpenMP product in every run alike). Only a choice
+whose measurement agrees is written down, with its times and spread. One that does not is provisional: it
+serves, and the class is measured again at its 10th, 100th, 1000th, ... product. A written-down class is timed
+again (one interleaved pair) every RECHECK products; a time more than CONTRADICTS × away from its record means
+the record was made under noise, or the machine changed, and the class is measured again and rewritten.
 
 A shape class is the backend, the dtype, the thread count, whether A and B are read by rows or transposed, and
 M, N, K each rounded to the nearest power of two: a batch of 768 rows and one of 800 share a choice.
@@ -13,7 +22,8 @@ M, N, K each rounded to the nearest power of two: a batch of 768 rows and one of
 Choices are written to a JSON file beside the compiled kernels (its name has the library's key: source,
 compiler, flags and CPU), so later processes reuse them; a choice made by two processes at once is measured
 twice, never half-written. LLMSCRATCH_GEMM=own or =vendor forces one path (benchmarks, tests); unset or
-"measure", the measured choice.
+"measure", the measured choice. ``llmscratch tune`` measures every class a config's training step uses until
+each agrees (``settle``), at a moment the user knows to be quiet.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +43,31 @@ from ..util.atomic import atomic_write
 from ..util.errors import ConfigError
 
 CHOICES = ("own", "vendor")
-REPEATS = 3
-# A class is measured when first seen, and that choice serves the process; at its CONFIRM_AT-th product it is
-# measured again and only that second choice is written down: the first can fall in a transient (another
-# library's threads still spinning after its last call took a 0.3 ms product to 16 ms, measured).
-CONFIRM_AT = 10
+REPEATS = 5  # timed runs of each candidate, interleaved
+SPREAD = 1.5  # a candidate's slowest run may take at most this × its fastest for the measurement to count
+TIE = 0.05  # medians this close: either candidate serves
+FIRST_AGAIN = 10  # a provisional class is measured again at this product, then at 10× as many each time
+RECHECK = 1000  # products of a written-down class between its re-timings
+CONTRADICTS = 2.0  # a re-timing this many times off its record: measure the class again
+SETTLE_TRIES = 8  # measurements ``settle`` makes of a class before it gives up on agreement
+BUSY = 0.25  # other processes using more than this share of the cores while a measurement ran: it does not count
+BUSY_WINDOW = 0.05  # seconds: a shorter measurement is too short to see the others' share (10 ms ticks)
+
+
+def others_cpu_seconds() -> float | None:
+    """CPU seconds every other process on the machine has used so far (Linux's /proc/stat, less this process's
+    own); None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    ticks = os.sysconf("SC_CLK_TCK")
+    ours = os.times()
+    return (user + nice + system + irq + softirq + steal) / ticks - (ours.user + ours.system)
+
+
 FORCE_VARIABLE = "LLMSCRATCH_GEMM"
 
 
@@ -59,47 +90,141 @@ def shape_class(bk: Backend, a: Any, b: Any) -> str:
     return f"{bk.name}/{bk.dtype_name}/{bk.threads()}t/{layout}/{rounded(M)}x{rounded(N)}x{rounded(K)}"
 
 
-def _best_time(bk: Backend, run: Callable[[], Any]) -> float:
+def _timed(bk: Backend, run: Callable[[], Any], clock: Callable[[], float]) -> float:
+    start = clock()
     run()
     bk.synchronize()
-    best = math.inf
-    for _ in range(REPEATS):
-        start = time.perf_counter()
+    return clock() - start
+
+
+def measure(
+    bk: Backend,
+    candidates: dict[str, Callable[[], Any]],
+    clock: Callable[[], float],
+    others: Callable[[], float | None] = others_cpu_seconds,
+) -> dict[str, Any]:
+    """Each candidate warmed up, then timed REPEATS times in turn -> the record: the choice (the faster median),
+    each one's median in µs, the larger spread (slowest / fastest run), the share of the cores other processes
+    used meanwhile (when the measurement was long enough to tell), and whether the runs agree. A steady
+    neighbour can slow one candidate in every run alike (an OpenMP team waits for its slowest thread), which
+    neither the pairs nor the spread show: the neighbour's share does."""
+    for run in candidates.values():
         run()
-        bk.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+    bk.synchronize()
+    runs: dict[str, list[float]] = {name: [] for name in candidates}
+    before, start = others(), clock()
+    for _ in range(REPEATS):
+        for name, run in candidates.items():
+            runs[name].append(_timed(bk, run, clock))
+    after, window = others(), clock() - start
+    busy = None
+    if before is not None and after is not None and window >= BUSY_WINDOW:
+        busy = round((after - before) / (window * (os.cpu_count() or 1)), 2)
+    medians = {name: statistics.median(t) for name, t in runs.items()}
+    choice = min(medians, key=medians.__getitem__)
+    other = next(name for name in candidates if name != choice)
+    spread = max(max(t) / max(min(t), 1e-12) for t in runs.values())
+    wins_every_pair = all(a <= b for a, b in zip(runs[choice], runs[other], strict=True))
+    tie = medians[other] <= medians[choice] * (1 + TIE)
+    return {
+        "choice": choice,
+        **{f"{name}_us": round(m * 1e6, 1) for name, m in medians.items()},
+        "spread": round(spread, 2),
+        "others": busy,
+        "agree": spread <= SPREAD and (wins_every_pair or tie) and (busy is None or busy <= BUSY),
+    }
+
+
+def contradicts(record: dict[str, Any], bk: Backend, candidates: dict[str, Callable[[], Any]], clock: Any) -> bool:
+    """One interleaved pair timed against a written-down record: is either more than CONTRADICTS × off it?"""
+    for name, run in candidates.items():
+        now, then = _timed(bk, run, clock) * 1e6, record.get(f"{name}_us", 0.0)
+        if not then or not 1 / CONTRADICTS <= now / then <= CONTRADICTS:
+            return True
+    return False
 
 
 class GemmChoices:
-    """The measured choices of one compiled library, in memory and in ``path``."""
+    """The measured choices of one compiled library, in memory and in ``path``; ``clock`` times them, ``others``
+    tells the CPU seconds other processes have used (both replaced in the tests)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.perf_counter,
+        others: Callable[[], float | None] = others_cpu_seconds,
+    ) -> None:
+        self.path, self.clock, self.others = path, clock, others
         try:
-            self.measured: dict[str, dict[str, Any]] = json.loads(path.read_text())
+            found = json.loads(path.read_text())
         except (OSError, ValueError):  # none yet, or unreadable: measure again
-            self.measured = {}
-        self.provisional: dict[str, tuple[str, int]] = {}  # key -> (first choice, products since)
+            found = {}
+        # a record without its spread was made before measurements had to agree: measured again
+        self.measured: dict[str, dict[str, Any]] = {
+            k: v for k, v in found.items() if isinstance(v, dict) and v.get("agree") is True
+        }
+        self.provisional: dict[str, str] = {}  # key -> the choice of a measurement that did not agree
+        self.products: dict[str, int] = {}  # key -> products of the class asked for in this process
+        self.settling = False  # True (llmscratch tune): each class met is measured anew until it agrees
+        self.settled: dict[str, dict[str, Any]] = {}  # key -> what settling it gave
 
     def choose(self, bk: Backend, a: Any, b: Any, candidates: dict[str, Callable[[], Any]]) -> str:
         """The faster of ``candidates`` (own, vendor: each computes this product) for a's and b's class."""
         if (force := forced()) is not None:
             return force
         key = shape_class(bk, a, b)
+        n = self.products[key] = self.products.get(key, 0) + 1
+        if self.settling:
+            if key not in self.settled:
+                self.settled[key] = self.settle(bk, a, b, candidates)
+            return self.settled[key]["choice"]
         if key in self.measured:
+            if n % RECHECK == 0 and contradicts(self.measured[key], bk, candidates, self.clock):
+                del self.measured[key]
+                return self._measure(key, bk, candidates)
             return self.measured[key]["choice"]
-        choice, seen = self.provisional.get(key) or (self._measure(bk, candidates)["choice"], 0)
-        if seen + 1 < CONFIRM_AT:
-            self.provisional[key] = (choice, seen + 1)
-            return choice
-        self.measured[key] = self._measure(bk, candidates)
+        if key not in self.provisional or _again(n):
+            return self._measure(key, bk, candidates)
+        return self.provisional[key]
+
+    def taken(self) -> dict[str, dict[str, Any]]:
+        """What each class met in this process took: its written-down record, or its provisional choice."""
+        out = {}
+        for key in self.products:
+            if key in self.measured:
+                out[key] = self.measured[key]
+            elif key in self.provisional:
+                out[key] = {"choice": self.provisional[key], "agree": False}
+        return out
+
+    def settle(self, bk: Backend, a: Any, b: Any, candidates: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+        """Measure a's and b's class until a measurement agrees (at most SETTLE_TRIES) -> the last record."""
+        key = shape_class(bk, a, b)
+        for _ in range(SETTLE_TRIES):
+            record = measure(bk, candidates, self.clock, self.others)
+            if record["agree"]:
+                self._keep(key, record)
+                break
+        return record
+
+    def _measure(self, key: str, bk: Backend, candidates: dict[str, Callable[[], Any]]) -> str:
+        record = measure(bk, candidates, self.clock, self.others)
+        if record["agree"]:
+            self._keep(key, record)
+        else:
+            self.provisional[key] = record["choice"]
+        return record["choice"]
+
+    def _keep(self, key: str, record: dict[str, Any]) -> None:
+        """A measurement that agrees: written down (the file rewritten whole)."""
+        self.provisional.pop(key, None)
+        self.measured[key] = record
         with contextlib.suppress(OSError):  # a read-only cache: the choice still holds for this process
             atomic_write(self.path, json.dumps(self.measured, indent=1, sort_keys=True) + "\n")
-        return self.measured[key]["choice"]
 
-    @staticmethod
-    def _measure(bk: Backend, candidates: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-        seconds = {name: _best_time(bk, run) for name, run in candidates.items()}
-        timings = {f"{name}_us": round(s * 1e6, 1) for name, s in seconds.items()}
-        return {"choice": min(seconds, key=seconds.__getitem__)} | timings
+
+def _again(n: int) -> bool:
+    """Whether a provisional class's n-th product is measured again: FIRST_AGAIN, 10× that, 100× that, ..."""
+    while n > FIRST_AGAIN and n % 10 == 0:
+        n //= 10
+    return n == FIRST_AGAIN

@@ -31,7 +31,7 @@ import numpy as np
 
 from ...backends import Backend, get_backend
 from ...data.batches import get_batch
-from ...kernels.gemm_choice import CONFIRM_AT
+from ...kernels.gemm_choice import FIRST_AGAIN
 from ...models import GPT, GPTConfig, init_params
 from ...training.config import TrainConfig, resolve_config
 from ...training.optimizer import learning_rate
@@ -45,9 +45,9 @@ from .timing import linear_layer_matmuls, matmul_peak_flops
 # Pause before each contestant's turn: after running, OpenMP (torch) and OpenBLAS (numpy) worker threads
 # busy-wait for a while, and on 2 cores that slowed whichever library ran next by ~13% (measured).
 SETTLE_S = 0.5
-# Untimed steps first: enough for every GEMM choice of the cpu-fused op set to be measured and confirmed
-# (kernels/gemm_choice.py), so no measurement falls inside a timed step.
-WARMUP_STEPS = CONFIRM_AT
+# Untimed steps first: enough for every GEMM choice of the cpu-fused op set to be measured, and measured again
+# if the first did not agree (kernels/gemm_choice.py), so no measurement falls inside a timed step.
+WARMUP_STEPS = FIRST_AGAIN
 
 
 @dataclass
@@ -410,6 +410,23 @@ def plot_train(records: list[dict[str, Any]], out: Path, name: str) -> list[Path
     return [path]
 
 
+CHOICE_COLUMNS = [
+    ("shape class", "class", ""),
+    ("choice", "choice", ""),
+    ("own µs", "own_us", ""),
+    ("vendor µs", "vendor_us", ""),
+    ("spread", "spread", ""),
+    ("written down", "agree", ""),
+]
+
+
+def gemm_choices_taken() -> list[dict[str, Any]]:
+    """What each GEMM shape class the run met took (none where the cpu-fused kernels did not run)."""
+    from ...kernels.cpu_fused import gemm_choices
+
+    return [{"class": key, **record} for key, record in sorted(gemm_choices().taken().items())]
+
+
 def cmd(args: argparse.Namespace) -> int:
     contestants = backend_list(args.backend, extra=("reference",))
     if not args.no_reference:  # one reference per torch device
@@ -420,6 +437,12 @@ def cmd(args: argparse.Namespace) -> int:
     records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps)
     sections = {"throughput": (records, train_markdown(records))}
     print(sections["throughput"][1])
+    if choices := gemm_choices_taken():
+        sections["GEMM choices (the C++ GEMM or the vendor BLAS, per shape class)"] = (
+            choices,
+            markdown_table(choices, CHOICE_COLUMNS),
+        )
+        print(sections["GEMM choices (the C++ GEMM or the vendor BLAS, per shape class)"][1])
     if args.full:
         runs = full_runs(contestants, args.preset, **overrides)
         sections["full runs"] = (runs, full_runs_markdown(runs))
