@@ -16,12 +16,14 @@ the wall time and the process's peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -150,6 +152,7 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
         player.step(0)
         player.sync()
     info = {"device": player.device, "kernel": player.kernel, "peak_flops": player.peak_flops, "mem": mem.bytes}
+    info["gemm_choices"] = gemm_choices_taken()  # what each GEMM class took in this contestant's process
     conn.send(info | {"rss": _peak_rss()})  # the training's own peak, before the matmul floor's arrays exist
     linear_matmuls = player.linear_matmuls()
     for _ in range(WARMUP_STEPS):
@@ -158,6 +161,26 @@ def _worker(spec: str, cfg_values: dict[str, Any], vocab: int, conn: Any) -> Non
         first, n = request
         steps = [lambda i=i: player.step(i) for i in range(first, first + n)]
         conn.send([_timed(player, fn) for fn in steps] + [_timed(player, linear_matmuls) for _ in range(n)])
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        pass
+
+
+@contextlib.contextmanager
+def neighbours(ctx: Any, n: int) -> Iterator[None]:
+    """n CPU-bound processes running while the block does (none for n = 0)."""
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for proc in procs:
+            proc.join()
 
 
 def _timed(player: Contestant, fn: Callable[[], Any]) -> float:
@@ -173,23 +196,27 @@ def bench_train(
     rounds: int = 6,
     steps: int = 10,
     vocab: int = 65,
+    noisy_start: bool = False,
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     """Median step time, tokens/s, ratio to the reference on the same device, MFU and memory, per contestant.
 
     Each contestant lives in its own fresh process (as a user runs it: only its own libraries loaded, its
-    own process settings), and the processes take turns, one at a time.
+    own process settings), and the processes take turns, one at a time. ``noisy_start``: every core is kept
+    busy by another process while the contestants are built and warmed up, which is when their GEMM choices
+    are measured (a first run beside the test suite or a browser); the timed rounds run on a quiet machine.
     """
     import multiprocessing
 
     cfg = resolve_config(preset, **overrides)
     ctx = multiprocessing.get_context("spawn")
     workers = {}
-    for spec in contestants:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(spec, cfg.to_dict(), vocab, child), daemon=True)
-        proc.start()
-        workers[spec] = (proc, parent, parent.recv())  # waits until the contestant is built and warm
+    with neighbours(ctx, os.cpu_count() or 1 if noisy_start else 0):  # the warm-up (and the GEMM choices) in it
+        for spec in contestants:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(spec, cfg.to_dict(), vocab, child), daemon=True)
+            proc.start()
+            workers[spec] = (proc, parent, parent.recv())  # waits until the contestant is built and warm
     times: dict[str, list[float]] = {spec: [] for spec in contestants}
     matmul_times: dict[str, list[float]] = {spec: [] for spec in contestants}
     for r in range(rounds):
@@ -232,6 +259,8 @@ def bench_train(
                 "peak_step_mem_bytes": info[spec]["mem"],
                 "peak_rss_bytes": info[spec]["rss"],
                 "steps_timed": len(times[spec]),
+                "noisy_start": noisy_start,
+                "gemm_choices": info[spec]["gemm_choices"],
             }
         )
     for rec in records:  # the ratio to the reference on the same device
@@ -411,6 +440,7 @@ def plot_train(records: list[dict[str, Any]], out: Path, name: str) -> list[Path
 
 
 CHOICE_COLUMNS = [
+    ("contestant", "contestant", ""),
     ("shape class", "class", ""),
     ("choice", "choice", ""),
     ("own µs", "own_us", ""),
@@ -434,15 +464,14 @@ def cmd(args: argparse.Namespace) -> int:
         contestants += [f"reference:{d}" if d else "reference" for d in devices] or ["reference"]
     overrides = {"max_iters": args.max_iters} if args.max_iters else {}
     resolve_config(args.preset)  # an unknown preset is a one-line error before anything runs
-    records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps)
+    records = bench_train(contestants, args.preset, rounds=args.rounds, steps=args.steps, noisy_start=args.noisy_start)
     sections = {"throughput": (records, train_markdown(records))}
     print(sections["throughput"][1])
-    if choices := gemm_choices_taken():
-        sections["GEMM choices (the C++ GEMM or the vendor BLAS, per shape class)"] = (
-            choices,
-            markdown_table(choices, CHOICE_COLUMNS),
-        )
-        print(sections["GEMM choices (the C++ GEMM or the vendor BLAS, per shape class)"][1])
+    choices = [{"contestant": r["contestant"], **c} for r in records for c in r["gemm_choices"]]
+    if choices:
+        title = "GEMM choices (the C++ GEMM or the vendor BLAS, per shape class)"
+        sections[title] = (choices, markdown_table(choices, CHOICE_COLUMNS))
+        print(sections[title][1])
     if args.full:
         runs = full_runs(contestants, args.preset, **overrides)
         sections["full runs"] = (runs, full_runs_markdown(runs))
@@ -467,6 +496,11 @@ def add_parser(bench: Any) -> None:
     p.add_argument("--steps", type=COUNT, default=10, help="steps per contestant per round [10]")
     p.add_argument("--no-reference", action="store_true", help="leave out the PyTorch autograd reference")
     p.add_argument("--full", action="store_true", help="also train each to the end: val loss, wall time, peak RSS")
+    p.add_argument(
+        "--noisy-start",
+        action="store_true",
+        help="keep every core busy while the contestants warm up (when their GEMM choices are measured)",
+    )
     p.add_argument("--max-iters", type=COUNT, help="for --full: stop earlier than the preset")
     add_output_args(p, "train")
     p.set_defaults(func=cmd)
