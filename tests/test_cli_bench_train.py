@@ -47,6 +47,23 @@ def test_bench_train_splits_each_step_into_the_linear_matmuls_and_the_rest():
     (rec,) = records
     assert rec["linear_matmul_ms"] > 0 and rec["step_ms"] > 0
     assert rec["rest_ms"] == pytest.approx(rec["step_ms"] - rec["linear_matmul_ms"])
+    from llmscratch.kernels import cpu_build
+
+    if cpu_build.unavailable(get_backend("numpy")) is None:  # the GEMM choices its process made are reported
+        assert rec["gemm_choices"] and all(c["choice"] in ("own", "vendor") for c in rec["gemm_choices"])
+
+
+def test_noisy_start_neighbours_run_while_the_block_does_and_stop_after():
+    import multiprocessing
+
+    from llmscratch.cli.bench.train import neighbours
+
+    ctx = multiprocessing.get_context("spawn")
+    before = set(multiprocessing.active_children())
+    with neighbours(ctx, 2):
+        running = set(multiprocessing.active_children()) - before
+        assert len(running) == 2 and all(p.is_alive() for p in running)
+    assert not any(p.is_alive() for p in running) and not set(multiprocessing.active_children()) - before
 
 
 def test_full_runs_train_every_contestant_to_the_end():
