@@ -12,7 +12,7 @@ other, either one wins every pair or their medians are within TIE (a tie: either
 used at most BUSY of the cores meanwhile (where that can be read and the measurement lasted long enough to
 tell; a steady neighbour slows an OpenMP product in every run alike). Only a choice
 whose measurement agrees is written down, with its times and spread. One that does not is provisional: it
-serves, and the class is measured again at its 10th, 100th, 1000th, ... product. A written-down class is timed
+serves, and the class is measured again at its 10th, 20th, 40th, ... product. A written-down class is timed
 again (one interleaved pair) every RECHECK products; a time more than CONTRADICTS × away from its record means
 the record was made under noise, or the machine changed, and the class is measured again and rewritten.
 
@@ -46,7 +46,7 @@ CHOICES = ("own", "vendor")
 REPEATS = 5  # timed runs of each candidate, interleaved
 SPREAD = 1.5  # a candidate's slowest run may take at most this × its fastest for the measurement to count
 TIE = 0.05  # medians this close: either candidate serves
-FIRST_AGAIN = 10  # a provisional class is measured again at this product, then at 10× as many each time
+FIRST_AGAIN = 10  # a provisional class is measured again at this product, then at twice as many each time
 RECHECK = 1000  # products of a written-down class between its re-timings
 CONTRADICTS = 2.0  # a re-timing this many times off its record: measure the class again
 SETTLE_TRIES = 8  # measurements ``settle`` makes of a class before it gives up on agreement
@@ -224,7 +224,7 @@ class GemmChoices:
 
 
 def _again(n: int) -> bool:
-    """Whether a provisional class's n-th product is measured again: FIRST_AGAIN, 10× that, 100× that, ..."""
-    while n > FIRST_AGAIN and n % 10 == 0:
-        n //= 10
-    return n == FIRST_AGAIN
+    """Whether a provisional class's n-th product is measured again: FIRST_AGAIN, twice that, 4×, ... (a
+    machine that has become quiet is soon seen; the measurements' cost falls off as 1/n)."""
+    ratio, rest = divmod(n, FIRST_AGAIN)
+    return rest == 0 and ratio & (ratio - 1) == 0
