@@ -37,7 +37,7 @@ from ..util.errors import ConfigError, DataError, TokenizerError
 from ..util.reading import read_json
 from .parallel import in_order
 from .shards import HEADER, MANIFEST, SPLITS, TOKENIZER, VERSION, header_bytes, token_dtype
-from .sources import Piece, Reader, input_files
+from .sources import Piece, Reader, can_cut, input_files
 
 PROGRESS = "progress.json"
 UNIT_CHARS = 1_000_000  # characters of text a worker encodes at a time (a fraction of a second)
@@ -66,12 +66,6 @@ def end_of_text(tokenizer: Tokenizer) -> tuple[int, str]:
         f"the {tokenizer.kind} tokenizer has no end-of-text token ({', '.join(END_OF_TEXT_NAMES)}) to end documents "
         "with; train one with llmscratch tokenizer train (it adds <|endoftext|>)"
     )
-
-
-def can_cut(tokenizer: Tokenizer) -> bool:
-    """Whether a long document may be encoded in pieces cut at sources.safe_cut (the split patterns it holds for)."""
-    base = getattr(tokenizer, "base", tokenizer)  # a chat tokenizer encodes text with its base
-    return base.kind in ("char", "wordpiece") or getattr(base, "pattern_name", None) in ("gpt2", "gpt4")
 
 
 def is_validation(document: int, fraction: Fraction) -> bool:
@@ -131,7 +125,7 @@ def _encode(unit: Unit) -> Encoded:
     return Encoded(tokens, text_bytes, documents, unit.read)
 
 
-def _units(pieces: Iterator[Piece], unit_chars: int) -> Iterator[Unit]:
+def units(pieces: Iterator[Piece], unit_chars: int) -> Iterator[Unit]:
     """Pieces grouped into units of about unit_chars characters."""
     unit, documents = Unit(0), 0
     for piece in pieces:
@@ -325,7 +319,8 @@ def prepare(
         kind, found = _check_folder(out, recipe)
         if kind == MANIFEST:
             return _report(out, found, time.perf_counter() - t0, already=True)
-        reader = Reader(files, separator, text_field, can_cut(tokenizer))
+        base = getattr(tokenizer, "base", tokenizer)  # a chat tokenizer encodes text with its base
+        reader = Reader(files, separator, text_field, can_cut(base.kind, getattr(base, "pattern_name", None)))
         digest = bytes.fromhex(recipe["tokenizer_digest"])
         done = found.get("units", 0)
         unit_chars = found.get("unit_chars", unit_chars)  # a resumed prepare counts its units as it did before
@@ -389,13 +384,13 @@ def _run(
     recording the progress after each."""
     from tqdm import tqdm
 
-    units = _units(reader.pieces(), unit_chars)
+    work = units(reader.pieces(), unit_chars)
     bar = tqdm(
         total=reader.total_bytes, unit="B", unit_scale=True, disable=not progress, dynamic_ncols=True, desc="prepare"
     )
     read, tokens, t0 = 0, 0, time.perf_counter()
     for _ in range(done):  # read again, not encoded again
-        read = next(units).read
+        read = next(work).read
     bar.update(read)
 
     def write(encoded: Encoded) -> None:
@@ -421,7 +416,7 @@ def _run(
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f}")
 
     try:
-        for encoded in in_order(encode_unit, units, workers, (_start_worker, setup)):
+        for encoded in in_order(encode_unit, work, workers, (_start_worker, setup)):
             write(encoded)
     finally:
         bar.close()

@@ -102,11 +102,7 @@ class TokenShards:
             itemsize, tokens, found = read_header(path)
             if found != digest:
                 raise DataError(f"{path} was made with another tokenizer than its manifest names; prepare again")
-            self.maps.append(
-                np.memmap(path, DTYPES[itemsize], "r", HEADER.size, (tokens,))
-                if tokens
-                else np.zeros(0, DTYPES[itemsize])
-            )
+            self.maps.append(_mapped(path, DTYPES[itemsize], tokens))
         self.starts = np.cumsum([0] + [len(m) for m in self.maps])  # (shards+1,) where each shard starts
 
     def __len__(self) -> int:

@@ -15,7 +15,7 @@ Parquet and Arrow need ``pyarrow`` (``pip install "llmscratch[data]"``).
 
 A text file is read in blocks, never whole: a document longer than ``PIECE_BYTES`` comes in pieces cut where
 the tokenizer's split would cut anyway (``safe_cut``), so the pieces' tokens are the whole document's.
-``documents()`` yields ``Piece``s: a document's text (or a piece of it), whether it ends the document, and
+``Reader.pieces()`` yields ``Piece``s: a document's text (or a piece of it), whether it ends the document, and
 how many bytes of the input files have been read by then (for a progress bar).
 """
 
@@ -100,6 +100,12 @@ def safe_cut(data: bytes) -> int:
         if 0x21 <= data[at - 1] <= 0x7E and at + 1 < len(data) and 0x21 <= data[at + 1] <= 0x7E:
             return at + 1
     return -1
+
+
+def can_cut(kind: str, pattern_name: str | None = None) -> bool:
+    """Whether safe_cut holds for a tokenizer of ``kind`` (a BPE one's split pattern by name): characters,
+    WordPiece's words and GPT-2's and GPT-4's patterns, not a custom regex or none."""
+    return kind in ("char", "wordpiece") or pattern_name in ("gpt2", "gpt4")
 
 
 def _utf8(data: bytes, path: Path, offset: int) -> str:

@@ -14,14 +14,14 @@ WordPiece vocabulary lists characters in the order they are first seen), so the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..tokenizers import BPETokenizer, Tokenizer, WordPieceTokenizer
 from ..util.errors import ConfigError
 from .parallel import in_order
-from .prepare import check_workers
-from .sources import Reader, input_files
+from .prepare import Unit, check_workers, units
+from .sources import Reader, can_cut, input_files
 
 UNIT_CHARS = 4_000_000  # characters a worker counts at a time
 
@@ -41,24 +41,11 @@ def _start_worker(kind: str, settings: dict[str, Any]) -> None:
     _split["split"] = splitter(kind, settings)
 
 
-def count_texts(texts: list[str]) -> Counter[str]:
+def count_unit(unit: Unit) -> Counter[str]:
     counts: Counter[str] = Counter()
-    for text in texts:
+    for text, _ in unit.pieces:
         counts.update(_split["split"](text))
     return counts
-
-
-def _units(reader: Reader, unit_chars: int) -> Iterator[list[str]]:
-    unit: list[str] = []
-    size = 0
-    for piece in reader.pieces():
-        unit.append(piece.text)
-        size += len(piece.text)
-        if size >= unit_chars:
-            yield unit
-            unit, size = [], 0
-    if unit:
-        yield unit
 
 
 def count_pieces(
@@ -71,10 +58,10 @@ def count_pieces(
     unit_chars: int = UNIT_CHARS,
 ) -> Counter[str]:
     """Each distinct piece of the documents of ``data`` (see sources.py) and its count, in first-seen order."""
-    cuttable = kind == "wordpiece" or settings.get("pattern") in ("gpt2", "gpt4")
-    units = _units(Reader(input_files(data), separator, text_field, cuttable), unit_chars)
+    pattern = BPETokenizer(pattern=settings["pattern"]).pattern_name if kind == "bpe" else None
+    reader = Reader(input_files(data), separator, text_field, can_cut(kind, pattern))
     total: Counter[str] = Counter()
-    for counts in in_order(count_texts, units, workers, (_start_worker, (kind, settings))):
+    for counts in in_order(count_unit, units(reader.pieces(), unit_chars), workers, (_start_worker, (kind, settings))):
         total.update(counts)  # in the corpus' order: a piece first seen earlier stays earlier
     return total
 
