@@ -127,6 +127,8 @@ class Trainer:
             self.lock = DirectoryLock(self.out_dir, "llmscratch train").acquire()
         try:
             self._start(resume)
+            per_rank = cfg.gradient_accumulation_steps // self.world.size  # micro-batch m is rank m // per_rank's
+            self.feed = Feed(self.task, self.bk, range(self.world.rank * per_rank, (self.world.rank + 1) * per_rank))
             self._open_log()
         except BaseException:
             self.close()
@@ -157,8 +159,6 @@ class Trainer:
         """metrics.jsonl (and TensorBoard's files) on rank 0; every rank checks it starts as rank 0 does."""
         cfg = self.cfg
         self.task.world = self.world
-        per_rank = cfg.gradient_accumulation_steps // self.world.size  # micro-batch m is rank m // per_rank's
-        self.feed = Feed(self.task, self.bk, range(self.world.rank * per_rank, (self.world.rank + 1) * per_rank))
         if cfg.tensorboard and self.out_dir is None:
             raise ConfigError("--tensorboard writes its event files beside the checkpoints: give an out_dir (--out)")
         main_log = self.out_dir and self.world.is_main
