@@ -135,7 +135,9 @@ def measure(
     }
 
 
-def contradicts(record: dict[str, Any], bk: Backend, candidates: dict[str, Callable[[], Any]], clock: Any) -> bool:
+def contradicts(
+    record: dict[str, Any], bk: Backend, candidates: dict[str, Callable[[], Any]], clock: Callable[[], float]
+) -> bool:
     """One interleaved pair timed against a written-down record: is either more than CONTRADICTS × off it?"""
     for name, run in candidates.items():
         now, then = _timed(bk, run, clock) * 1e6, record.get(f"{name}_us", 0.0)
@@ -159,7 +161,7 @@ class GemmChoices:
             found = json.loads(path.read_text())
         except (OSError, ValueError):  # none yet, or unreadable: measure again
             found = {}
-        # a record without its spread was made before measurements had to agree: measured again
+        # only records whose measurement agreed are kept; any other entry is measured again
         self.measured: dict[str, dict[str, Any]] = {
             k: v for k, v in found.items() if isinstance(v, dict) and v.get("agree") is True
         }

@@ -119,13 +119,9 @@ TRAINERS = {  # tokenizer training, each run in a fresh process that prints its 
         "tok = train_tokenizer('bpe', [{path!r}], {vocab}, ['<|endoftext|>'], {workers}, pattern='gpt2')\n"
     ),
     "huggingface tokenizers trainer": (
-        "from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers\n"
-        "from llmscratch.tokenizers.bpe import PATTERNS\n"
-        "tok = Tokenizer(models.BPE())\n"
-        "tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(PATTERNS['gpt2']), 'isolated'),"
-        " pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])\n"
-        "tok.train([{path!r}], trainers.BpeTrainer(vocab_size={vocab}, special_tokens=['<|endoftext|>'],"
-        " show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))\n"
+        "from llmscratch.cli.bench.tokenizer import huggingface_bpe\n"
+        "tok, trainer = huggingface_bpe({vocab})\n"
+        "tok.train([{path!r}], trainer)\n"
     ),
 }
 

@@ -17,8 +17,9 @@ from .common import add_output_args, publish
 from .report import markdown_table
 
 
-def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
-    """HF tokenizers' BPE trainer set up like ours: the same split, byte-level, <|endoftext|> special."""
+def huggingface_bpe(vocab_size: int, pattern: str = "gpt2") -> tuple[Any, Any]:
+    """HF tokenizers' BPE and its trainer set up like ours: the same split, byte-level, <|endoftext|> special
+    -> (tokenizer, trainer), for ``tokenizer.train(files, trainer)`` or ``train_from_iterator``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -33,6 +34,12 @@ def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
+    return tok, trainer
+
+
+def train_huggingface(text: str, vocab_size: int, pattern: str = "gpt2") -> Any:
+    """huggingface_bpe trained on text."""
+    tok, trainer = huggingface_bpe(vocab_size, pattern)
     tok.train_from_iterator([text], trainer)
     return tok
 
