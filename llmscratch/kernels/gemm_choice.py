@@ -11,10 +11,12 @@ REPEATS times each after a warm-up, and the two *agree* when each candidate's ru
 other, either one wins every pair or their medians are within TIE (a tie: either serves), and other processes
 used at most BUSY of the cores meanwhile (where that can be read and the measurement lasted long enough to
 tell; a steady neighbour slows an OpenMP product in every run alike). Only a choice
-whose measurement agrees is written down, with its times and spread. One that does not is provisional: it
-serves, and the class is measured again at its 10th, 20th, 40th, ... product. A written-down class is timed
-again (one interleaved pair) every RECHECK products; a time more than CONTRADICTS × away from its record means
-the record was made under noise, or the machine changed, and the class is measured again and rewritten.
+whose measurement agrees is written down, with its times and spread. One that does not is provisional: the
+class is measured again at its 10th, 20th, 40th, ... product until a measurement agrees and is written down.
+A written-down class is timed again (one interleaved pair) every RECHECK products; a time more than
+CONTRADICTS × away from its record means the record was made under noise, or the machine changed, and the
+class is measured again and rewritten. A process keeps serving the choice it first made for a class (see
+``choose``); what it writes down serves the processes after it.
 
 A shape class is the backend, the dtype, the thread count, whether A and B are read by rows or transposed, and
 M, N, K each rounded to the nearest power of two: a batch of 768 rows and one of 800 share a choice.
@@ -165,13 +167,18 @@ class GemmChoices:
         self.measured: dict[str, dict[str, Any]] = {
             k: v for k, v in found.items() if isinstance(v, dict) and v.get("agree") is True
         }
-        self.provisional: dict[str, str] = {}  # key -> the choice of a measurement that did not agree
         self.products: dict[str, int] = {}  # key -> products of the class asked for in this process
+        self.serving: dict[str, str] = {}  # key -> the choice this process serves the class, for its whole life
         self.settling = False  # True (llmscratch tune): each class met is measured anew until it agrees
         self.settled: dict[str, dict[str, Any]] = {}  # key -> what settling it gave
 
     def choose(self, bk: Backend, a: Any, b: Any, candidates: dict[str, Callable[[], Any]]) -> str:
-        """The faster of ``candidates`` (own, vendor: each computes this product) for a's and b's class."""
+        """The faster of ``candidates`` (own, vendor: each computes this product) for a's and b's class.
+
+        A process serves one choice per class for its whole life (own and vendor round differently, so a
+        choice that changed mid-run would make the run's numbers depend on when it changed, and a resumed
+        run could not repeat them); the later measurements below only decide what is written down for the
+        processes after it."""
         if (force := forced()) is not None:
             return force
         key = shape_class(bk, a, b)
@@ -180,24 +187,22 @@ class GemmChoices:
             if key not in self.settled:
                 self.settled[key] = self.settle(bk, a, b, candidates)
             return self.settled[key]["choice"]
-        if key in self.measured:
+        if key not in self.serving:
+            record = self.measured.get(key)
+            self.serving[key] = record["choice"] if record else self._measure(key, bk, candidates)
+        elif key in self.measured:
             if n % RECHECK == 0 and contradicts(self.measured[key], bk, candidates, self.clock):
                 del self.measured[key]
-                return self._measure(key, bk, candidates)
-            return self.measured[key]["choice"]
-        if key not in self.provisional or _again(n):
-            return self._measure(key, bk, candidates)
-        return self.provisional[key]
+                self._measure(key, bk, candidates)
+        elif _again(n):
+            self._measure(key, bk, candidates)
+        return self.serving[key]
 
     def taken(self) -> dict[str, dict[str, Any]]:
-        """What each class met in this process took: its written-down record, or its provisional choice."""
-        out = {}
-        for key in self.products:
-            if key in self.measured:
-                out[key] = self.measured[key]
-            elif key in self.provisional:
-                out[key] = {"choice": self.provisional[key], "agree": False}
-        return out
+        """What each class met in this process took, with its written-down record if it has one."""
+        return {
+            key: self.measured.get(key, {"agree": False}) | {"choice": choice} for key, choice in self.serving.items()
+        }
 
     def settle(self, bk: Backend, a: Any, b: Any, candidates: dict[str, Callable[[], Any]]) -> dict[str, Any]:
         """Measure a's and b's class until a measurement agrees (at most SETTLE_TRIES) -> the last record."""
@@ -213,13 +218,10 @@ class GemmChoices:
         record = measure(bk, candidates, self.clock, self.others)
         if record["agree"]:
             self._keep(key, record)
-        else:
-            self.provisional[key] = record["choice"]
         return record["choice"]
 
     def _keep(self, key: str, record: dict[str, Any]) -> None:
         """A measurement that agrees: written down (the file rewritten whole)."""
-        self.provisional.pop(key, None)
         self.measured[key] = record
         with contextlib.suppress(OSError):  # a read-only cache: the choice still holds for this process
             atomic_write(self.path, json.dumps(self.measured, indent=1, sort_keys=True) + "\n")
