@@ -1,6 +1,7 @@
 """Fixtures shared by the tests: every backend that can run here, in float64 and float32.
 
-Backend ids: numpy, torch, strict (always tried), and the GPU ones, cupy and torch-cuda. Where no usable GPU
+Backend ids: every registered backend (llmscratch.backends.backend_names(): numpy, torch, cupy, jax, strict and
+any plugin), plus torch-cuda; a backend registered is a backend tested. Where no usable GPU
 exists (cupy.cuda.is_available(), not just the import) the cases parametrised over a GPU backend id are
 deselected, so the summary counts them in one number instead of listing a skip for each; a test that makes a
 GPU backend itself still skips with the reason.
@@ -13,12 +14,12 @@ import functools
 import numpy as np
 import pytest
 
-from llmscratch.backends import get_backend
+from llmscratch.backends import backend_names, get_backend
 from llmscratch.data import load_text
 from llmscratch.data.corpora import stdlib_text
 from llmscratch.util.errors import BackendError, DataError
 
-BACKEND_IDS = ("numpy", "torch", "strict", "cupy", "torch-cuda")
+BACKEND_IDS = (*backend_names(), "torch-cuda")
 GPU_IDS = ("cupy", "torch-cuda")
 
 

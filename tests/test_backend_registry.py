@@ -64,9 +64,9 @@ def test_registering_badly_is_one_line(registered):
 
 def test_the_built_ins_are_registered_as_any_other():
     names = llmscratch.backend_names()
-    assert names[:4] == ("numpy", "torch", "cupy", "strict")
+    assert names[:5] == ("numpy", "torch", "cupy", "jax", "strict")
     assert backends.half_dtypes("torch") == ("bfloat16", "float16") and backends.half_dtypes("numpy") == ()
-    assert backends.backends_with("float16") == ["torch", "cupy"]
+    assert backends.backends_with("float16") == ["torch", "cupy", "jax"]
 
 
 def plugin_package(root: Path, name: str, module_source: str, target: str) -> None:

@@ -82,7 +82,7 @@ def test_console_script_on_shakespeare(tmp_path, shakespeare):
             ["train", "--preset", "shakespeare_cpu"],
             "unknown preset 'shakespeare_cpu' (did you mean 'shakespeare_char_cpu'?)",
         ),
-        (["train", "--backend", "jax"], "unknown backend 'jax'"),
+        (["train", "--backend", "mxnet"], "unknown backend 'mxnet'"),
         (["train", "--mlp", "gelu2"], "unknown mlp 'gelu2' (did you mean 'gelu'?)"),
         (["train", "--resume", "--out", "/nonexistent/run"], "cannot resume: no checkpoint in /nonexistent/run"),
         (["sample", "--checkpoint", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),

@@ -103,11 +103,13 @@ TINY = tiny(
 )
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_resume_is_bit_identical(tmp_path, backend):
+@pytest.mark.parametrize("backend, compile", [("numpy", False), ("torch", False), ("jax", False), ("jax", True)])
+def test_resume_is_bit_identical(tmp_path, backend, compile):
     """N steps, checkpoint, restart, N more == 2N uninterrupted: same parameters, same losses, bit for bit.
     Dropout and gradient accumulation are on, so their random streams must resume exactly too."""
+    pytest.importorskip(backend)
     opts = dict(TINY, backend=backend, dropout=0.1, gradient_accumulation_steps=2, eval_interval=5, progress=False)
+    opts["compile"] = compile
     whole = llmscratch.train(max_iters=10, out_dir=str(tmp_path / "whole"), **opts)
     first = llmscratch.train(max_iters=5, out_dir=str(tmp_path / "split"), **opts)
     assert first.history[-1]["step"] == 5

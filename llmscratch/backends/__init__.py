@@ -1,11 +1,11 @@
-"""Backends, registered by name: the only package that knows numpy, torch, cupy and array-api-strict by name.
+"""Backends, registered by name: the only package that knows numpy, torch, cupy, jax and array-api-strict by name.
 
 bk = get_backend("torch", device="cuda", dtype="float32")
 bk.xp.matmul(a, b)              # everything the Array API standard has
 bk.scatter_add_rows(out, i, s)  # ...and what it lacks (see base.Backend)
 
 A backend is a name, a factory (device, dtype) -> Backend that raises BackendError when it cannot run here,
-and the 16-bit dtypes it computes in. The four built-ins register below, as any other does: in code,
+and the 16-bit dtypes it computes in. The five built-ins register below, as any other does: in code,
 
     llmscratch.register_backend("mine", MyBackend, half_dtypes=("bfloat16",))
 
@@ -70,6 +70,7 @@ register_backend(
     "torch", _built_in(".torch_backend", "TorchBackend"), ("bfloat16", "float16"), "PyTorch on the CPU or a GPU"
 )
 register_backend("cupy", _built_in(".cupy_backend", "CupyBackend"), ("float16",), "CuPy on an NVIDIA GPU")
+register_backend("jax", _built_in(".jax_backend", "JaxBackend"), ("bfloat16", "float16"), "JAX on the CPU or a GPU")
 register_backend("strict", _built_in(".strict_backend", "StrictBackend"), summary="array-api-strict (the standard)")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tracemalloc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ class Backend:
     """
 
     name: str = "base"
+    compiles: bool = False  # whether ``compile`` makes one program of a whole function (JAX)
 
     def __init__(self, xp: Any, device: Any, dtype_name: str, is_gpu: bool = False) -> None:
         self.xp = xp
@@ -53,6 +54,11 @@ class Backend:
         return f"Backend(name={self.name!r}, device={str(self.device)!r}, dtype={self.dtype_name!r})"
 
     # ---- arrays in and out -------------------------------------------------------------------------------
+
+    @property
+    def device_label(self) -> str:
+        """The device as reports name it: "cpu", "cuda", "cuda:1", ... (the same word on every library)."""
+        return str(self.device)
 
     def asarray(self, data: Any, dtype: Any = None) -> Any:
         """Python numbers/lists or a NumPy array -> an array on this backend's device (floats in ``dtype``)."""
@@ -115,6 +121,12 @@ class Backend:
 
     # ---- what the standard lacks -------------------------------------------------------------------------
 
+    def assign(self, x: Any, index: Any, value: Any) -> Any:
+        """x with x[index] = value: written in place and x returned where the library allows (every library
+        but JAX, whose arrays are immutable and which returns a new array). Use the returned array."""
+        x[index] = value
+        return x
+
     def scatter_add_rows(self, out: Any, idx: Any, src: Any) -> Any:
         """out[idx[n], :] += src[n, :] for every n (repeated ids accumulate). out (V,C), idx (N,), src (N,C).
 
@@ -127,7 +139,7 @@ class Backend:
             v1 = min(V, v0 + _ONE_HOT_CHUNK)
             rows = xp.arange(v0, v1, dtype=idx.dtype, device=self.device)
             onehot = xp.astype(rows[:, None] == idx[None, :], src.dtype)  # (v1-v0, N)
-            out[v0:v1, ...] = out[v0:v1, ...] + onehot @ src
+            out = self.assign(out, (slice(v0, v1), ...), out[v0:v1, ...] + onehot @ src)
         return out
 
     def erf(self, x: Any) -> Any:
@@ -153,6 +165,18 @@ class Backend:
     def strides(self, x: Any) -> tuple[int, ...]:
         """How many elements apart consecutive indices along each axis of a host array are (for ctypes kernels)."""
         raise BackendError(f"the {self.name} backend does not expose raw memory; use ops='array-api'")
+
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (arrays in, arrays out, no host reads) compiled into one program, where the library has a
+        compiler that takes whole functions (JAX); a one-line BackendError elsewhere."""
+        raise BackendError(
+            f"the {self.name} backend does not compile whole steps; --compile (compile=True) needs backend jax"
+        )
+
+    def is_traced(self, x: Any) -> bool:
+        """Whether x stands for values not known yet: an argument, or what follows from one, inside a function
+        being compiled (``compile``). Its values cannot be read on the host there."""
+        return False
 
     def make_room_for_openmp(self) -> None:
         """Called before OpenMP kernels (llmscratch/kernels/cpu_fused.py) first run on this backend's arrays:

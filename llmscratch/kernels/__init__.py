@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from .. import ops
 from ..backends import Backend
 from ..ops import attention_backward, attention_forward
-from ..ops.adamw import AdamWStep, adamw_update, grad_norm
+from ..ops.adamw import AdamWStep, Updated, adamw_update, grad_norm
 from ..util.errors import ConfigError, did_you_mean
 from . import cpu_build, cpu_fused, cuda_attention
 from .flash import flash_attention_backward, flash_attention_forward
@@ -162,7 +162,7 @@ class AdamWUpdate(Protocol):
         decays: Sequence[float],
         step: AdamWStep,
         grad_scale: Any = None,
-    ) -> None: ...
+    ) -> Updated: ...
 
 
 @dataclass(frozen=True)
@@ -228,12 +228,12 @@ def get_ops(name: str, bk: Backend) -> OpSet:
 def resolve_attention(name: str, bk: Backend, block_size: int) -> str:
     """ "auto" -> the measured best kernel for bk at this context length (may compile the C++ kernels); any
     other name as it is."""
-    return default_attention_kernel(bk.name, block_size, str(bk.device), bk.dtype_name) if name == "auto" else name
+    return default_attention_kernel(bk.name, block_size, bk.device_label, bk.dtype_name) if name == "auto" else name
 
 
 def resolve_ops(name: str, bk: Backend) -> str:
     """ "auto" -> cpu-fused where it runs on bk, else array-api; any other name as it is."""
-    return default_ops(bk.name, str(bk.device), bk.dtype_name) if name == "auto" else name
+    return default_ops(bk.name, bk.device_label, bk.dtype_name) if name == "auto" else name
 
 
 def fit_to_backend(attention: str, op_set: str, bk: Backend, block_size: int) -> tuple[str, str]:

@@ -46,7 +46,7 @@ def _through_float32(round_back: str) -> Callable[[Callable[..., Any]], Callable
         def run(bk: Backend, *args: Any, **kwargs: Any) -> Any:
             if bk.dtype_name not in HALF_DTYPES:
                 return op(bk, *args, **kwargs)
-            wide = _float32_twin(bk.name, str(bk.device))
+            wide = _float32_twin(bk.name, bk.device_label)
             args = tuple(bk.widen(a) if getattr(a, "dtype", None) == bk.dtype else a for a in args)
             result = op(wide, *args, **kwargs)
             if round_back == "out":
@@ -203,7 +203,7 @@ def _float32_arrays(bk: Backend, arrays: Sequence[Any]) -> Backend | None:
     backend's float32 arrays (master weights), None for 16-bit arrays (then the Array API op serves)."""
     if bk.dtype_name not in HALF_DTYPES:
         return bk
-    twin = _float32_twin(bk.name, str(bk.device))
+    twin = _float32_twin(bk.name, bk.device_label)
     return twin if all(a.dtype == twin.dtype for a in arrays) else None
 
 
@@ -227,7 +227,7 @@ def adamw_update(
     decays: Sequence[float],
     step: adamw.AdamWStep,
     grad_scale: Any = None,
-) -> None:
+) -> adamw.Updated:
     """Every tensor's AdamW update in place (see llmscratch.ops.adamw.adamw_update), in one pass over them all."""
     if (wide := _float32_arrays(bk, [*params, *grads])) is None:
         return adamw.adamw_update(bk, params, grads, ms, vs, decays, step, grad_scale)
@@ -237,6 +237,7 @@ def adamw_update(
     tables = [_pointers(bk, arrays) for arrays in (params, grads, ms, vs)]
     scale = 1.0 if grad_scale is None else float(grad_scale)  # × 1.0 is exact: the same bits as no scaling
     kernel(bk, "adamw_step")(*tables, _sizes(params), (real * len(decays))(*decays), len(params), scale, *step)
+    return adamw.Updated(list(params), list(ms), list(vs))
 
 
 def _heads(bk: Backend, x: Any) -> Any:

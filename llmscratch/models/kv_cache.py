@@ -70,8 +70,9 @@ class KVCache:
     def append(self, layer: int, k: Any, v: Any) -> tuple[Any, Any]:
         """k, v (B,Hkv,T,D) -> all keys and values so far, (B,Hkv,length+T,D)"""
         end = self.length + k.shape[2]
-        self.k[layer][:, :, self.length : end, :] = k
-        self.v[layer][:, :, self.length : end, :] = v
+        slots = (slice(None), slice(None), slice(self.length, end), slice(None))
+        self.k[layer] = self.bk.assign(self.k[layer], slots, k)
+        self.v[layer] = self.bk.assign(self.v[layer], slots, v)
         return self.k[layer][:, :, :end, :], self.v[layer][:, :, :end, :]
 
     def advance(self, T: int) -> None:

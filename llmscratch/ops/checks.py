@@ -23,11 +23,12 @@ def check_ids(bk: Backend, ids: Any, size: int, op: str, ignore_index: int | Non
     """Every id must lie in [0, size) (or equal ``ignore_index``); a bad one raises DataError naming it.
 
     Costs one small reduction and, on a GPU, one wait: worth it, since an out-of-range index there
-    kills the CUDA context instead of raising.
+    kills the CUDA context instead of raising. Inside a compiled step (``Backend.is_traced``) the values are
+    not known yet and nothing is checked: the step's batches come from a task's data, checked when it was read.
     """
     xp = bk.xp
     expect_integers(bk, ids, op)
-    if ids.size == 0:  # reductions of an empty array are undefined
+    if ids.size == 0 or bk.is_traced(ids):  # empty: no min or max; traced: the values come when the program runs
         return
     kept = ids if ignore_index is None else xp.where(ids == ignore_index, 0, ids)
     lo, hi = int(xp.min(kept)), int(xp.max(kept))

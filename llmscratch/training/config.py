@@ -46,12 +46,13 @@ class TrainConfig(Architecture):
     vocab_size: int | None = None  # the BPE vocabulary to train (tokenizer="bpe")
     line_documents: bool | None = None  # lm: one item per line, shuffled, newline-ended (None: yes for names)
     # where it runs
-    backend: str = "numpy"  # numpy | torch | cupy | strict
+    backend: str = "numpy"  # numpy | torch | cupy | jax | strict, or a plugin's
     device: str | None = None  # cpu | cuda | cuda:N (None: the backend's default)
     dtype: str = "float32"  # float32 | float64 | bfloat16 (torch) | float16 (torch, cupy): the weights' dtype
     precision: str = "fp32"  # fp32 | bf16 | fp16: compute in 16 bits on float32 master weights (precision.py)
     attention: str = "auto"  # an attention kernel name, or auto: the measured best for the backend
     ops: str = "auto"  # array-api | cpu-fused (C++ kernels, CPU) | auto: cpu-fused where it compiles
+    compile: bool = False  # jax: each step (forward, backward, AdamW) one XLA program per batch shape
     dist_backend: str = "auto"  # under torchrun: gloo (host arrays) | nccl (GPU arrays) | auto: by the device
     # optimisation
     batch_size: int = 12

@@ -10,11 +10,11 @@ host, the update divides by the scale, and a step whose gradients overflowed is 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, NamedTuple
 
 from ..backends import Backend
-from ..ops.adamw import AdamWStep, adamw_update, clip_scale, grad_norm
+from ..ops.adamw import AdamWStep, Updated, adamw_update, clip_scale, grad_norm
 from ..util.errors import CheckpointError
 
 
@@ -28,14 +28,23 @@ def learning_rate(it: int, lr: float, min_lr: float, warmup_iters: int, lr_decay
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
 
 
-def clip_grad_norm(bk: Backend, grads: Mapping[str, Any], max_norm: float) -> Any:
-    """Scale every gradient in place by clip_scale (even when it is 1, as torch does); returns ‖g‖ (0-d).
-    ``AdamW.step(grads, lr, max_grad_norm)`` does the same without writing the gradients."""
+def clip_grad_norm(bk: Backend, grads: MutableMapping[str, Any], max_norm: float) -> Any:
+    """Scale every gradient by clip_scale (even when it is 1, as torch does), in place where the library
+    allows, and keep the scaled arrays in ``grads``; returns ‖g‖ (0-d). ``AdamW.step(grads, lr,
+    max_grad_norm)`` does the same without writing the gradients."""
     norm = grad_norm(bk, list(grads.values()))
     scale = clip_scale(bk, norm, max_norm)
-    for g in grads.values():
+    for name, g in grads.items():
         g *= scale
+        grads[name] = g
     return norm
+
+
+class StepScalars(NamedTuple):
+    """A step's numbers: AdamW's (for step t at its learning rate) and the weight-decay factor 1 - lr·wd."""
+
+    adamw: AdamWStep
+    decay: float
 
 
 class AdamW:
@@ -49,7 +58,7 @@ class AdamW:
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        update: Callable[..., None] = adamw_update,
+        update: Callable[..., Updated] = adamw_update,
         norm: Callable[..., Any] = grad_norm,
         master: dict[str, Any] | None = None,
     ) -> None:
@@ -77,37 +86,58 @@ class AdamW:
         norm, as clip_grad_norm would (the same numbers), but without writing them; returns the norm before
         clipping (0-d), or None without clipping. With loss_scale > 0 the gradients are that many times too big:
         the norm is read on the host (a float, of the true gradients), and inf or NaN skips the step."""
+        if loss_scale <= 0:
+            return self.apply(grads, self.next_scalars(lr), max_grad_norm)
+        norm = self.bk.item(self.norm(self.bk, self._in_order(grads))) / loss_scale
+        if not math.isfinite(norm):
+            return norm
+        scale = (min(1.0, max_grad_norm / (norm + 1e-6)) if max_grad_norm > 0 else 1.0) / loss_scale
+        self.apply(grads, self.next_scalars(lr), grad_scale=scale)
+        return norm
+
+    def next_scalars(self, lr: float | None = None) -> StepScalars:
+        """Counts a step (t += 1) and returns its numbers at learning rate lr (default: the optimizer's).
+        Plain floats, worked out on the host; ``apply`` takes them, also inside a compiled step."""
         lr = self.lr if lr is None else lr
+        self.t += 1
+        return StepScalars(AdamWStep.at(self.t, lr, self.betas, self.eps), 1.0 - lr * self.weight_decay)
+
+    def apply(
+        self, grads: Mapping[str, Any], scalars: StepScalars, max_grad_norm: float = 0.0, grad_scale: Any = None
+    ) -> Any:
+        """The update of step ``scalars`` (from next_scalars), arrays only: no value is read on the host, so
+        it runs inside a compiled step too. Clips to max_grad_norm > 0 (-> the norm, 0-d; else None) unless a
+        ``grad_scale`` is given (step's loss-scaled path). The arrays it leaves replace those in params,
+        master, m and v (the same ones, written in place, except on JAX)."""
         names = list(self.params)
         weights = self.weights
-        grads_list = [grads[n] for n in names]
-        if self.master is not None:  # the masters are float32, the 16-bit backend's wide_dtype
-            grads_list = [self.bk.widen(g) for g in grads_list]
-        norm = scale = None
-        if loss_scale > 0:
-            norm = self.bk.item(self.norm(self.bk, grads_list)) / loss_scale
-            if not math.isfinite(norm):
-                return norm
-            scale = (min(1.0, max_grad_norm / (norm + 1e-6)) if max_grad_norm > 0 else 1.0) / loss_scale
-        elif max_grad_norm > 0:
+        grads_list = self._in_order(grads)
+        norm = None
+        if grad_scale is None and max_grad_norm > 0:
             norm = self.norm(self.bk, grads_list)
-            scale = clip_scale(self.bk, norm, max_grad_norm)
-        self.t += 1
-        decays = [1.0 - lr * self.weight_decay if self.decays(self.params[n]) else 1.0 for n in names]
-        self.update(
+            grad_scale = clip_scale(self.bk, norm, max_grad_norm)
+        decays = [scalars.decay if self.decays(self.params[n]) else 1.0 for n in names]
+        updated = self.update(
             self.bk,
             [weights[n] for n in names],
             grads_list,
             [self.m[n] for n in names],
             [self.v[n] for n in names],
             decays,
-            AdamWStep.at(self.t, lr, self.betas, self.eps),
-            scale,
+            scalars.adamw,
+            grad_scale,
         )
+        for n, p, m, v in zip(names, *updated, strict=True):
+            weights[n], self.m[n], self.v[n] = p, m, v
         if self.master is not None:
             for n in names:
                 self.params[n] = self.bk.narrow(self.master[n])
         return norm
+
+    def _in_order(self, grads: Mapping[str, Any]) -> list[Any]:
+        """The gradients in parameter order; widened to float32 for the master weights of mixed precision."""
+        grads_list = [grads[n] for n in self.params]
+        return [self.bk.widen(g) for g in grads_list] if self.master is not None else grads_list
 
     def state_dict(self) -> dict[str, Any]:
         """Arrays under 'm.<name>' / 'v.<name>' and the step count under 't' (for safetensors + JSON)."""

@@ -44,6 +44,7 @@ from .memory import check_training_memory, estimate_training_memory
 from .metrics_log import MetricsLog
 from .optimizer import AdamW, learning_rate
 from .precision import LossScaler, Precision
+from .step import TrainingStep
 from .stop_signals import StopSignals
 
 
@@ -127,12 +128,22 @@ class Trainer:
             self.lock = DirectoryLock(self.out_dir, "llmscratch train").acquire()
         try:
             self._start(resume)
+            self.training_step = TrainingStep(
+                self.task.loss, self.model, self.opt, self.precision, cfg.gradient_accumulation_steps, cfg.grad_clip
+            )
+            self.compiled = self._compile() if cfg.compile else None
             per_rank = cfg.gradient_accumulation_steps // self.world.size  # micro-batch m is rank m // per_rank's
             self.feed = Feed(self.task, self.bk, range(self.world.rank * per_rank, (self.world.rank + 1) * per_rank))
             self._open_log()
         except BaseException:
             self.close()
             raise
+
+    def _compile(self) -> Any:
+        """The step compiled by the backend (llmscratch.training.step); a one-line error where it cannot be."""
+        if self.world.size > 1:
+            raise ConfigError("--compile runs in one process; drop it under torchrun")
+        return self.training_step.compile()
 
     def _start(self, resume: bool) -> None:
         """The task, the model and the optimizer: resumed from out_dir, from --init-from, or new."""
@@ -261,23 +272,24 @@ class Trainer:
         draws it); the gradients, each already scaled by 1/accum, are summed over the ranks in one all-reduce of
         flat buckets (with the loss, the token count and the stop flag in the last one), so clipping and AdamW
         see the whole step's mean gradient on every rank. With master weights the gradients are summed in
-        float32; with a loss scaler they carry its scale until the update."""
-        c, bk, model, world = self.cfg, self.bk, self.model, self.world
-        accum = c.gradient_accumulation_steps
-        grads: dict[str, Any] = {}
-        total, tokens = None, 0
+        float32; with a loss scaler they carry its scale until the update. With ``compile`` the gradients and
+        the update are one compiled program (llmscratch.training.step)."""
+        c, bk, world = self.cfg, self.bk, self.world
+        batches, tokens = [], 0
         for micro in self.feed.micros:  # this rank's share of the step's micro-batches
-            rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
             batch, n = self.feed.get(it, micro)
-            loss = self.task.loss(model, batch, rng)
-            g = self.precision.widened(model.backward(dloss=self.precision.loss_scale / accum))
-            if grads:
-                for name in grads:
-                    grads[name] += g[name]
-            else:
-                grads = g
-            total = loss if total is None else total + loss
+            rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
+            batches.append((batch, rng))
             tokens += n
+        if self.compiled is not None:
+            if tokens == 0:  # nothing to learn from (every target masked): the weights stay
+                return bk.asarray(0.0), tokens, stop
+            return (
+                self.training_step.run_compiled(self.compiled, batches, self.opt.next_scalars(self.lr(it))),
+                tokens,
+                stop,
+            )
+        grads, total = self.training_step.gradients(batches)
         if world.size > 1:
             extra = [bk.xp.reshape(v, (1,)) for v in (total, bk.asarray(float(tokens)), bk.asarray(float(stop)))]
             *summed, total, tokens, flag = world.finish(world.start_sum([*grads.values(), *extra]))
@@ -287,7 +299,7 @@ class Trainer:
         taken = tokens == 0 or self.precision.update(self.opt, grads, self.lr(it), c.grad_clip)
         if not taken:  # fp16 gradients that overflowed
             self.skipped[it] = self.precision.loss_scale
-        return total / accum, tokens, stop
+        return total / c.gradient_accumulation_steps, tokens, stop
 
     def _record(self, entry: dict[str, Any]) -> None:
         """One history entry: kept in the history (which checkpoints store) and appended to metrics.jsonl."""

@@ -19,7 +19,7 @@ from ...backends import FLOAT_DTYPES, Backend, get_backend
 from ...kernels import KERNELS
 from ...util.errors import ConfigError
 from ..args import POSITIVE, number_list
-from .common import add_output_args, backend_list, out_dir, publish
+from .common import COMPILED, add_output_args, backend_list, out_dir, parse_spec, publish
 from .report import markdown_table, pyplot
 
 CPU_T = (256, 512, 1024, 2048, 4096)
@@ -31,11 +31,14 @@ def attention_flops(B: int, H: int, T: int, D: int, causal: bool, backward: bool
     return fwd * 3.5 if backward else fwd
 
 
-def _runners(bk: Backend, kernel: str, T: int, B: int, H: int, D: int, causal: bool) -> list[tuple[dict, Callable]]:
-    """(record, run) for the forward and the forward+backward of one kernel at one T."""
+def _runners(
+    bk: Backend, kernel: str, T: int, B: int, H: int, D: int, causal: bool, compiled: bool = False
+) -> list[tuple[dict, Callable]]:
+    """(record, run) for the forward and the forward+backward of one kernel at one T; ``compiled``: each
+    pass compiled into one program (Backend.compile), traced at its warm-up run."""
     base = {
-        "backend": bk.name,
-        "device": str(bk.device),
+        "backend": f"{bk.name}@{COMPILED}" if compiled else bk.name,
+        "device": bk.device_label,
         "kernel": kernel,
         "B": B,
         "H": H,
@@ -48,12 +51,15 @@ def _runners(bk: Backend, kernel: str, T: int, B: int, H: int, D: int, causal: b
     rng = np.random.default_rng(0)
     q, kk, v, dout = (bk.from_numpy(rng.standard_normal((B, H, T, D))) for _ in range(4))
 
-    def run(backward: bool) -> None:
-        _, cache = k.forward(bk, q, kk, v, causal=causal)
-        if backward:
-            k.backward(bk, dout, cache)
+    def passes(backward: bool) -> Callable[..., Any]:
+        def run(q: Any, kk: Any, v: Any, dout: Any) -> Any:
+            out, cache = k.forward(bk, q, kk, v, causal=causal)
+            return k.backward(bk, dout, cache) if backward else out
 
-    return [(dict(base, **{"pass": "fwd"}), lambda: run(False)), (dict(base, **{"pass": "fwd+bwd"}), lambda: run(True))]
+        run = bk.compile(run) if compiled else run
+        return lambda: run(q, kk, v, dout)
+
+    return [(dict(base, **{"pass": "fwd"}), passes(False)), (dict(base, **{"pass": "fwd+bwd"}), passes(True))]
 
 
 def _failure(e: BaseException) -> str:
@@ -63,7 +69,7 @@ def _failure(e: BaseException) -> str:
 
 
 def bench_attention(
-    backends: list[Backend],
+    backends: list[Backend | tuple[Backend, bool]],
     kernels: list[str] | None = None,
     Ts: list[int] | None = None,
     B: int = 1,
@@ -80,11 +86,12 @@ def bench_attention(
     after a traced, memory-hungry case the next one ran up to 1.7x slower here.
     """
     groups: dict[tuple, list] = {}
-    for bk in backends:
+    for entry in backends:
+        bk, compiled = entry if isinstance(entry, tuple) else (entry, False)
         for T in Ts or (GPU_T if bk.is_gpu else CPU_T):
             for kernel in kernels or list(KERNELS):
                 if KERNELS[kernel].runs_on(bk.name):
-                    for record, run in _runners(bk, kernel, T, B, H, D, causal):
+                    for record, run in _runners(bk, kernel, T, B, H, D, causal, compiled):
                         groups.setdefault((id(bk), T, record["pass"]), []).append((bk, record, run))
     results: list[tuple[Backend, dict, Callable]] = []
     for cases in groups.values():
@@ -194,10 +201,8 @@ def plot_attention(records: list[dict[str, Any]], out: Path, name: str) -> list[
 
 
 def cmd(args: argparse.Namespace) -> int:
-    backends = [
-        get_backend(*spec.partition(":")[::2], dtype=args.dtype) if ":" in spec else get_backend(spec, dtype=args.dtype)
-        for spec in backend_list(args.backend)
-    ]
+    specs = [parse_spec(text) for text in backend_list(args.backend, compiled=True)]
+    backends = [(get_backend(s.name, s.device, dtype=args.dtype), s.compiled) for s in specs]
     kernels = args.kernels.split(",") if args.kernels else None
     unknown = [k for k in kernels or () if k not in KERNELS]
     if unknown:
@@ -209,7 +214,10 @@ def cmd(args: argparse.Namespace) -> int:
 
 def add_parser(bench: Any) -> None:
     p = bench.add_parser("attention", help="every attention kernel x backend x T, forward and forward+backward")
-    p.add_argument("--backend", help="comma-separated, e.g. numpy,torch,torch:cuda,cupy [all available]")
+    p.add_argument(
+        "--backend",
+        help="comma-separated, e.g. numpy,torch,torch:cuda,cupy,jax@compiled [all available, jax compiled too]",
+    )
     p.add_argument("--T", type=number_list(), help="comma-separated sequence lengths [CPU 256..4096, GPU 256..16384]")
     p.add_argument("--kernels", help="comma-separated kernel names [all that run on each backend]")
     p.add_argument("--dtype", default="float32", choices=FLOAT_DTYPES)

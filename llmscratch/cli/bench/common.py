@@ -3,26 +3,63 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...backends import available_backends, backend_names, get_backend
+from ...training.precision import PRECISIONS
 from ...util.errors import ConfigError, LLMScratchError
 from .report import write_report
 
+COMPILED = "compiled"  # the option of a spec whose step is compiled into one program (Backend.compile)
 
-def backend_list(text: str | None, extra: tuple[str, ...] = ()) -> list[str]:
-    """'numpy,torch:cuda' -> ['numpy', 'torch:cuda'] (each name checked; ``extra``: more names a suite takes);
-    None -> every backend available here (GPUs included)."""
+
+@dataclass(frozen=True)
+class Spec:
+    """A contestant: "jax:gpu@bf16+compiled" -> a backend name, its device, a precision (None: the
+    config's) and whether its work is compiled; ``text`` is the spec as written, the name in reports."""
+
+    text: str
+    name: str
+    device: str | None = None
+    precision: str | None = None
+    compiled: bool = False
+
+
+def parse_spec(text: str, known: tuple[str, ...] = ()) -> Spec:
+    """A --backend entry as a Spec; an unknown backend (when ``known`` is given) or option is one line."""
+    backend, _, options = text.partition("@")
+    name, _, device = backend.partition(":")
+    if known and name not in known:
+        raise ConfigError(f"--backend: unknown backend {name!r} in {text!r}; choose from {', '.join(known)}")
+    chosen = [o for o in options.split("+") if o]
+    wrong = [o for o in chosen if o != COMPILED and o not in PRECISIONS]
+    if wrong or len([o for o in chosen if o in PRECISIONS]) > 1:
+        raise ConfigError(
+            f"--backend: {text!r}: after @ come one precision ({', '.join(PRECISIONS)}) and/or {COMPILED!r}, "
+            "joined by + (jax@bf16+compiled)"
+        )
+    precision = next((o for o in chosen if o in PRECISIONS), None)
+    return Spec(text, name, device or None, precision, COMPILED in chosen)
+
+
+def backend_list(text: str | None, extra: tuple[str, ...] = (), compiled: bool = False) -> list[str]:
+    """'numpy,torch:cuda' -> ['numpy', 'torch:cuda'] (each checked by parse_spec; ``extra``: more names a
+    suite takes); None -> every backend available here (GPUs included), and with ``compiled`` (a suite that
+    times compiled work) each one that compiles (Backend.compile) compiled too: "jax@compiled"."""
     if text:
         specs = [b.strip() for b in text.split(",") if b.strip()]
-        known = (*backend_names(), *extra)
         for spec in specs:
-            name = spec.partition("@")[0].partition(":")[0]
-            if name not in known:
-                raise ConfigError(f"--backend: unknown backend {name!r} in {spec!r}; choose from {', '.join(known)}")
+            parse_spec(spec, (*backend_names(), *extra))
         return specs
-    names = [n for n in available_backends() if n != "strict"]
+    names = []
+    for name in available_backends():
+        if name == "strict":
+            continue
+        names.append(name)
+        if compiled and get_backend(name).compiles:
+            names.append(f"{name}@{COMPILED}")
     if "torch" in names:
         try:
             get_backend("torch", "cuda")

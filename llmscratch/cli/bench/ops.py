@@ -100,7 +100,7 @@ def bench_ops(backends: list[Backend], preset: str = "shakespeare_char_cpu", rou
                 records.append(
                     {
                         "backend": bk.name,
-                        "device": str(bk.device),
+                        "device": bk.device_label,
                         "dtype": bk.dtype_name,
                         "op": op,
                         "ops": name,

@@ -38,9 +38,10 @@ from ...models import GPT, GPTConfig, init_params
 from ...training.config import TrainConfig, resolve_config
 from ...training.optimizer import learning_rate
 from ...training.precision import Precision
+from ...training.step import TrainingStep
 from ...training.trainer import build_for_training
 from ..args import COUNT
-from .common import add_output_args, backend_list, out_dir
+from .common import add_output_args, backend_list, out_dir, parse_spec
 from .report import markdown_table, pyplot, write_report
 from .timing import linear_layer_matmuls, matmul_peak_flops
 
@@ -54,7 +55,7 @@ WARMUP_STEPS = FIRST_AGAIN
 
 @dataclass
 class Contestant:
-    name: str  # numpy | torch | torch:cuda | torch@bf16 | cupy | reference | reference:cuda
+    name: str  # a spec (common.parse_spec): numpy | torch:cuda | torch@bf16 | jax@compiled | reference | ...
     step: Callable[[int], Any]  # one training step on batch i; returns the loss (a device scalar)
     sync: Callable[[], None]
     peak_memory: Any  # a Backend's peak_memory context manager
@@ -69,28 +70,23 @@ def _batches(cfg: TrainConfig, vocab: int, n: int) -> list[tuple[np.ndarray, np.
     return [get_batch(tokens, cfg.batch_size, cfg.block_size, cfg.seed, i) for i in range(n)]
 
 
-def parse_contestant(spec: str) -> tuple[str, str | None, str | None]:
-    """ "torch:cuda@bf16" -> ("torch", "cuda", "bf16"): a backend, its device and a precision (None: the
-    config's)."""
-    backend, _, precision = spec.partition("@")
-    name, _, device = backend.partition(":")
-    return name, device or None, precision or None
-
-
 def make_contestant(spec: str, cfg: TrainConfig, vocab: int, batches: list) -> Contestant:
-    name, device, precision = parse_contestant(spec)
-    if name == "reference":
-        return _reference_contestant(spec, cfg, vocab, batches, device or "cpu")
-    mixed = Precision(precision or cfg.precision, name, device, cfg.dtype)
+    which = parse_spec(spec)
+    if which.name == "reference":
+        return _reference_contestant(spec, cfg, vocab, batches, which.device or "cpu")
+    mixed = Precision(which.precision or cfg.precision, which.name, which.device, cfg.dtype)
     bk = mixed.bk
     model_cfg = cfg.model_config(vocab)
     model, opt = build_for_training(model_cfg, cfg, mixed)
-    device_batches = [(bk.from_numpy(x), bk.from_numpy(y)) for x, y in batches]
+    arrays = TrainingStep(lambda model, batch, rng: model.forward(*batch)[1], model, opt, mixed, 1, cfg.grad_clip)
+    device_batches = [[((bk.from_numpy(x), bk.from_numpy(y)), None)] for x, y in batches]
+    run = arrays.compile() if which.compiled else None
 
     def step(i: int) -> Any:
-        x, y = device_batches[i % len(device_batches)]
-        _, loss = model.forward(x, y)
-        grads = mixed.widened(model.backward(dloss=mixed.loss_scale))
+        batch = device_batches[i % len(device_batches)]
+        if run is not None:
+            return arrays.run_compiled(run, batch, opt.next_scalars(cfg.learning_rate))
+        grads, loss = arrays.gradients(batch)
         mixed.update(opt, grads, cfg.learning_rate, cfg.grad_clip)
         return loss
 
@@ -137,7 +133,7 @@ def _contestant(
     rows = cfg.batch_size * cfg.block_size
     linear_matmuls = partial(linear_layer_matmuls, bk, model_cfg, op_set, rows)
     return Contestant(
-        spec, step, bk.synchronize, bk.peak_memory, linear_matmuls, str(bk.device), kernel, matmul_peak_flops(bk)
+        spec, step, bk.synchronize, bk.peak_memory, linear_matmuls, bk.device_label, kernel, matmul_peak_flops(bk)
     )
 
 
@@ -282,16 +278,18 @@ print("RESULT " + json.dumps(train_to_end(*json.loads(sys.argv[1]))))
 
 def train_to_end(spec: str, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one contestant with the preset to max_iters; the history's val losses and the wall time."""
-    name, device, precision = parse_contestant(spec)
+    which = parse_spec(spec)
     t0 = time.perf_counter()
-    if name == "reference":
-        history = train_reference(resolve_config(preset, **overrides), device or "cpu")
+    if which.name == "reference":
+        history = train_reference(resolve_config(preset, **overrides), which.device or "cpu")
     else:
         from ...training.trainer import train
 
-        if precision:
-            overrides = overrides | {"precision": precision}
-        result = train(backend=name, device=device, preset=preset, progress=False, **overrides)
+        if which.precision:
+            overrides = overrides | {"precision": which.precision}
+        result = train(
+            backend=which.name, device=which.device, preset=preset, progress=False, compile=which.compiled, **overrides
+        )
         history = result.history
     evals = [
         {"step": h["step"], "val_loss": h["val_loss"], "train_loss": h.get("eval_train_loss")}
@@ -458,9 +456,9 @@ def gemm_choices_taken() -> list[dict[str, Any]]:
 
 
 def cmd(args: argparse.Namespace) -> int:
-    contestants = backend_list(args.backend, extra=("reference",))
+    contestants = backend_list(args.backend, extra=("reference",), compiled=True)
     if not args.no_reference:  # one reference per torch device
-        devices = dict.fromkeys(d for n, d, _ in map(parse_contestant, contestants) if n == "torch")
+        devices = dict.fromkeys(s.device for s in map(parse_spec, contestants) if s.name == "torch")
         contestants += [f"reference:{d}" if d else "reference" for d in devices] or ["reference"]
     overrides = {"max_iters": args.max_iters} if args.max_iters else {}
     resolve_config(args.preset)  # an unknown preset is a one-line error before anything runs
@@ -489,7 +487,8 @@ def add_parser(bench: Any) -> None:
     )
     p.add_argument(
         "--backend",
-        help="comma-separated, e.g. numpy,torch,torch@bf16,torch:cuda@fp16 (@: a precision) [all available]",
+        help="comma-separated, e.g. numpy,torch,torch@bf16,torch:cuda@fp16,jax@compiled (@: a precision and/or "
+        "compiled, joined by +) [all available, and jax compiled too]",
     )
     p.add_argument("--preset", default="shakespeare_char_cpu")
     p.add_argument("--rounds", type=COUNT, default=6, help="rounds of interleaved timing [6]")
