@@ -89,6 +89,20 @@ def test_matmul_matches_array_api(bk, M, K, N, a_transposed, b_transposed, bias,
     assert close(bk, cf.matmul(bk, a, b, c), want)  # whichever of the two measured faster
 
 
+@pytest.mark.parametrize("M, K, N", [(1, 768, 2304), (4, 45, 19), (9, 333, 517), (5, 1, 3), (0, 8, 4)])
+@pytest.mark.parametrize("fmt, group", [("int8", None), ("int4", 32), ("int4", 6)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_quantized_matmul_matches_array_api(bk, M, K, N, fmt, group, bias, rng):
+    """A decoding step's row, the beams' rows, a K that no group divides, an N that is no whole vector, panels
+    of rows and columns with remainders."""
+    qw = ops.quantize_weight(bk, bk.from_numpy(rng.standard_normal((K, N))), fmt, group)
+    a = bk.from_numpy(rng.standard_normal((M, K)))
+    c = bk.from_numpy(rng.standard_normal(N)) if bias else None
+    got, want = cf.quantized_matmul(bk, a, qw, c), ops.quantized_matmul(bk, a, qw, c)
+    assert tuple(got.shape) == (M, N)
+    assert M == 0 or close(bk, got, want)
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (5, 3), (12, 64, 65), (40, 1000)])
 def test_cross_entropy_matches_array_api(bk, shape, rng):
     """Loss and gradient on rows with and without an ignored target, at the model's shape and a wide vocabulary."""

@@ -101,6 +101,18 @@ def add_checkpoint_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quantize_args(p: argparse.ArgumentParser) -> None:
+    """--quantize and --quantize-group: the model's linear layers in int8 or int4 once loaded."""
+    from ..ops.quantize import FORMATS
+
+    p.add_argument(
+        "--quantize", choices=list(FORMATS), help="weight-only quantization of the linear layers (inference only)"
+    )
+    p.add_argument(
+        "--quantize-group", type=number(int, 1), help="int4: inputs per scale [32]; int8: one scale per output channel"
+    )
+
+
 def add_generation_args(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
     """One flag per generation option (--top-p, --num-beams, ...), its help from GenerationOptions. A flag
     not given is left out, so the command's own defaults (shown in the help) apply."""

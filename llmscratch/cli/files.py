@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from ..data.prepare import SHARD_TOKENS, prepare
-from .args import COUNT, FRACTION
+from .args import COUNT, FRACTION, add_quantize_args
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..training.checkpoint import convert
 
-    print(f"wrote {convert(args.src, args.dst, args.to, dtype=args.dtype)}")
+    print(f"wrote {convert(args.src, args.dst, args.to, args.dtype, args.quantize, args.quantize_group)}")
     return 0
 
 
@@ -97,4 +97,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("dst", help="the directory to write (new or empty)")
     p.add_argument("--to", required=True, choices=["hf", "llmscratch"], help="the format to write")
     p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16 (default: the source's)")
+    add_quantize_args(p)
     p.set_defaults(func=cmd_convert)

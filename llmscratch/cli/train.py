@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..layers.linear import QUANTIZED_NO_TRAINING
 from ..tasks import TASKS
 from ..training.config import FIELDS, preset_names
+from ..util.errors import ConfigError
 from .args import add_config_flags, number
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
+    if args.quantize:
+        raise ConfigError(
+            f"--quantize: {QUANTIZED_NO_TRAINING}; quantize the trained model with sample, eval or convert"
+        )
     overrides = {name: getattr(args, name) for name in FIELDS}
     overrides["out_dir"] = overrides["out_dir"] or "out"
     result = train(preset=args.preset, config=args.config, resume=args.resume, progress=not args.quiet, **overrides)
@@ -37,5 +43,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--sample-tokens", type=number(int, 0), default=200, help="tokens to sample at the end [200]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quantize", help="refused: quantization is for inference (sample, chat, eval, convert)")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

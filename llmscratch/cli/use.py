@@ -10,11 +10,25 @@ from typing import Any
 from ..generation.text import SAMPLE_DEFAULTS
 from ..tasks.uses import tasks_for
 from ..training.checkpoint import load
-from .args import add_checkpoint_args, add_generation_args, generation_options, number, texts_or_stdin
+from .args import (
+    add_checkpoint_args,
+    add_generation_args,
+    add_quantize_args,
+    generation_options,
+    number,
+    texts_or_stdin,
+)
 
 
 def _load(args: argparse.Namespace) -> Any:
-    return load(args.checkpoint, backend=args.backend, device=args.device, verify=args.verify)
+    return load(
+        args.checkpoint,
+        backend=args.backend,
+        device=args.device,
+        verify=args.verify,
+        quantize=args.quantize,
+        group=args.quantize_group,
+    )
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -58,6 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("sample", help=f"generate text from a checkpoint ({tasks_for('sample')})")
     add_checkpoint_args(p)
+    add_quantize_args(p)
     p.add_argument("--prompt", default="", help="text to continue (default: start from a newline)")
     p.add_argument("--max-new-tokens", type=number(int, 0), default=500)
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
@@ -66,6 +81,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("chat", help=f"talk to a model with chat tokens ({tasks_for('chat')}); streams each reply")
     add_checkpoint_args(p)
+    add_quantize_args(p)
     p.add_argument("--system", help="a system message to start the conversation with")
     p.add_argument("--max-new-tokens", type=number(int, 0), default=200, help="the longest reply [200]")
     add_generation_args(p, SAMPLE_DEFAULTS)
@@ -73,17 +89,20 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("classify", help=f"label texts, one label per line ({tasks_for('classify')})")
     add_checkpoint_args(p)
+    add_quantize_args(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (default: lines of standard input)")
     p.add_argument("--probabilities", action="store_true", help="print each label's probability as JSON")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("translate", help=f"translate texts, one translation per line ({tasks_for('translate')})")
     add_checkpoint_args(p)
+    add_quantize_args(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to translate (default: lines of standard input)")
     add_generation_args(p, {"temperature": 0})  # translate_ids decodes greedily unless told otherwise
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help=f"a checkpoint's metrics on a data file of its task's format ({tasks_for('eval')})")
     add_checkpoint_args(p)
+    add_quantize_args(p)
     p.add_argument("--data", required=True, help="a file in the task's format (CSV/JSONL, TSV/JSONL, text)")
     p.set_defaults(func=cmd_eval)

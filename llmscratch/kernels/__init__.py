@@ -171,6 +171,7 @@ class OpSet:
 
     name: str
     matmul: Matmul  # for the linear layers
+    quantized_matmul: Matmul  # for a linear layer whose weight is an ops.QuantizedWeight
     gelu_forward: GeluForward
     gelu_backward: Backward  # -> dx
     layernorm_forward: LayerNormForward
@@ -185,6 +186,7 @@ OP_SETS = {
     "array-api": OpSet(
         "array-api",
         ops.matmul,
+        ops.quantized_matmul,
         ops.gelu_forward,
         ops.gelu_backward,
         ops.layernorm_forward,
@@ -197,6 +199,7 @@ OP_SETS = {
     "cpu-fused": OpSet(
         "cpu-fused",
         cpu_fused.matmul,
+        cpu_fused.quantized_matmul,
         cpu_fused.gelu_forward,
         cpu_fused.gelu_backward,
         cpu_fused.layernorm_forward,

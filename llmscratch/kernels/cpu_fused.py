@@ -101,6 +101,20 @@ def gemm(bk: Backend, a: Any, b: Any, bias: Any = None) -> Any:
     return out
 
 
+@_through_float32("all")
+def quantized_matmul(bk: Backend, a: Any, qw: ops.QuantizedWeight, bias: Any = None) -> Any:
+    """a (M,C), qw standing for ŵ (C,N), bias (N,) or None -> a @ ŵ + bias (M,N): the C++ kernel reads the
+    integers and widens them in registers (ops.quantize_weight gives the layout; ops.quantized_matmul the math)."""
+    (M, K), N = a.shape, qw.shape[1]
+    a = bk.contiguous(a)
+    scale = bk.contiguous(bk.xp.astype(qw.scale, bk.dtype))
+    out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
+    bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
+    pointers = (bk.pointer(out), bk.pointer(a), bk.pointer(qw.q), bk.pointer(scale), bias_pointer)
+    kernel(bk, "quantized_matmul")(*pointers, M, N, K, qw.group, int(qw.format == "int4"))
+    return out
+
+
 @_through_float32("out")
 def gelu_forward(bk: Backend, x: Any, form: str = "tanh") -> tuple[Any, Any]:
     """x (...) -> out (...); the tanh form in one pass (saving σ(2u)), the exact (erf) form by the Array API op"""

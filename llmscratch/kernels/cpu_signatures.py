@@ -30,6 +30,10 @@ KERNELS = {
         "T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N, int64_t K, int64_t a_rs, int64_t a_cs, "
         "int64_t b_rs, int64_t b_cs"
     ),
+    "quantized_matmul": (
+        "T* out, const T* a, const uint8_t* q, const T* scale, const T* bias, int64_t M, int64_t N, int64_t K, "
+        "int64_t G, int64_t int4"
+    ),
     "cross_entropy_forward": (
         "T* probs, double* loss_sum, int64_t* kept_and_bad, const T* logits, const int64_t* targets, int64_t N, "
         "int64_t V, int64_t ignore"

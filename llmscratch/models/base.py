@@ -73,6 +73,7 @@ class Model:
         params = draw_params(self.specs, config.init_depth, bk, seed) if params is None else params
         self._check_params(params)
         self.rt.params = {name: params[name] for name in self.specs}
+        self.quantization: dict[str, Any] | None = None  # {"format", "group"} once quantized (quantized.py)
         self._dropout_rng = bk.generator(seed, 0x0D0)
         self._cache: Any = None
 

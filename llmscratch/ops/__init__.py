@@ -21,17 +21,22 @@ from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward, matmul
 from .positions import positions_backward, positions_forward, sinusoidal_table
+from .quantize import FORMATS as QUANTIZATION_FORMATS
+from .quantize import QuantizedWeight, dequantize, quantize_weight, quantized_matmul
 from .rmsnorm import rmsnorm_backward, rmsnorm_forward
 from .rope import ROPE_SCALINGS, ROPE_TYPES, rope_backward, rope_forward, rope_frequencies, rope_tables
 from .softmax import softmax_backward, softmax_forward
 
 __all__ = [
+    "QUANTIZATION_FORMATS",
     "ROPE_SCALINGS",
     "ROPE_TYPES",
+    "QuantizedWeight",
     "attention_backward",
     "attention_forward",
     "cross_entropy_backward",
     "cross_entropy_forward",
+    "dequantize",
     "dropout_backward",
     "dropout_forward",
     "embedding_backward",
@@ -45,6 +50,8 @@ __all__ = [
     "matmul",
     "positions_backward",
     "positions_forward",
+    "quantize_weight",
+    "quantized_matmul",
     "relu_backward",
     "relu_forward",
     "rmsnorm_backward",

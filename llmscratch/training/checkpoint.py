@@ -43,7 +43,7 @@ import numpy as np
 from ..backends import Backend, get_backend
 from ..interop.hf import is_hf_dir, read_hf, write_hf
 from ..kernels import fit_to_backend
-from ..models import Model, ModelConfig, model_class
+from ..models import Model, ModelConfig, model_class, quantized
 from ..tasks import Task, task_class, task_for_kind
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer, from_json_dict
@@ -104,9 +104,13 @@ def save_checkpoint(
     name = f"ckpt-{state['step']:06d}-{secrets.token_hex(3)}"
     bk = model.bk
     meta = {"train": config.to_dict(), "model": model.config.to_dict(), "task": task_meta or {}}
+    if model.quantization is not None:
+        meta["quantization"] = model.quantization
     full_state = {"format_version": FORMAT_VERSION, "optimizer_t": optimizer_state["t"], **state}
     files = {
-        "model.safetensors": tensors_to_bytes(bk.to_host(model.params if weights is None else weights)),
+        "model.safetensors": tensors_to_bytes(
+            bk.to_host(quantized.tensors(model.params if weights is None else weights))
+        ),
         "optimizer.safetensors": tensors_to_bytes(bk.to_host(optimizer_state["arrays"])),
         "config.json": json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"),
         "tokenizer.json": tokenizer.to_json().encode("utf-8"),
@@ -215,21 +219,39 @@ def load(
     device: str | None = None,
     dtype: str | None = None,
     verify: bool = True,
+    quantize: str | None = None,
+    group: int | None = None,
 ) -> Checkpoint:
     """Load a checkpoint, or a Hugging Face model directory, onto a backend (by default the one it was
     trained on; numpy, float32 for a Hugging Face directory). The model comes in evaluation mode (dropout
     off), as transformers' from_pretrained gives it; set ``model.training = True`` to train it by hand.
     ``verify=False`` skips the SHA-256 of each file (sizes are still checked). A run that moves LATEST while
-    this reads is followed to its newer checkpoint."""
+    this reads is followed to its newer checkpoint. ``quantize`` ("int8", "int4"; ``group`` inputs per int4
+    scale): the linear layers quantized once loaded (llmscratch.models.quantized); a checkpoint written
+    quantized (``convert --quantize``) loads quantized without it."""
     if is_hf_dir(path):
-        return _load_hf(Path(path), backend, device, dtype)
-    ckpt = _checkpoint_dir(Path(path))
-    try:
-        return _load_checkpoint(ckpt, backend, device, dtype, verify)
-    except CheckpointError:
-        if ckpt.exists():  # damaged; not one that a running training removed while this read it
-            raise
-        return _load_checkpoint(_checkpoint_dir(Path(path)), backend, device, dtype, verify)
+        ck = _load_hf(Path(path), backend, device, dtype)
+    else:
+        ckpt = _checkpoint_dir(Path(path))
+        try:
+            ck = _load_checkpoint(ckpt, backend, device, dtype, verify)
+        except CheckpointError:
+            if ckpt.exists():  # damaged; not one that a running training removed while this read it
+                raise
+            ck = _load_checkpoint(_checkpoint_dir(Path(path)), backend, device, dtype, verify)
+    if quantize is not None:
+        quantized.quantize(ck.model, quantize, group)
+    return ck
+
+
+def quantize(model: Any, fmt: str = "int8", group: int | None = None, backend: str | Backend | None = None) -> Any:
+    """A model, a checkpoint or a training result with its linear layers in ``fmt`` ("int8", "int4", with
+    ``group`` inputs per int4 scale, 32 by default), quantized in place and returned; a path is loaded first
+    (onto ``backend``) and its Checkpoint returned. Quantized models run forward passes only."""
+    if isinstance(model, (str, os.PathLike)):
+        return load(model, backend=backend, quantize=fmt, group=group)
+    quantized.quantize(model if isinstance(model, Model) else model.model, fmt, group)
+    return model
 
 
 def load_newest_sound(out_dir: str | os.PathLike, backend: str | Backend | None = None) -> tuple[Checkpoint, list[str]]:
@@ -284,7 +306,14 @@ def _load_checkpoint(
             "the files come from different runs"
         )
     bk = _backend(train_cfg, backend, device, dtype)
-    model = _model(bk, train_cfg, model_cfg, _read_tensors(ckpt / "model.safetensors"), f"{ckpt}/model.safetensors")
+    model = _model(
+        bk,
+        train_cfg,
+        model_cfg,
+        _read_tensors(ckpt / "model.safetensors"),
+        f"{ckpt}/model.safetensors",
+        meta.get("quantization"),
+    )
     opt_arrays = bk.from_host(_read_tensors(ckpt / "optimizer.safetensors"))
     return Checkpoint(model, tokenizer, train_cfg, ckpt, int(state["step"]), state, opt_arrays, task_meta)
 
@@ -308,13 +337,27 @@ def _backend(train_cfg: TrainConfig, backend: str | Backend | None, device: str 
     )
 
 
-def _model(bk: Backend, train_cfg: TrainConfig, model_cfg: ModelConfig, host: dict[str, Any], source: str) -> Model:
+def _model(
+    bk: Backend,
+    train_cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    host: dict[str, Any],
+    source: str,
+    quantization: dict[str, Any] | None = None,
+) -> Model:
+    """The model a checkpoint's tensors make, in evaluation mode; ``quantization``: the record of a quantized
+    checkpoint (models/quantized.py), whose integer weights load as they are."""
     attention, op_set = fit_to_backend(train_cfg.attention, train_cfg.ops, bk, model_cfg.block_size)
+    cls = model_class(model_cfg.kind)
     try:
-        params = bk.from_host(host)
-        model = model_class(model_cfg.kind)(model_cfg, bk, params=params, attention=attention, ops=op_set)
+        if quantization is None:
+            params = bk.from_host(host)
+        else:
+            params = quantized.from_tensors(bk, host, quantization, cls.specs_for(model_cfg), source)
+        model = cls(model_cfg, bk, params=params, attention=attention, ops=op_set)
     except LLMScratchError as e:
         raise CheckpointError(f"{source} does not match its config: {e}") from None
+    model.quantization = quantization
     model.training = False
     return model
 
@@ -329,16 +372,31 @@ def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = N
     else:
         net, meta = model.model, model.task_runner.meta()
         tokenizer = tokenizer or model.tokenizer
+    if net.quantization is not None:
+        raise ConfigError(
+            "a Hugging Face directory holds float weights and this model is quantized; save the float model, "
+            "or write a quantized llmscratch checkpoint (convert --to llmscratch --quantize)"
+        )
     return write_hf(path, net.config, net.bk.to_host(net.params), tokenizer, meta)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, to: str, dtype: str | None = None) -> Path:
+def convert(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    to: str,
+    dtype: str | None = None,
+    quantize: str | None = None,
+    group: int | None = None,
+) -> Path:
     """A checkpoint or Hugging Face directory written in the other format: ``to`` "hf" (save_hf) or
-    "llmscratch" (a checkpoint at step 0, no optimizer state, for --init-from or sample). dst must be new or
-    empty; it is written whole or not at all."""
+    "llmscratch" (a checkpoint at step 0, no optimizer state, for sample, chat, eval...; with ``quantize``
+    its linear layers in int8 or int4, which ``load`` reads back quantized). dst must be new or empty; it is
+    written whole or not at all."""
     if to not in ("hf", "llmscratch"):
         raise ConfigError(f"convert --to must be hf or llmscratch, got {to!r}")
-    ck = load(src, backend="numpy", dtype=dtype)
+    if quantize is not None and to != "llmscratch":
+        raise ConfigError("convert --quantize writes a llmscratch checkpoint; use --to llmscratch")
+    ck = load(src, backend="numpy", dtype=dtype, quantize=quantize, group=group)
     if to == "hf":
         return save_hf(ck, dst)
     if ck.tokenizer is None:

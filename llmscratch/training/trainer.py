@@ -30,6 +30,7 @@ from typing import Any
 from tqdm import tqdm
 
 from ..backends.distributed import World, launched_world_size
+from ..layers.linear import QUANTIZED_NO_TRAINING
 from ..models import Model, model_class
 from ..models.base import draw_params, init_params
 from ..tasks import DROPOUT, Task, task_class
@@ -244,6 +245,10 @@ class Trainer:
             )
         if ck.tokenizer is None:
             raise ConfigError(f"--init-from {path}: it has no tokenizer files (tokenizer.json, vocab.txt, ...)")
+        if ck.model.quantization is not None:
+            raise ConfigError(
+                f"--init-from {path}: it is quantized ({ck.model.quantization['format']}); {QUANTIZED_NO_TRAINING}"
+            )
         self.cfg = self.cfg.with_architecture_of(ck.model.config, path)
         self.task = task_class(self.cfg.task)(self.cfg, ck.tokenizer)
         self.task.prepare()

@@ -5,6 +5,7 @@ random weights: speed does not depend on them), greedy.
     no cache   the obvious loop: rerun the model on the whole context (up to block_size) for every token
     beam k     beam search with k beams and the cache (k rows per step, the cache reordered every step)
     transformers  GPT2LMHeadModel.generate (its KV cache) on a GPT-2 of the same size, in the same run
+    numpy@int8    with --quantize: the same model with its linear layers in int8 or int4, greedy with the cache
 Each contestant runs once to warm up, then ``rounds`` times (the median counts), one contestant after the
 other with a pause between them: NumPy's BLAS threads spin for a while after their last call, and
 interleaving backends round by round would time that spinning against torch.
@@ -23,6 +24,8 @@ import numpy as np
 from ...backends import get_backend
 from ...generation import generate
 from ...models import GPT
+from ...models.quantized import quantize
+from ...ops.quantize import check_format
 from ...training.config import resolve_config
 from ..args import COUNT
 from .common import add_output_args, cpu_backends, publish
@@ -30,11 +33,13 @@ from .report import markdown_table
 from .train import SETTLE_S
 
 VOCAB = 65  # tinyshakespeare's characters
+NONE = "none"  # --quantize's word for the float model
 
 
-def _model(backend: str) -> GPT:
+def _model(backend: str, quantization: str = NONE) -> GPT:
     cfg = resolve_config(preset="shakespeare_char", backend=backend, dropout=0.0)
-    return GPT(cfg.model_config(VOCAB), get_backend(backend), seed=0, attention=cfg.attention, ops=cfg.ops)
+    model = GPT(cfg.model_config(VOCAB), get_backend(backend), seed=0, attention=cfg.attention, ops=cfg.ops)
+    return model if quantization == NONE else quantize(model, quantization)
 
 
 def _without_cache(model: GPT, prompt: list[int], n: int) -> None:
@@ -71,14 +76,26 @@ def _transformers(new_tokens: int) -> Any:
     return run
 
 
-def bench_generation(backends: list[str], new_tokens: int = 256, rounds: int = 3, beams: int = 4) -> list[dict]:
-    """-> one record per contestant: tokens/s, and the ratios the README quotes."""
+def bench_generation(
+    backends: list[str],
+    new_tokens: int = 256,
+    rounds: int = 3,
+    beams: int = 4,
+    quantizations: tuple[str, ...] = (NONE,),
+) -> list[dict]:
+    """-> one record per contestant: tokens/s, and the ratios the README quotes. ``quantizations``: "none"
+    (every mode) and the formats of ops.quantize, each a contestant of its own (greedy, with the cache)."""
     contestants: dict[tuple[str, str], Any] = {}
     for name in backends:
-        model = _model(name)
-        contestants[(name, "cache")] = lambda m=model: generate(m, [0], new_tokens, temperature=0)
-        contestants[(name, "no cache")] = lambda m=model: _without_cache(m, [0], new_tokens)
-        contestants[(name, f"beam {beams}")] = lambda m=model: generate(m, [0], new_tokens, num_beams=beams)
+        for quantization in quantizations:
+            model = _model(name, quantization)
+            if quantization != NONE:
+                key = f"{name}@{quantization}"
+                contestants[(key, "cache")] = lambda m=model: generate(m, [0], new_tokens, temperature=0)
+                continue
+            contestants[(name, "cache")] = lambda m=model: generate(m, [0], new_tokens, temperature=0)
+            contestants[(name, "no cache")] = lambda m=model: _without_cache(m, [0], new_tokens)
+            contestants[(name, f"beam {beams}")] = lambda m=model: generate(m, [0], new_tokens, num_beams=beams)
     with contextlib.suppress(ImportError):  # transformers is a test dependency
         contestants[("transformers", "cache")] = _transformers(new_tokens)
     median = {}
@@ -96,7 +113,8 @@ def bench_generation(backends: list[str], new_tokens: int = 256, rounds: int = 3
     for (name, mode), seconds in median.items():
         record = {"backend": name, "mode": mode, "seconds": seconds, "tokens_per_s": new_tokens / seconds}
         if name != "transformers":
-            record["cache_speedup"] = median[(name, "no cache")] / median[(name, "cache")] if mode == "cache" else None
+            no_cache = median.get((name, "no cache"))
+            record["cache_speedup"] = no_cache / median[(name, "cache")] if no_cache and mode == "cache" else None
             record["vs_transformers"] = hf / seconds if hf and mode == "cache" else None
             record["vs_greedy"] = seconds / median[(name, "cache")] if mode.startswith("beam") else None
         records.append(record)
@@ -114,7 +132,11 @@ COLUMNS = [
 
 
 def cmd(args: argparse.Namespace) -> int:
-    records = bench_generation(cpu_backends(args.backend), args.new_tokens, args.rounds, args.beams)
+    quantizations = tuple(q.strip() for q in args.quantize.split(",") if q.strip())
+    for q in quantizations:
+        if q != NONE:
+            check_format(q, None)
+    records = bench_generation(cpu_backends(args.backend), args.new_tokens, args.rounds, args.beams, quantizations)
     title = f"greedy generation of {args.new_tokens} tokens, shakespeare_char model (10.7M parameters)"
     return publish(args, {title: (records, markdown_table(records, COLUMNS))})
 
@@ -125,5 +147,6 @@ def add_parser(bench: Any) -> None:
     p.add_argument("--new-tokens", type=COUNT, default=256)
     p.add_argument("--beams", type=COUNT, default=4)
     p.add_argument("--rounds", type=COUNT, default=3)
+    p.add_argument("--quantize", default=NONE, help="comma-separated: none, int8, int4 (e.g. none,int8,int4) [none]")
     add_output_args(p, "generate")
     p.set_defaults(func=cmd)

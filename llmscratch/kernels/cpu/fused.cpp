@@ -637,6 +637,59 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
     delete[] packed;
 }
 
+// ---- the product with a quantized weight (llmscratch/ops/quantize.py) ------------------------------------
+//
+// out (M,N) = a (M,K) @ ŵ (K,N) + bias, ŵ[k,n] = q[k,n] · scale[k/G, n], never a float copy of ŵ: each byte
+// of q is widened in registers as it is used. int8: q (K,N) int8. int4: q (Kp/2,N) uint8, byte [k/2, n] holding
+// row k (low nibble) and row k+1 (high), each offset by 8. A team thread takes a panel of QCOLS columns and,
+// for QMROWS rows of a at a time, sums Σ_k a[m,k]·q[k,n] within each group, then adds the group's sum times its
+// scale: one read of the panel's bytes per QMROWS rows, which for a decoding step (M = 1, or the beams) is one
+// read of the weight.
+
+constexpr int64_t QCOLS = 256;  // columns per panel: the sums of QMROWS rows stay in L1
+constexpr int64_t QMROWS = 4;
+
+template <typename T>
+void quantized_matmul(T* out, const T* a, const uint8_t* q, const T* scale, const T* bias, int64_t M, int64_t N,
+                      int64_t K, int64_t G, int64_t int4) {
+    const int64_t panels = (N + QCOLS - 1) / QCOLS;
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < panels * ((M + QMROWS - 1) / QMROWS); p++) {
+        const int64_t n0 = p % panels * QCOLS, m0 = p / panels * QMROWS;
+        const int64_t cols = min(QCOLS, N - n0), rows = min(QMROWS, M - m0);
+        T acc[QMROWS][QCOLS], part[QMROWS][QCOLS];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) acc[r][j] = bias ? bias[n0 + j] : T(0);
+        for (int64_t g0 = 0; g0 < K; g0 += G) {
+            for (int64_t r = 0; r < rows; r++) std::memset(part[r], 0, cols * sizeof(T));
+            const int64_t g1 = min(g0 + G, K);
+            for (int64_t k = g0; k < g1; k += int4 ? 2 : 1) {
+                for (int64_t r = 0; r < rows; r++) {
+                    const T* x = a + (m0 + r) * K;
+                    T* sum = part[r];
+                    if (int4) {
+                        const uint8_t* byte = q + k / 2 * N + n0;
+                        const T x0 = x[k], x1 = k + 1 < K ? x[k + 1] : T(0);
+#pragma omp simd
+                        for (int64_t j = 0; j < cols; j++)
+                            sum[j] += x0 * T(int(byte[j] & 15) - 8) + x1 * T(int(byte[j] >> 4) - 8);
+                    } else {
+                        const int8_t* row = reinterpret_cast<const int8_t*>(q) + k * N + n0;
+                        const T x0 = x[k];
+#pragma omp simd
+                        for (int64_t j = 0; j < cols; j++) sum[j] += x0 * T(row[j]);
+                    }
+                }
+            }
+            const T* s = scale + g0 / G * N + n0;
+            for (int64_t r = 0; r < rows; r++)
+#pragma omp simd
+                for (int64_t j = 0; j < cols; j++) acc[r][j] += s[j] * part[r][j];
+        }
+        for (int64_t r = 0; r < rows; r++) std::memcpy(out + (m0 + r) * N + n0, acc[r], cols * sizeof(T));
+    }
+}
+
 // ---- exported symbols ------------------------------------------------------------------------------------
 // Each template above whose name is in cpu_fused.py's KERNELS table is exported as name_f32 and name_f64; the
 // extern "C" wrappers are generated from that table, which is the one place their argument lists are written.
