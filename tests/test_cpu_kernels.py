@@ -91,11 +91,16 @@ def test_matmul_matches_array_api(bk, M, K, N, a_transposed, b_transposed, bias,
 
 @pytest.mark.parametrize("M, K, N", [(1, 768, 2304), (4, 45, 19), (9, 333, 517), (5, 1, 3), (0, 8, 4)])
 @pytest.mark.parametrize("fmt, group", [("int8", None), ("int4", 32), ("int4", 6)])
-@pytest.mark.parametrize("bias", [True, False])
-def test_quantized_matmul_matches_array_api(bk, M, K, N, fmt, group, bias, rng):
+@pytest.mark.parametrize("bias, transposed", [(True, False), (False, True)])
+def test_quantized_matmul_matches_array_api(bk, M, K, N, fmt, group, bias, transposed, rng):
     """A decoding step's row, the beams' rows, a K that no group divides, an N that is no whole vector, panels
-    of rows and columns with remainders."""
-    qw = ops.quantize_weight(bk, bk.from_numpy(rng.standard_normal((K, N))), fmt, group)
+    of rows and columns with remainders; a weight quantized from a transposed view (an LM head's Wᵀ)."""
+    w = (
+        bk.xp.matrix_transpose(bk.from_numpy(rng.standard_normal((N, K))))
+        if transposed
+        else rng.standard_normal((K, N))
+    )
+    qw = ops.quantize_weight(bk, w if transposed else bk.from_numpy(w), fmt, group)
     a = bk.from_numpy(rng.standard_normal((M, K)))
     c = bk.from_numpy(rng.standard_normal(N)) if bias else None
     got, want = cf.quantized_matmul(bk, a, qw, c), ops.quantized_matmul(bk, a, qw, c)

@@ -96,7 +96,8 @@ def test_product_equals_x_times_the_dequantized_weight(backend_id, fmt, group):
 
 
 def models(bk):
-    base = dict(n_layer=2, n_head=2, n_embd=24, block_size=12)
+    """Untied heads, so that the float twin can hold the head's ŵ without changing the embedding's rows."""
+    base = dict(n_layer=2, n_head=2, n_embd=24, block_size=12, tie_embeddings=False)
     yield GPT(GPTConfig(vocab_size=30, **base), bk, seed=1), lambda m, ids: m.forward(ids)[0]
     encoder = ModelConfig(kind="encoder", vocab_size=30, n_classes=3, **base)
     yield EncoderClassifier(encoder, bk, seed=2), lambda m, ids: m.forward(ids)[0]
@@ -116,13 +117,33 @@ def test_every_model_runs_its_quantized_weights(bk64, fmt, group):
         quantized = [n for n, p in model.params.items() if isinstance(p, ops.QuantizedWeight)]
         assert quantized == names and len(names) >= 8
         assert model.quantization == {"format": fmt, "group": group}
+        heads = model.rt.quantized_heads
+        assert len(heads) == (0 if isinstance(model, EncoderClassifier) else 1)
         w_hat = {n: ops.dequantize(bk64, p) if n in names else p for n, p in model.params.items()}
+        for name, head in heads.items():  # the head's copy: Wᵀ quantized, W itself kept float
+            W = model.params[name]
+            expected = ops.quantize_weight(bk64, bk64.xp.matrix_transpose(W), fmt, group)
+            assert np.array_equal(bk64.to_numpy(head.q), bk64.to_numpy(expected.q))
+            w_hat[name] = bk64.xp.matrix_transpose(ops.dequantize(bk64, head))
         twin = type(model)(model.config, bk64, params=w_hat)
         q_logits = bk64.to_numpy(logits_of(model, ids))
         np.testing.assert_allclose(q_logits, bk64.to_numpy(logits_of(twin, ids)), rtol=1e-10, atol=1e-12)
         assert 0 < np.abs(q_logits - float_logits).max() < (0.05 if fmt == "int8" else 0.5)
         with pytest.raises(ConfigError, match="already quantized"):
             llmscratch.quantize(model, "int4")
+
+
+def test_a_tied_head_reads_its_quantized_copy_and_the_lookup_stays_float(bk64):
+    cfg = GPTConfig(vocab_size=30, n_layer=1, n_head=2, n_embd=16, block_size=8)
+    model = GPT(cfg, bk64, seed=5)
+    W = bk64.to_numpy(model.params["transformer.wte.weight"])
+    llmscratch.quantize(model, "int4", 8)
+    assert np.array_equal(bk64.to_numpy(model.params["transformer.wte.weight"]), W)  # lookups read float rows
+    head = model.rt.quantized_heads["transformer.wte.weight"]
+    x = np.random.default_rng(0).standard_normal((3, 16))
+    logits = bk64.to_numpy(ops.quantized_matmul(bk64, bk64.from_numpy(x), head))
+    np.testing.assert_allclose(logits, x @ bk64.to_numpy(ops.dequantize(bk64, head)), rtol=1e-12)
+    assert np.abs(bk64.to_numpy(ops.dequantize(bk64, head)) - W.T).max() > 0
 
 
 def test_a_quantized_model_refuses_its_backward(bk64):

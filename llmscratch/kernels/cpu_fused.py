@@ -110,7 +110,8 @@ def quantized_matmul(bk: Backend, a: Any, qw: ops.QuantizedWeight, bias: Any = N
     scale = bk.contiguous(bk.xp.astype(qw.scale, bk.dtype))
     out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
     bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
-    pointers = (bk.pointer(out), bk.pointer(a), bk.pointer(qw.q), bk.pointer(scale), bias_pointer)
+    q = bk.contiguous(qw.q)  # itself: ops.quantize_weight lays q out row by row
+    pointers = (bk.pointer(out), bk.pointer(a), bk.pointer(q), bk.pointer(scale), bias_pointer)
     kernel(bk, "quantized_matmul")(*pointers, M, N, K, qw.group, int(qw.format == "int4"))
     return out
 

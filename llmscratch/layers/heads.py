@@ -1,6 +1,7 @@
 """Output heads.   Legend: B batch, T time, C channels, V vocab, K classes.
 
-LM head:          logits = x @ Wᵀ   (B,T,V); W is the token embedding (tied) or its own lm_head.weight (V,C)
+LM head:          logits = x @ Wᵀ   (B,T,V); W is the token embedding (tied) or its own lm_head.weight (V,C);
+                  a quantized model reads Wᵀ's quantized copy (Runtime.quantized_heads) instead
 classifier head:  pooled = x[:, 0] (pooling="cls": the first token, a [CLS] the data puts there)
                         or Σ_t m_t x_t / Σ_t m_t (pooling="mean": the mean over the tokens the key mask keeps)
                   pooled = tanh(pooled @ pooler.weight + pooler.bias)      (pooler: BERT's, (C,C))
@@ -14,7 +15,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import ops
-from .linear import Linear
+from ..util.errors import ConfigError
+from .linear import QUANTIZED_NO_TRAINING, Linear
 from .runtime import Runtime, Specs, accumulate
 
 POOLINGS = ("cls", "mean")
@@ -31,11 +33,16 @@ class LMHead:
     def forward(self, x: Any) -> tuple[Any, Any]:
         """x (B,T,C) -> logits (B,T,V)"""
         rt = self.rt
+        quantized = rt.quantized_heads.get(self.weight)  # Wᵀ in int8 / int4, in a quantized model
+        if quantized is not None:
+            return ops.linear_forward(rt.bk, x, quantized, matmul=rt.op_set.quantized_matmul)
         head = rt.bk.xp.matrix_transpose(rt.params[self.weight])  # (C,V)
         return ops.linear_forward(rt.bk, x, head, matmul=rt.op_set.matmul)
 
     def backward(self, dlogits: Any, cache: Any, grads: dict[str, Any]) -> Any:
         """dlogits (B,T,V) -> dx (B,T,C); dW accumulates (a tied embedding adds its own gradient too)"""
+        if self.weight in self.rt.quantized_heads:
+            raise ConfigError(QUANTIZED_NO_TRAINING)
         dx, dhead_t, _ = ops.linear_backward(self.rt.bk, dlogits, cache)
         accumulate(grads, self.weight, self.rt.bk.xp.matrix_transpose(dhead_t))
         return dx

@@ -30,6 +30,7 @@ class Runtime:
     attention_maps: dict[str, Any] | None = None  # when a dict: every attention layer stores its probabilities
     rope: tuple[Any, Any] | None = None  # RoPE's cos, sin (P,D) for every position (pos="rope")
     sinusoid: Any = None  # the fixed position table (P,C) (pos="sinusoidal")
+    quantized_heads: dict[str, Any] = field(default_factory=dict)  # an LM head's W name -> ops.QuantizedWeight of Wᵀ
 
     @property
     def dropout_p(self) -> float:

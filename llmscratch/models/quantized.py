@@ -3,9 +3,11 @@
     quantize(model, "int4", group=32)    # every Linear's weight becomes an ops.QuantizedWeight, in place
     model.quantization                   # {"format": "int4", "group": 32}; None for a float model
 
-Quantized are the weights of every ``Linear`` layer (attention's projections, the MLP, a classifier's head):
-in a GPT most of the bytes a decoding step reads. The embeddings, the norms, the biases and the LM head stay
-in the model's dtype. A quantized model runs forward passes (evaluation, generation) only.
+Quantized are the weights of every ``Linear`` layer (attention's projections, the MLP, a classifier's head)
+and the LM head's product: together every byte of weight a decoding step reads in full. The LM head reads W
+(the token embedding when tied) through a quantized copy of Wᵀ (``quantize_heads``), while W itself stays
+float for the embedding's row lookups; the copy is derived again at load, never stored. The norms, biases
+and position tables stay in the model's dtype. A quantized model runs forward passes only.
 
 On disk (``tensors`` / ``from_tensors``) a quantized weight is two tensors of model.safetensors:
 ``<name>`` holds q (int8, or uint8 with two int4 values a byte) and ``<name>.scale`` the scales; the
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend
+from ..layers.heads import LMHead
 from ..layers.linear import Linear
 from ..ops.quantize import FORMATS, QuantizedWeight, check_format, quantize_weight
 from ..util.errors import CheckpointError, ConfigError
@@ -27,17 +30,32 @@ from .base import Model
 SCALE = ".scale"  # the suffix of a quantized weight's scales on disk
 
 
-def linear_weights(layers: list[Any]) -> list[str]:
-    """The weight names of every Linear among ``layers`` and the layers they hold, in order."""
-    found: list[str] = []
+def layers_of(kind: type, layers: list[Any]) -> list[Any]:
+    """Every layer of class ``kind`` among ``layers`` and the layers they hold, in order."""
+    found: list[Any] = []
     for layer in layers:
-        if isinstance(layer, Linear):
-            found.append(f"{layer.name}.weight")
+        if isinstance(layer, kind):
+            found.append(layer)
             continue
         for value in vars(layer).values():
             inner = value if isinstance(value, list) else [value]
-            found += linear_weights([v for v in inner if hasattr(v, "specs")])
+            found += layers_of(kind, [v for v in inner if hasattr(v, "specs")])
     return found
+
+
+def linear_weights(layers: list[Any]) -> list[str]:
+    """The weight names of every Linear among ``layers``, in order."""
+    return [f"{layer.name}.weight" for layer in layers_of(Linear, layers)]
+
+
+def quantize_heads(model: Model) -> None:
+    """Each LM head's Wᵀ (C,V) quantized as the model's linear layers are, into ``Runtime.quantized_heads``:
+    a copy derived from W, which stays float for the embedding's lookups, and not written to files."""
+    assert model.quantization is not None
+    fmt, group = model.quantization["format"], model.quantization["group"]
+    for head in layers_of(LMHead, model.layers):
+        W = model.params[head.weight]
+        model.rt.quantized_heads[head.weight] = quantize_weight(model.bk, model.bk.xp.matrix_transpose(W), fmt, group)
 
 
 def quantize(model: Model, fmt: str = "int8", group: int | None = None) -> Model:
@@ -51,6 +69,7 @@ def quantize(model: Model, fmt: str = "int8", group: int | None = None) -> Model
     for name in linear_weights(model.layers):
         model.params[name] = quantize_weight(model.bk, model.params[name], fmt, G)
     model.quantization = {"format": fmt, "group": G}
+    quantize_heads(model)
     return model
 
 

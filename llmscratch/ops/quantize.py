@@ -71,6 +71,7 @@ def quantize_weight(bk: Backend, w: Any, fmt: str, group: int | None = None) -> 
     xp = bk.xp
     expect(w.ndim == 2, "quantize_weight", f"w must be (C, OC), got shape {tuple(w.shape)}")
     C, OC = w.shape
+    w = xp.reshape(xp.reshape(w, (-1,)), (C, OC))  # row by row in memory, a transposed view too: as kernels read q
     G = check_format(fmt, group) or C
     Cp = -(-C // G) * G
     if Cp > C:

@@ -358,6 +358,8 @@ def _model(
     except LLMScratchError as e:
         raise CheckpointError(f"{source} does not match its config: {e}") from None
     model.quantization = quantization
+    if quantization is not None:
+        quantized.quantize_heads(model)
     model.training = False
     return model
 

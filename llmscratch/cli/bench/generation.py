@@ -26,7 +26,9 @@ from ...generation import generate
 from ...models import GPT
 from ...models.quantized import quantize
 from ...ops.quantize import check_format
+from ...training.checkpoint import load
 from ...training.config import resolve_config
+from ...util.errors import ConfigError
 from ..args import COUNT
 from .common import add_output_args, cpu_backends, publish
 from .report import markdown_table
@@ -131,6 +133,31 @@ COLUMNS = [
 ]
 
 
+def quality(checkpoint: str, data: str, quantizations: tuple[str, ...], new_tokens: int) -> list[dict]:
+    """-> per quantization: the checkpoint's metrics on ``data`` (llmscratch eval's) and how many of
+    ``new_tokens`` greedy tokens after a newline equal the float model's (position by position, and before
+    the first that differs)."""
+    records, reference = [], None
+    for quantization in (NONE, *(q for q in quantizations if q != NONE)):
+        ck = load(checkpoint, quantize=None if quantization == NONE else quantization)
+        ids = generate(ck.model, [ck.tokenizer.encode("\n")], new_tokens, temperature=0)[0].tolist()
+        reference = reference or ids
+        same = [a == b for a, b in zip(ids, reference, strict=True)]
+        first = same.index(False) if False in same else len(same)
+        records.append({"quantize": quantization, **ck.evaluate(data), "greedy_same": sum(same) / len(same)})
+        records[-1]["greedy_prefix"] = first
+    return records
+
+
+QUALITY_COLUMNS = [
+    ("quantize", "quantize", ""),
+    ("val loss", "val_loss", ".4f"),
+    ("val bpb", "val_bpb", ".4f"),
+    ("greedy tokens as float", "greedy_same", ".1%"),
+    ("tokens before the first change", "greedy_prefix", "d"),
+]
+
+
 def cmd(args: argparse.Namespace) -> int:
     quantizations = tuple(q.strip() for q in args.quantize.split(",") if q.strip())
     for q in quantizations:
@@ -138,7 +165,13 @@ def cmd(args: argparse.Namespace) -> int:
             check_format(q, None)
     records = bench_generation(cpu_backends(args.backend), args.new_tokens, args.rounds, args.beams, quantizations)
     title = f"greedy generation of {args.new_tokens} tokens, shakespeare_char model (10.7M parameters)"
-    return publish(args, {title: (records, markdown_table(records, COLUMNS))})
+    sections = {title: (records, markdown_table(records, COLUMNS))}
+    if args.checkpoint:
+        if not args.data:
+            raise ConfigError("--checkpoint measures quality on held-out text: give it with --data FILE")
+        found = quality(args.checkpoint, args.data, quantizations, args.new_tokens)
+        sections[f"quality of {args.checkpoint} on {args.data}"] = (found, markdown_table(found, QUALITY_COLUMNS))
+    return publish(args, sections)
 
 
 def add_parser(bench: Any) -> None:
@@ -148,5 +181,7 @@ def add_parser(bench: Any) -> None:
     p.add_argument("--beams", type=COUNT, default=4)
     p.add_argument("--rounds", type=COUNT, default=3)
     p.add_argument("--quantize", default=NONE, help="comma-separated: none, int8, int4 (e.g. none,int8,int4) [none]")
+    p.add_argument("--checkpoint", help="also each --quantize's val loss and greedy tokens on this checkpoint")
+    p.add_argument("--data", help="with --checkpoint: the held-out text its val loss is measured on")
     add_output_args(p, "generate")
     p.set_defaults(func=cmd)
