@@ -70,11 +70,11 @@ def test_cupy_with_broken_driver(monkeypatch):
 @pytest.mark.parametrize(
     "name, dtype, have",
     [
-        ("numpy", "bfloat16", "torch"),
-        ("strict", "bfloat16", "torch"),
-        ("cupy", "bfloat16", "torch"),
-        ("numpy", "float16", "torch, cupy"),
-        ("strict", "float16", "torch, cupy"),
+        ("numpy", "bfloat16", "torch, jax"),
+        ("strict", "bfloat16", "torch, jax"),
+        ("cupy", "bfloat16", "torch, jax"),
+        ("numpy", "float16", "torch, cupy, jax"),
+        ("strict", "float16", "torch, cupy, jax"),
     ],
 )
 def test_half_dtypes_refused_where_missing_and_name_where_they_are(name, dtype, have, monkeypatch):

@@ -35,12 +35,12 @@ SMALL = tiny(n_layer=2, n_embd=32, block_size=32, batch_size=8, eval_iters=2, lo
     [
         (
             dict(backend="numpy", precision="bf16"),
-            r"numpy backend has no bfloat16 .*use precision=fp32, or backend=torch$",
+            r"numpy backend has no bfloat16 .*use precision=fp32, or backend=torch or jax$",
         ),
-        (dict(backend="numpy", precision="fp16"), r"numpy backend has no float16 .*backend=torch or cupy$"),
+        (dict(backend="numpy", precision="fp16"), r"numpy backend has no float16 .*backend=torch or cupy or jax$"),
         (
             dict(backend="cupy", precision="bf16"),
-            r"cupy backend has no bfloat16 .*use precision=fp16, or backend=torch$",
+            r"cupy backend has no bfloat16 .*use precision=fp16, or backend=torch or jax$",
         ),
         (dict(backend="torch", precision="bf16", dtype="float64"), r"keeps float32 master weights.*not float64"),
         (dict(backend="torch", precision="fp8"), r"precision must be one of fp32, bf16, fp16, got 'fp8'"),

@@ -140,7 +140,8 @@ def quality(checkpoint: str, data: str, quantizations: tuple[str, ...], new_toke
     records, reference = [], None
     for quantization in (NONE, *(q for q in quantizations if q != NONE)):
         ck = load(checkpoint, quantize=None if quantization == NONE else quantization)
-        ids = generate(ck.model, [ck.tokenizer.encode("\n")], new_tokens, temperature=0)[0].tolist()
+        prompt = ck.tokenizer.encode("\n")
+        ids = generate(ck.model, [prompt], new_tokens, temperature=0)[0].tolist()[len(prompt) :]
         reference = reference or ids
         same = [a == b for a, b in zip(ids, reference, strict=True)]
         first = same.index(False) if False in same else len(same)
