@@ -89,7 +89,7 @@ def test_matmul_matches_array_api(bk, M, K, N, a_transposed, b_transposed, bias,
     assert close(bk, cf.matmul(bk, a, b, c), want)  # whichever of the two measured faster
 
 
-@pytest.mark.parametrize("M, K, N", [(1, 768, 2304), (4, 45, 19), (9, 333, 517), (5, 1, 3), (0, 8, 4)])
+@pytest.mark.parametrize("M, K, N", [(1, 768, 2304), (1, 130, 3000), (4, 45, 19), (9, 333, 517), (5, 1, 3), (0, 8, 4)])
 @pytest.mark.parametrize("fmt, group", [("int8", None), ("int4", 32), ("int4", 6)])
 @pytest.mark.parametrize("bias, transposed", [(True, False), (False, True)])
 def test_quantized_matmul_matches_array_api(bk, M, K, N, fmt, group, bias, transposed, rng):

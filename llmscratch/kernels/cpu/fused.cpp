@@ -641,53 +641,84 @@ void matmul(T* out, const T* a, const T* b, const T* bias, int64_t M, int64_t N,
 //
 // out (M,N) = a (M,K) @ ŵ (K,N) + bias, ŵ[k,n] = q[k,n] · scale[k/G, n], never a float copy of ŵ: each byte
 // of q is widened in registers as it is used. int8: q (K,N) int8. int4: q (Kp/2,N) uint8, byte [k/2, n] holding
-// row k (low nibble) and row k+1 (high), each offset by 8. A team thread takes a panel of QCOLS columns and,
-// for QMROWS rows of a at a time, sums Σ_k a[m,k]·q[k,n] within each group, then adds the group's sum times its
-// scale: one read of the panel's bytes per QMROWS rows, which for a decoding step (M = 1, or the beams) is one
-// read of the weight.
+// row k (low nibble) and row k+1 (high), each offset by 8.
+//
+// A decoding step (M = 1) reads the whole weight for one row of output: it runs at the memory's speed when the
+// weight streams through in long runs. So the work is cut into tasks of one row m, a panel of up to QCOLS
+// columns (a run of that many bytes per weight row; a whole row where N ≤ QCOLS) and a slice of the K rows,
+// with enough slices to make QTASKS tasks: each task streams a block of consecutive rows. A task
+// sums a[m,k]·q[k,n] over each group four weight rows at a time (one load and store of the sums per four rows),
+// adds the group's sum times its scale into its slice's partial result, and the slices' partial results are
+// added in slice order afterwards (the same bits whatever the number of threads). More rows (the beams, a
+// prompt) read the weight again per row, from cache where it fits.
 
-constexpr int64_t QCOLS = 256;  // columns per panel: the sums of QMROWS rows stay in L1
-constexpr int64_t QMROWS = 4;
+constexpr int64_t QCOLS = 1024;  // the widest panel: the group's sums and the running total stay in L1
+constexpr int64_t QTASKS = 16;   // tasks at least, where K and N allow: work for every thread of the team
+constexpr int64_t QSLICE_ROWS = 64;  // rows of a slice at least
+
+// sum[j] += Σ_r x[r] · value(r, j) over four weight rows (x zero past the last), value widening the integers
+template <typename T, typename Value>
+static inline void add_rows(T* sum, const T* x, int64_t cols, Value value) {
+    const T x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3];
+#pragma omp simd
+    for (int64_t j = 0; j < cols; j++)
+        sum[j] += x0 * value(0, j) + x1 * value(1, j) + x2 * value(2, j) + x3 * value(3, j);
+}
+
+// acc[0:cols] = Σ_k x[k] · ŵ[k, n0 + j] over rows k0..k1 (k0 a multiple of 4), group by group
+template <typename T>
+static void quantized_panel(T* acc, const T* x, const uint8_t* q, const T* scale, int64_t N, int64_t K, int64_t G,
+                            bool int4, int64_t k0, int64_t k1, int64_t n0, int64_t cols) {
+    alignas(64) T part[QCOLS];
+    std::memset(acc, 0, cols * sizeof(T));
+    for (int64_t g0 = k0; g0 < k1;) {
+        std::memset(part, 0, cols * sizeof(T));
+        const int64_t g1 = min((g0 / G + 1) * G, k1);  // the end of g0's group, or of the slice
+        for (int64_t k = g0; k < g1; k += 4) {
+            const int64_t n = min(4, g1 - k);  // weight rows this pass
+            const T xs[4] = {x[k], n > 1 ? x[k + 1] : T(0), n > 2 ? x[k + 2] : T(0), n > 3 ? x[k + 3] : T(0)};
+            if (int4) {  // rows k..k+3: the low and high nibbles of bytes k/2 and k/2 + 1
+                const uint8_t* b0 = q + k / 2 * N + n0;
+                const uint8_t* b1 = n > 2 ? b0 + N : b0;  // (n ≤ 2: x2 = x3 = 0, b0 read again)
+                add_rows(part, xs, cols, [=](int r, int64_t j) {
+                    const uint8_t byte = r < 2 ? b0[j] : b1[j];
+                    return T(int(r % 2 ? byte >> 4 : byte & 15) - 8);
+                });
+            } else {
+                const int8_t* row = reinterpret_cast<const int8_t*>(q) + k * N + n0;
+                const int64_t last = (n - 1) * N;  // rows past the last weight row read it again (x zero)
+                add_rows(part, xs, cols, [=](int r, int64_t j) { return T(row[min(r * N, last) + j]); });
+            }
+        }
+        const T* s = scale + g0 / G * N + n0;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++) acc[j] += s[j] * part[j];
+        g0 = g1;
+    }
+}
 
 template <typename T>
 void quantized_matmul(T* out, const T* a, const uint8_t* q, const T* scale, const T* bias, int64_t M, int64_t N,
                       int64_t K, int64_t G, int64_t int4) {
-    const int64_t panels = (N + QCOLS - 1) / QCOLS;
+    if (M == 0 || N == 0) return;
+    const int64_t width = min(N, QCOLS), panels = (N + width - 1) / width;
+    const int64_t slices = clamp((QTASKS + panels * M - 1) / (panels * M), 1, (K + QSLICE_ROWS - 1) / QSLICE_ROWS);
+    const int64_t per_slice = round_up((K + slices - 1) / slices, 4);  // rows of a slice (whole int4 bytes)
+    std::vector<T> partial(slices * M * N);
 #pragma omp parallel for schedule(static)
-    for (int64_t p = 0; p < panels * ((M + QMROWS - 1) / QMROWS); p++) {
-        const int64_t n0 = p % panels * QCOLS, m0 = p / panels * QMROWS;
-        const int64_t cols = min(QCOLS, N - n0), rows = min(QMROWS, M - m0);
-        T acc[QMROWS][QCOLS], part[QMROWS][QCOLS];
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < cols; j++) acc[r][j] = bias ? bias[n0 + j] : T(0);
-        for (int64_t g0 = 0; g0 < K; g0 += G) {
-            for (int64_t r = 0; r < rows; r++) std::memset(part[r], 0, cols * sizeof(T));
-            const int64_t g1 = min(g0 + G, K);
-            for (int64_t k = g0; k < g1; k += int4 ? 2 : 1) {
-                for (int64_t r = 0; r < rows; r++) {
-                    const T* x = a + (m0 + r) * K;
-                    T* sum = part[r];
-                    if (int4) {
-                        const uint8_t* byte = q + k / 2 * N + n0;
-                        const T x0 = x[k], x1 = k + 1 < K ? x[k + 1] : T(0);
-#pragma omp simd
-                        for (int64_t j = 0; j < cols; j++)
-                            sum[j] += x0 * T(int(byte[j] & 15) - 8) + x1 * T(int(byte[j] >> 4) - 8);
-                    } else {
-                        const int8_t* row = reinterpret_cast<const int8_t*>(q) + k * N + n0;
-                        const T x0 = x[k];
-#pragma omp simd
-                        for (int64_t j = 0; j < cols; j++) sum[j] += x0 * T(row[j]);
-                    }
-                }
-            }
-            const T* s = scale + g0 / G * N + n0;
-            for (int64_t r = 0; r < rows; r++)
-#pragma omp simd
-                for (int64_t j = 0; j < cols; j++) acc[r][j] += s[j] * part[r][j];
-        }
-        for (int64_t r = 0; r < rows; r++) std::memcpy(out + (m0 + r) * N + n0, acc[r], cols * sizeof(T));
+    for (int64_t t = 0; t < slices * panels * M; t++) {
+        const int64_t slice = t % slices, panel = t / slices % panels, m = t / slices / panels;
+        const int64_t n0 = panel * width, k0 = slice * per_slice;
+        quantized_panel(partial.data() + (slice * M + m) * N + n0, a + m * K, q, scale, N, K, G, int4 != 0, k0,
+                        min(k0 + per_slice, K), n0, min(width, N - n0));
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t j = 0; j < N; j++) {
+            T sum = bias ? bias[j] : T(0);
+            for (int64_t slice = 0; slice < slices; slice++) sum += partial[(slice * M + m) * N + j];
+            out[m * N + j] = sum;
+        }
 }
 
 // ---- exported symbols ------------------------------------------------------------------------------------
