@@ -3,7 +3,6 @@ directory; each asserts its own headline number (a loss reached, an equality, a 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 LESSONS = sorted((Path(__file__).resolve().parents[1] / "examples").glob("[0-9][0-9]_*.ipynb"))
-MINUTES = 3  # a lesson's budget on a 2-core CPU
+MINUTES = 3  # the most a cell may take before it counts as hung (a lesson takes well under a minute)
 
 
 def test_the_lessons_are_numbered_in_order():
@@ -24,12 +23,9 @@ def test_the_lessons_are_numbered_in_order():
 def test_lesson_runs(lesson, tmp_path, monkeypatch, shakespeare, names):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own backend, as a reader's notebook has it
     notebook = nbformat.read(lesson, as_version=4)
-    start = time.perf_counter()
     nbclient.NotebookClient(
         notebook, timeout=60 * MINUTES, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
-    seconds = time.perf_counter() - start
-    assert seconds < 60 * MINUTES, f"{lesson.name} took {seconds:.0f} s"
     if "llmscratch.viz" in "".join(cell.source for cell in notebook.cells):
         shown = [o for cell in notebook.cells for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
         assert shown, f"{lesson.name} draws, but no picture came out in the notebook"
