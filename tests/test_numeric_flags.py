@@ -79,6 +79,7 @@ REQUIRED = {  # what each command needs besides the flag under test
     "attention": ["--checkpoint", "{ckpt}", "--text", "ab"],
     "tokenizer train": ["--vocab-size", "300", "--out", "x"],
     "prepare": ["--data", "x", "--tokenizer", "t", "--out", "o"],
+    "convert": ["{ckpt}", "x", "--to", "llmscratch"],
 }
 
 
