@@ -86,13 +86,14 @@ class AdamW:
         norm, as clip_grad_norm would (the same numbers), but without writing them; returns the norm before
         clipping (0-d), or None without clipping. With loss_scale > 0 the gradients are that many times too big:
         the norm is read on the host (a float, of the true gradients), and inf or NaN skips the step."""
+        grads_list = self._in_order(grads)
         if loss_scale <= 0:
-            return self.apply(grads, self.next_scalars(lr), max_grad_norm)
-        norm = self.bk.item(self.norm(self.bk, self._in_order(grads))) / loss_scale
+            return self._update(grads_list, self.next_scalars(lr), max_grad_norm)
+        norm = self.bk.item(self.norm(self.bk, grads_list)) / loss_scale
         if not math.isfinite(norm):
             return norm
         scale = (min(1.0, max_grad_norm / (norm + 1e-6)) if max_grad_norm > 0 else 1.0) / loss_scale
-        self.apply(grads, self.next_scalars(lr), grad_scale=scale)
+        self._update(grads_list, self.next_scalars(lr), grad_scale=scale)
         return norm
 
     def next_scalars(self, lr: float | None = None) -> StepScalars:
@@ -102,16 +103,20 @@ class AdamW:
         self.t += 1
         return StepScalars(AdamWStep.at(self.t, lr, self.betas, self.eps), 1.0 - lr * self.weight_decay)
 
-    def apply(
-        self, grads: Mapping[str, Any], scalars: StepScalars, max_grad_norm: float = 0.0, grad_scale: Any = None
-    ) -> Any:
+    def apply(self, grads: Mapping[str, Any], scalars: StepScalars, max_grad_norm: float = 0.0) -> Any:
         """The update of step ``scalars`` (from next_scalars), arrays only: no value is read on the host, so
-        it runs inside a compiled step too. Clips to max_grad_norm > 0 (-> the norm, 0-d; else None) unless a
-        ``grad_scale`` is given (step's loss-scaled path). The arrays it leaves replace those in params,
-        master, m and v (the same ones, written in place, except on JAX)."""
+        it runs inside a compiled step too. Clips to max_grad_norm > 0 (-> the norm, 0-d; else None). The
+        arrays it leaves replace those in params, master, m and v (the same ones, written in place, except on
+        JAX)."""
+        return self._update(self._in_order(grads), scalars, max_grad_norm)
+
+    def _update(
+        self, grads_list: list[Any], scalars: StepScalars, max_grad_norm: float = 0.0, grad_scale: Any = None
+    ) -> Any:
+        """``apply`` on the gradients in parameter order (``_in_order``); a ``grad_scale`` given (step's
+        loss-scaled path) replaces clipping."""
         names = list(self.params)
         weights = self.weights
-        grads_list = self._in_order(grads)
         norm = None
         if grad_scale is None and max_grad_norm > 0:
             norm = self.norm(self.bk, grads_list)
