@@ -243,6 +243,11 @@ def test_a_quantized_weight_of_the_wrong_layout_is_named(trained, tmp_path):
     rewrite(ckpt, "model.safetensors", tensors_to_bytes(tensors))
     with pytest.raises(CheckpointError, match=f"quantized weight '{name}' does not have the layout of int8"):
         llmscratch.load(dst)
+    del tensors[name], tensors[name + ".scale"]  # the altered weight gone, one the model has not in its place
+    tensors["extra.weight"], tensors["extra.weight.scale"] = np.zeros((4, 4), np.int8), np.ones((1, 4), np.float32)
+    rewrite(ckpt, "model.safetensors", tensors_to_bytes(tensors))
+    with pytest.raises(CheckpointError, match=r"quantized weight 'extra\.weight' that the model does not"):
+        llmscratch.load(dst)
     meta = json.loads((ckpt / "config.json").read_text())
     meta["quantization"] = {"format": "int2"}
     rewrite(ckpt, "config.json", json.dumps(meta).encode())

@@ -107,7 +107,7 @@ def quantized_matmul(bk: Backend, a: Any, qw: ops.QuantizedWeight, bias: Any = N
     integers and widens them in registers (ops.quantize_weight gives the layout; ops.quantized_matmul the math)."""
     (M, K), N = a.shape, qw.shape[1]
     a = bk.contiguous(a)
-    scale = bk.contiguous(bk.xp.astype(qw.scale, bk.dtype))
+    scale = bk.contiguous(bk.widen(qw.scale))  # itself, but a 16-bit model's scales on the float32 twin
     out = bk.xp.empty((M, N), dtype=bk.dtype, device=bk.device)
     bias_pointer = 0 if bias is None else bk.pointer(bk.contiguous(bias))
     q = bk.contiguous(qw.q)  # itself: ops.quantize_weight lays q out row by row

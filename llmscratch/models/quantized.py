@@ -5,7 +5,7 @@
 
 Quantized are the weights of every ``Linear`` layer (attention's projections, the MLP, a classifier's head)
 and the LM head's product: together every byte of weight a decoding step reads in full. The LM head reads W
-(the token embedding when tied) through a quantized copy of Wᵀ (``quantize_heads``), while W itself stays
+(the token embedding when tied) through a quantized copy of Wᵀ (``mark_quantized``), while W itself stays
 float for the embedding's row lookups; the copy is derived again at load, never stored. The norms, biases
 and position tables stay in the model's dtype. A quantized model runs forward passes only.
 
@@ -48,11 +48,12 @@ def linear_weights(layers: list[Any]) -> list[str]:
     return [f"{layer.name}.weight" for layer in layers_of(Linear, layers)]
 
 
-def quantize_heads(model: Model) -> None:
-    """Each LM head's Wᵀ (C,V) quantized as the model's linear layers are, into ``Runtime.quantized_heads``:
-    a copy derived from W, which stays float for the embedding's lookups, and not written to files."""
-    assert model.quantization is not None
-    fmt, group = model.quantization["format"], model.quantization["group"]
+def mark_quantized(model: Model, quantization: dict[str, Any]) -> None:
+    """Record ``quantization`` ({"format", "group"}) on a model whose Linear weights it describes, and quantize
+    each LM head's Wᵀ (C,V) the same way into ``Runtime.quantized_heads``: a copy derived from W, which stays
+    float for the embedding's lookups, and not written to files."""
+    model.quantization = quantization
+    fmt, group = quantization["format"], quantization.get("group")
     for head in layers_of(LMHead, model.layers):
         W = model.params[head.weight]
         model.rt.quantized_heads[head.weight] = quantize_weight(model.bk, model.bk.xp.matrix_transpose(W), fmt, group)
@@ -68,8 +69,7 @@ def quantize(model: Model, fmt: str = "int8", group: int | None = None) -> Model
         )
     for name in linear_weights(model.layers):
         model.params[name] = quantize_weight(model.bk, model.params[name], fmt, G)
-    model.quantization = {"format": fmt, "group": G}
-    quantize_heads(model)
+    mark_quantized(model, {"format": fmt, "group": G})
     return model
 
 
@@ -89,9 +89,13 @@ def from_tensors(
 ) -> dict[str, Any]:
     """``tensors``' inverse: host tensors and the recorded quantization -> parameters on ``bk``, each
     quantized weight checked against the shape its spec gives (a one-line CheckpointError naming it)."""
-    if not (isinstance(quantization, dict) and quantization.get("format") in FORMATS):
-        raise CheckpointError(f"{source}: its quantization record {quantization!r} is not one this version reads")
-    fmt, group = quantization["format"], quantization.get("group")
+    unreadable = CheckpointError(f"{source}: its quantization record {quantization!r} is not one this version reads")
+    if not (isinstance(quantization, dict) and isinstance(quantization.get("format"), str)):
+        raise unreadable
+    try:
+        fmt, group = quantization.get("format"), check_format(quantization.get("format"), quantization.get("group"))
+    except ConfigError:
+        raise unreadable from None
     per_byte = FORMATS[fmt].per_byte
     params: dict[str, Any] = {}
     for name, array in host.items():
@@ -100,9 +104,13 @@ def from_tensors(
         if name + SCALE not in host:
             params[name] = bk.from_host({name: array})[name]
             continue
+        if name not in specs:
+            raise CheckpointError(
+                f"{source}: it has a quantized weight {name!r} that the model does not; it was altered"
+            )
         scale = host[name + SCALE]
-        C, OC = specs[name][0] if name in specs else (0, 0)
-        G = group or array.shape[0]
+        C, OC = specs[name][0]
+        G = group or C  # int8: one group per column, as quantize_weight makes it
         Cp = -(-C // G) * G
         wanted = ((Cp // per_byte, OC), (Cp // G, OC), np.int8 if fmt == "int8" else np.uint8)
         if (array.shape, scale.shape, array.dtype.type) != wanted:

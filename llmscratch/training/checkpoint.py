@@ -357,9 +357,8 @@ def _model(
         model = cls(model_cfg, bk, params=params, attention=attention, ops=op_set)
     except LLMScratchError as e:
         raise CheckpointError(f"{source} does not match its config: {e}") from None
-    model.quantization = quantization
     if quantization is not None:
-        quantized.quantize_heads(model)
+        quantized.mark_quantized(model, quantization)
     model.training = False
     return model
 
