@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_backend, tiny
+from conftest import make_backend, shakespeare_or_stdlib, tiny
 from test_hf_interop import gpt2_with_tokenizer, run_cli
 
 import llmscratch
@@ -255,8 +255,8 @@ def test_a_quantized_weight_of_the_wrong_layout_is_named(trained, tmp_path):
         llmscratch.load(dst)
 
 
-def test_hugging_face_directories_quantize_on_load(tmp_path, shakespeare):
-    path = gpt2_with_tokenizer(tmp_path / "hf", shakespeare[:20000])
+def test_hugging_face_directories_quantize_on_load(tmp_path):
+    path = gpt2_with_tokenizer(tmp_path / "hf", shakespeare_or_stdlib(20000))
     ck = llmscratch.load(path, quantize="int4", group=16)
     assert ck.model.quantization == {"format": "int4", "group": 16}
     full = llmscratch.load(path)
