@@ -88,7 +88,7 @@ class JaxBackend(Backend):
         self._barrier = self.zeros(())  # see synchronize
 
     def _from_numpy(self, a: np.ndarray, dtype: Any) -> Any:
-        return self.jax.device_put(self.xp.asarray(a, dtype=dtype), self.device)
+        return self.jax.device_put(self.xp.array(a, dtype=dtype, copy=True), self.device)  # never a view of a
 
     def to_numpy(self, x: Any) -> np.ndarray:
         a = np.array(x, copy=True)
