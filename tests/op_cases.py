@@ -145,6 +145,19 @@ ATTENTION_SHAPES = {  # case id -> attention_case arguments
 }
 
 
+def lora_case(case_id: str, N: tuple[int, int], C: int, r: int, W: int, scale: float) -> OpCase:
+    """The LoRA adapter's output s · x @ A @ B for x (*N, C), A (C, r), B (r, W)."""
+    return OpCase(
+        case_id,
+        lambda rng: {"x": normal(rng, *N, C), "A": normal(rng, C, r), "B": normal(rng, r, W)},
+        ops.lora_forward,
+        ops.lora_backward,
+        ("x", "A", "B"),
+        lambda torch, x, A, B: scale * (x @ A @ B),
+        kwargs={"scale": scale},
+    )
+
+
 def _ce_targets(rng, B, T, V, ignore_rows):
     y = rng.integers(0, V, (B, T))
     y[0, :3] = 1  # repeated targets
@@ -185,6 +198,8 @@ CASES: list[OpCase] = [
         ("x", "w"),
         lambda torch, x, w: x @ w,
     ),
+    lora_case("lora", N=(2, 7), C=5, r=2, W=3, scale=2.5),
+    lora_case("lora_rank1_T1", N=(3, 1), C=6, r=1, W=4, scale=0.5),
     OpCase(
         "layernorm_bias",
         lambda rng: {"x": normal(rng, 2, 7, 6, scale=2.0) + 0.5, "w": normal(rng, 6), "b": normal(rng, 6)},

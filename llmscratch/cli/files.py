@@ -48,7 +48,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from ..training.checkpoint import convert
 
-    print(f"wrote {convert(args.src, args.dst, args.to, args.dtype, args.quantize, args.quantize_group)}")
+    written = convert(args.src, args.dst, args.to, args.dtype, args.quantize, args.quantize_group, args.merge_lora)
+    print(f"wrote {written}")
     return 0
 
 
@@ -98,4 +99,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--to", required=True, choices=["hf", "llmscratch"], help="the format to write")
     p.add_argument("--dtype", default=None, help="float32 | float64 | bfloat16 (default: the source's)")
     add_quantize_args(p)
+    p.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="fold a LoRA model's adapters into its weights (else --to hf writes them as a PEFT adapter beside it)",
+    )
     p.set_defaults(func=cmd_convert)

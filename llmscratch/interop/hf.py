@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
+from ..layers.lora import is_adapter
 from ..models import ModelConfig, model_class
 from ..models.base import draw_params
+from ..models.config import without_lora
 from ..tokenizers import Tokenizer, find_tokenizer
 from ..tokenizers.hf import with_task_tokens
 from ..util.atomic import write_directory
@@ -32,6 +34,7 @@ from ..util.errors import CheckpointError, ConfigError
 from ..util.reading import malformed, read_json
 from ..util.tensors import read_safetensors
 from .families import OLD_NORM_NAMES, Family, family_for, family_of
+from .peft import ADAPTER_CONFIG, adapter_base, adapter_files, read_adapter
 
 INDEX = "model.safetensors.index.json"
 PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -49,9 +52,12 @@ class HFModel:
 
 
 def is_hf_dir(path: str | os.PathLike) -> bool:
-    """A Hugging Face model directory: a config.json without the state.json of a llmscratch checkpoint (what
-    the config says, or why it cannot be read, is read_hf's to tell)."""
-    return (Path(path) / "config.json").is_file() and not (Path(path) / "state.json").is_file()
+    """A Hugging Face model directory: a config.json (or a PEFT adapter's adapter_config.json) without the
+    state.json of a llmscratch checkpoint (what the config says, or why it cannot be read, is read_hf's to
+    tell)."""
+    path = Path(path)
+    has_config = (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
+    return has_config and not (path / "state.json").is_file()
 
 
 def _read_json(path: Path) -> Any:
@@ -110,10 +116,18 @@ def _listed(names: list[str]) -> str:
 
 def read_hf(path: str | os.PathLike) -> HFModel:
     """A Hugging Face model directory -> our config and tensors (see the module docstring); values of the
-    wrong type anywhere in its files are one CheckpointError line."""
+    wrong type anywhere in its files are one CheckpointError line. With a PEFT LoRA adapter (its files in
+    ``path``, the base model there or in the local directory the adapter names) the model has its adapters
+    (llmscratch.interop.peft)."""
     path = Path(path)
     with malformed(str(path), CheckpointError, "a file of it is damaged, or its files do not belong together"):
-        return _read_hf(path)
+        if not (path / ADAPTER_CONFIG).is_file():
+            return _read_hf(path)
+        hf = _read_hf(adapter_base(path))
+        dtype = next(iter(hf.tensors.values())).dtype
+        hf.config, adapters = read_adapter(path, hf.family, hf.config, dtype)
+        hf.tensors |= adapters
+        return hf
 
 
 def _read_hf(path: Path) -> HFModel:
@@ -194,10 +208,15 @@ def write_hf(
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a Hugging Face model directory: config.json, model.safetensors, and the tokenizer's
-    tokenizer.json + tokenizer_config.json. The directory is written whole under a temporary name and then
-    renamed, so it is complete or absent; an existing non-empty directory is never overwritten."""
+    tokenizer.json + tokenizer_config.json; for a LoRA model, the base model there and its adapters beside
+    it in PEFT's files (llmscratch.interop.peft). The directory is written whole under a temporary name and
+    then renamed, so it is complete or absent; an existing non-empty directory is never overwritten."""
     path = Path(path)
     family = family_for(config)
+    files: dict[str, bytes | str] = {}
+    if config.lora:
+        files |= adapter_files(family, config, tensors, path)
+        config, tensors = without_lora(config), {n: a for n, a in tensors.items() if not is_adapter(n)}
     full = family.full_config(config)
     specs = model_class(full.kind).specs_for(full)
     theirs: dict[str, np.ndarray] = {}
@@ -217,10 +236,8 @@ def write_hf(
         hf_tokenizer, roles = with_task_tokens(tokenizer, config.vocab_size)
         hf.update({f"{role}_token_id": i for role, (_, i) in roles.items()})
 
-    files: dict[str, bytes | str] = {
-        "model.safetensors": safetensors.numpy.save(theirs, metadata={"format": "pt"}),
-        "config.json": json.dumps(hf, indent=2, ensure_ascii=False),
-    }
+    files["model.safetensors"] = safetensors.numpy.save(theirs, metadata={"format": "pt"})
+    files["config.json"] = json.dumps(hf, indent=2, ensure_ascii=False)
     if tokenizer is not None:
         files["tokenizer.json"] = hf_tokenizer.to_str(pretty=True)
         files["tokenizer_config.json"] = tokenizer_config(tokenizer, roles, config)

@@ -71,21 +71,22 @@ class Attention:
         self.rt, self.name, self.H, self.Hkv, self.D = rt, name, H, Hkv, C // H
         self.causal, self.cross, self.rope, self.layer_index = causal, cross, rope and not cross, layer_index
         D = self.D
+        q, k, v = ("q", H * D), ("k", Hkv * D), ("v", Hkv * D)  # the LoRA targets (parts) of the projections
         if cross:
-            self.c_q = Linear(rt, f"{name}.c_q", C, H * D, bias)
-            self.c_kv = Linear(rt, f"{name}.c_kv", C, 2 * Hkv * D, bias)
+            self.c_q = Linear(rt, f"{name}.c_q", C, H * D, bias, parts=(q,))
+            self.c_kv = Linear(rt, f"{name}.c_kv", C, 2 * Hkv * D, bias, parts=(k, v))
         else:
-            self.c_attn = Linear(rt, f"{name}.c_attn", C, (H + 2 * Hkv) * D, bias)
-        self.c_proj = Linear(rt, f"{name}.c_proj", C, C, bias, "residual")
+            self.c_attn = Linear(rt, f"{name}.c_attn", C, (H + 2 * Hkv) * D, bias, parts=(q, k, v))
+        self.c_proj = Linear(rt, f"{name}.c_proj", C, C, bias, "residual", parts=(("o", C),))
 
     def specs(self) -> Specs:
         inputs = (self.c_q, self.c_kv) if self.cross else (self.c_attn,)
         return {k: v for layer in (*inputs, self.c_proj) for k, v in layer.specs().items()}
 
-    def memory_kv(self, memory: Any) -> tuple[Any, Any, Any]:
+    def memory_kv(self, memory: Any, rng: Any = None) -> tuple[Any, Any, Any]:
         """Cross-attention: memory (B,S,C) -> k (B,Hkv,S,D), v (B,Hkv,S,D) and c_kv's cache; computed once
         per input when decoding."""
-        kv, c_kv = self.c_kv.forward(memory)
+        kv, c_kv = self.c_kv.forward(memory, rng)
         k, v = split_heads(self.rt.bk, kv, (self.Hkv, self.Hkv), self.D)
         return k, v, c_kv
 
@@ -98,22 +99,23 @@ class Attention:
         kv_cache: Any = None,
         memory: Any = None,
         memory_kv: tuple[Any, Any] | None = None,
+        rng: Any = None,
     ) -> tuple[Any, AttentionCache]:
         """x (B,T,C) -> out (B,T,C).  Self: key_mask (B,T) (or (B,slots+T) with a kv_cache); offset: the
         position of x's first token, an int or (B,) per row (left-padded batches).
-        Cross: memory (B,S,C) or its precomputed ``memory_kv``, key_mask (B,S)."""
+        Cross: memory (B,S,C) or its precomputed ``memory_kv``, key_mask (B,S). rng: LoRA dropout's generator."""
         rt, bk = self.rt, self.rt.bk
         H, Hkv, D = self.H, self.Hkv, self.D
         c_kv = c_rope = None
         if self.cross:
-            q_all, c_q = self.c_q.forward(x)
+            q_all, c_q = self.c_q.forward(x, rng)
             (q,) = split_heads(bk, q_all, (H,), D)
             if memory_kv is None:
-                k, v, c_kv = self.memory_kv(memory)
+                k, v, c_kv = self.memory_kv(memory, rng)
             else:
                 k, v = memory_kv
         else:
-            qkv, c_q = self.c_attn.forward(x)  # (B,T,(H+2Hkv)·D)
+            qkv, c_q = self.c_attn.forward(x, rng)  # (B,T,(H+2Hkv)·D)
             q, k, v = split_heads(bk, qkv, (H, Hkv, Hkv), D)
             if self.rope:
                 B, T = x.shape[0], x.shape[1]
@@ -131,7 +133,7 @@ class Attention:
             rt.attention_maps[self.name] = bk.xp.reshape(c_kernel.att, (B, H, T, S))
         else:
             y, c_kernel = rt.kernel.forward(bk, q, k, v, causal=causal, key_mask=key_mask)  # (B,H,T,D)
-        out, c_proj = self.c_proj.forward(merge_heads(bk, [y]))
+        out, c_proj = self.c_proj.forward(merge_heads(bk, [y]), rng)
         return out, AttentionCache(c_q, c_kv, c_rope, c_kernel, c_proj)
 
     def backward(self, dout: Any, cache: AttentionCache, grads: dict[str, Any]) -> tuple[Any, Any]:

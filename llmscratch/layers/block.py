@@ -107,7 +107,7 @@ class Block:
         """x (B,T,C) -> (B,T,C); memory (B,S,C) (or its precomputed keys/values) for cross-attention"""
 
         def attend(h: Any) -> tuple[Any, Any]:
-            return self.attn.forward(h, key_mask, offset=offset, kv_cache=kv_cache)
+            return self.attn.forward(h, key_mask, offset=offset, kv_cache=kv_cache, rng=rng)
 
         x, c_attn = self._sublayer(x, self.ln_1, attend, rng)
         c_cross = None
@@ -115,10 +115,10 @@ class Block:
             cross_attn = self.cross_attn
 
             def cross(h: Any) -> tuple[Any, Any]:
-                return cross_attn.forward(h, memory_mask, memory=memory, memory_kv=memory_kv)
+                return cross_attn.forward(h, memory_mask, memory=memory, memory_kv=memory_kv, rng=rng)
 
             x, c_cross = self._sublayer(x, self.ln_cross, cross, rng)
-        x, c_mlp = self._sublayer(x, self.ln_2, self.mlp.forward, rng)
+        x, c_mlp = self._sublayer(x, self.ln_2, lambda h: self.mlp.forward(h, rng), rng)
         return x, BlockCache(c_attn, c_cross, c_mlp)
 
     def backward(self, dx: Any, cache: BlockCache, grads: dict[str, Any]) -> tuple[Any, Any]:

@@ -89,15 +89,17 @@ class Embedding:
         return x, EmbeddingCache(c_tok, c_pos, c_type, c_norm)
 
     def backward(self, dx: Any, cache: EmbeddingCache, grads: dict[str, Any]) -> None:
-        """dx (B,T,C) -> gradients of wte (and wpe, wtt, ln_e), accumulated into grads"""
+        """dx (B,T,C) -> gradients of wte (and wpe, wtt, ln_e), those not frozen, accumulated into grads"""
         bk = self.rt.bk
         if self.ln_e is not None:
             dx = self.ln_e.backward(dx, cache.norm, grads)
-        if cache.types is not None:
+        learns = self.rt.learns
+        if cache.types is not None and learns(self.wtt):
             accumulate(grads, self.wtt, ops.embedding_backward(bk, dx, cache.types))
-        if cache.positions is not None:
+        if cache.positions is not None and learns(self.wpe):
             B, T = dx.shape[0], dx.shape[1]
             shared = cache.positions[0].shape[0] != B * T  # every row used the same T positions: sum rows first
             dpe = bk.xp.sum(dx, axis=0, keepdims=True) if shared else dx
             accumulate(grads, self.wpe, ops.embedding_backward(bk, dpe, cache.positions))
-        accumulate(grads, self.wte, ops.embedding_backward(bk, dx, cache.tokens))
+        if learns(self.wte):
+            accumulate(grads, self.wte, ops.embedding_backward(bk, dx, cache.tokens))

@@ -43,8 +43,10 @@ class LMHead:
         """dlogits (B,T,V) -> dx (B,T,C); dW accumulates (a tied embedding adds its own gradient too)"""
         if self.weight in self.rt.quantized_heads:
             raise ConfigError(QUANTIZED_NO_TRAINING)
-        dx, dhead_t, _ = ops.linear_backward(self.rt.bk, dlogits, cache)
-        accumulate(grads, self.weight, self.rt.bk.xp.matrix_transpose(dhead_t))
+        learns = self.rt.learns(self.weight)
+        dx, dhead_t, _ = ops.linear_backward(self.rt.bk, dlogits, cache, param_grads=learns)
+        if learns:
+            accumulate(grads, self.weight, self.rt.bk.xp.matrix_transpose(dhead_t))
         return dx
 
 

@@ -24,8 +24,9 @@ class MLPCache(NamedTuple):
 class MLP:
     def __init__(self, rt: Runtime, name: str, C: int, F: int, kind: str, bias: bool) -> None:
         self.rt, self.kind = rt, kind
-        self.c_fc = Linear(rt, f"{name}.c_fc", C, 2 * F if kind == "swiglu" else F, bias)
-        self.c_proj = Linear(rt, f"{name}.c_proj", F, C, bias, "residual")
+        fc_parts = (("gate", F), ("up", F)) if kind == "swiglu" else (("up", F),)  # the LoRA targets
+        self.c_fc = Linear(rt, f"{name}.c_fc", C, 2 * F if kind == "swiglu" else F, bias, parts=fc_parts)
+        self.c_proj = Linear(rt, f"{name}.c_proj", F, C, bias, "residual", parts=(("down", C),))
 
     def specs(self) -> Specs:
         return self.c_fc.specs() | self.c_proj.specs()
@@ -40,12 +41,12 @@ class MLP:
             return ops.relu_forward, ops.relu_backward
         return ops.swiglu_forward, ops.swiglu_backward
 
-    def forward(self, x: Any) -> tuple[Any, MLPCache]:
-        """x (B,T,C) -> out (B,T,C)"""
-        h, c_fc = self.c_fc.forward(x)  # (B,T,F) or (B,T,2F)
+    def forward(self, x: Any, rng: Any = None) -> tuple[Any, MLPCache]:
+        """x (B,T,C) -> out (B,T,C); rng: LoRA dropout's generator"""
+        h, c_fc = self.c_fc.forward(x, rng)  # (B,T,F) or (B,T,2F)
         activation_forward, _ = self._activation()
         h, c_act = activation_forward(self.rt.bk, h)  # (B,T,F)
-        out, c_proj = self.c_proj.forward(h)
+        out, c_proj = self.c_proj.forward(h, rng)
         return out, MLPCache(c_fc, c_act, c_proj)
 
     def backward(self, dout: Any, cache: MLPCache, grads: dict[str, Any]) -> Any:

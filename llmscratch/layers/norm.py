@@ -36,7 +36,8 @@ class Norm:
             db = None
         else:
             dx, dw, db = rt.op_set.layernorm_backward(rt.bk, dout, cache)
-        accumulate(grads, f"{self.name}.weight", dw)
-        if db is not None:
-            accumulate(grads, f"{self.name}.bias", db)
+        if rt.learns(f"{self.name}.weight"):
+            accumulate(grads, f"{self.name}.weight", dw)
+            if db is not None:
+                accumulate(grads, f"{self.name}.bias", db)
         return dx

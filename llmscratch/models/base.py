@@ -23,6 +23,7 @@ from .. import ops
 from ..backends import Backend, get_backend
 from ..kernels import get_attention_kernel, get_ops, resolve_attention, resolve_ops
 from ..layers import Runtime, Specs
+from ..layers.lora import add_adapters, is_adapter, parse_targets
 from ..util.errors import DataError, ShapeError
 from .config import ModelConfig
 
@@ -32,13 +33,17 @@ def collect_specs(layers: list[Any]) -> Specs:
 
 
 def draw_params(specs: Specs, n_layer: int, bk: Backend, seed: int = 0) -> dict[str, Any]:
-    """normal: N(0, 0.02²); residual projections: N(0, (0.02/√(2L))²); zeros; ones. One host generator."""
+    """normal: N(0, 0.02²); residual projections: N(0, (0.02/√(2L))²); lora (a LoRA adapter's A (in, r)):
+    U(-1/√in, 1/√in), as PEFT draws it; zeros; ones. One host generator."""
     rng = np.random.default_rng(seed)
     std = {"normal": 0.02, "residual": 0.02 / math.sqrt(2 * n_layer)}
     params = {}
     for name, (shape, init) in specs.items():
         if init in std:
             value = rng.standard_normal(shape) * std[init]
+        elif init == "lora":
+            bound = 1.0 / math.sqrt(shape[0])
+            value = rng.uniform(-bound, bound, shape)
         else:
             value = np.full(shape, 1.0 if init == "ones" else 0.0)
         params[name] = bk.from_numpy(value)
@@ -65,7 +70,7 @@ class Model:
         bk = get_backend(backend)
         kernel = get_attention_kernel(resolve_attention(attention, bk, config.block_size), bk)
         self.rt = Runtime(bk, kernel, get_ops(resolve_ops(ops, bk), bk), config.dropout, **position_tables(config, bk))
-        layers = self.layers_for(config, self.rt)
+        layers = self.build_layers(config, self.rt)
         for name, layer in layers.items():
             setattr(self, name, layer)
         self.layers = list(layers.values())
@@ -73,6 +78,7 @@ class Model:
         params = draw_params(self.specs, config.init_depth, bk, seed) if params is None else params
         self._check_params(params)
         self.rt.params = {name: params[name] for name in self.specs}
+        self.rt.frozen = frozenset(self.specs) - set(trainable_names(config, self.specs))
         self.quantization: dict[str, Any] | None = None  # {"format", "group"} once quantized (quantized.py)
         self._dropout_rng = bk.generator(seed, 0x0D0)
         self._cache: Any = None
@@ -80,7 +86,16 @@ class Model:
     @classmethod
     def specs_for(cls, config: ModelConfig) -> Specs:
         """name -> (shape, init) in creation order: the layers' declarations, no backend, kernel or weights."""
-        return collect_specs(list(cls.layers_for(config, None).values()))
+        return collect_specs(list(cls.build_layers(config, None).values()))
+
+    @classmethod
+    def build_layers(cls, config: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
+        """``layers_for``, with LoRA adapters added to the linear layers the config targets."""
+        layers = cls.layers_for(config, rt)
+        if config.lora:
+            targets = parse_targets(config.lora_targets)
+            add_adapters(list(layers.values()), config.lora_rank, config.lora_alpha, config.lora_dropout, targets)
+        return layers
 
     @staticmethod
     def layers_for(config: ModelConfig, rt: Runtime | None) -> dict[str, Any]:
@@ -110,6 +125,12 @@ class Model:
     @property
     def kernel(self) -> Any:
         return self.rt.kernel
+
+    @property
+    def trainable(self) -> list[str]:
+        """The parameters training updates, in parameter order: all of them, or a LoRA model's adapters (and
+        a classifier's head)."""
+        return [name for name in self.params if self.rt.learns(name)]
 
     @property
     def op_set(self) -> Any:
@@ -158,8 +179,8 @@ class Model:
         return self.op_set.cross_entropy_forward(self.bk, logits, self.as_ints(targets))
 
     def backward(self, dloss: float = 1.0) -> dict[str, Any]:
-        """Gradients of ``dloss · loss`` from the last forward, one per parameter, under the same names: the
-        loss, the head, then the model's stacks in reverse (``_stacks_backward``)."""
+        """Gradients of ``dloss · loss`` from the last forward, one per trainable parameter, under the same
+        names: the loss, the head, then the model's stacks in reverse (``_stacks_backward``)."""
         cache = self._cache
         if cache is None or cache.loss is None:
             raise RuntimeError(f"backward() needs a {self.forward_call} first")
@@ -167,7 +188,7 @@ class Model:
         dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)
         self._stacks_backward(self.head.backward(dlogits, cache.head, grads), cache, grads)
         self._cache = None
-        return {name: grads[name] for name in self.params}  # in parameter order
+        return {name: grads[name] for name in self.trainable}  # in parameter order
 
     def _stacks_backward(self, dx: Any, cache: Any, grads: dict[str, Any]) -> None:
         """dx: the gradient at the head's input; walk the model's stacks back from there."""
@@ -180,6 +201,14 @@ class Model:
             for name, (shape, _) in self.specs.items()
             if not (non_embedding and name.endswith("wpe.weight"))
         )
+
+
+def trainable_names(config: ModelConfig, specs: Specs) -> list[str]:
+    """The parameters a model of ``config`` trains: every one, or with LoRA the adapters and a classifier's
+    head (which a pretrained encoder rarely has for the task: PEFT trains it too)."""
+    if not config.lora:
+        return list(specs)
+    return [n for n in specs if is_adapter(n) or n.startswith("classifier.")]
 
 
 def init_params(config: ModelConfig, bk: Backend, seed: int = 0) -> dict[str, Any]:

@@ -10,10 +10,11 @@ every model field and default is written once, here.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, TypeVar
 
 from ..layers import MLPS, NORMS, POOLINGS, POSITIONS
+from ..layers.lora import parse_targets
 from ..ops import ROPE_SCALINGS, ROPE_TYPES
 from ..util.errors import ConfigError, did_you_mean
 
@@ -62,6 +63,10 @@ class Architecture:
     type_vocab_size: int = 0  # token-type (segment) embeddings added to the input (BERT's); 0: none
     embed_norm: bool = False  # a norm of the summed embeddings before the first block (BERT's)
     mlp_bias: bool | None = None  # biases in the MLP's linear layers; None: = bias (Llama sets them apart)
+    lora_rank: int | None = None  # LoRA adapters of this rank on lora_targets, every other weight frozen; None: none
+    lora_alpha: float = 16.0  # LoRA: the adapters' output is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0  # LoRA: dropout on the adapters' input, in training
+    lora_targets: str = "q,v"  # LoRA: the projections adapted, comma-separated among q,k,v,o,gate,up,down
 
     def __post_init__(self) -> None:
         check_choice("pos", self.pos, POSITIONS)
@@ -91,6 +96,15 @@ class Architecture:
         check_float("rope_factor", self.rope_factor, 1.0)
         check_float("rope_low_freq_factor", self.rope_low_freq_factor, 0.0, low_open=True)
         check_float("rope_high_freq_factor", self.rope_high_freq_factor, self.rope_low_freq_factor, low_open=True)
+        if self.lora_rank is not None:
+            if self.lora_rank < 1:
+                raise ConfigError(
+                    f"lora_rank must be a positive integer (the adapters' rank, e.g. 8), got {self.lora_rank}; "
+                    "leave it out to train every weight"
+                )
+            check_float("lora_alpha", self.lora_alpha, 0.0, low_open=True)
+            check_float("lora_dropout", self.lora_dropout, 0.0, 1.0)
+            parse_targets(self.lora_targets)
         if self.rope_original_context < 1:
             raise ConfigError(f"rope_original_context must be a positive integer, got {self.rope_original_context}")
 
@@ -103,6 +117,16 @@ class Architecture:
     def rope_fields(self) -> tuple[str, ...]:
         """The rope_* fields this rope_type uses."""
         return ("rope_type", *(f"rope_{k}" for k in ROPE_SCALINGS[self.rope_type]))
+
+    @property
+    def lora(self) -> bool:
+        """Whether the model has LoRA adapters (and trains only them)."""
+        return self.lora_rank is not None
+
+    @property
+    def draws_masks(self) -> bool:
+        """Whether training draws dropout masks (the model's dropout, or the LoRA adapters')."""
+        return self.dropout > 0 or (self.lora and self.lora_dropout > 0)
 
     @property
     def head_dim(self) -> int:
@@ -135,6 +159,13 @@ class Architecture:
 
 
 ARCHITECTURE_FIELDS = tuple(f.name for f in fields(Architecture))
+LORA_FIELDS = tuple(n for n in ARCHITECTURE_FIELDS if n.startswith("lora_"))
+ArchitectureT = TypeVar("ArchitectureT", bound=Architecture)
+
+
+def without_lora(cfg: ArchitectureT) -> ArchitectureT:
+    """cfg (a ModelConfig or TrainConfig) with the LoRA fields at their defaults: the same model, merged."""
+    return replace(cfg, **{n: f.default for f in fields(Architecture) if (n := f.name) in LORA_FIELDS})
 
 
 @dataclass

@@ -23,24 +23,12 @@ import numpy as np
 from ..backends import Backend
 from ..layers.heads import LMHead
 from ..layers.linear import Linear
+from ..layers.runtime import layers_of
 from ..ops.quantize import FORMATS, QuantizedWeight, check_format, quantize_weight
 from ..util.errors import CheckpointError, ConfigError
 from .base import Model
 
 SCALE = ".scale"  # the suffix of a quantized weight's scales on disk
-
-
-def layers_of(kind: type, layers: list[Any]) -> list[Any]:
-    """Every layer of class ``kind`` among ``layers`` and the layers they hold, in order."""
-    found: list[Any] = []
-    for layer in layers:
-        if isinstance(layer, kind):
-            found.append(layer)
-            continue
-        for value in vars(layer).values():
-            inner = value if isinstance(value, list) else [value]
-            found += layers_of(kind, [v for v in inner if hasattr(v, "specs")])
-    return found
 
 
 def linear_weights(layers: list[Any]) -> list[str]:

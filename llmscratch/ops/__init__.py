@@ -20,6 +20,7 @@ from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward, matmul
+from .lora import LoRACache, lora_backward, lora_delta, lora_forward
 from .positions import positions_backward, positions_forward, sinusoidal_table
 from .quantize import FORMATS as QUANTIZATION_FORMATS
 from .quantize import QuantizedWeight, dequantize, quantize_weight, quantized_matmul
@@ -31,6 +32,7 @@ __all__ = [
     "QUANTIZATION_FORMATS",
     "ROPE_SCALINGS",
     "ROPE_TYPES",
+    "LoRACache",
     "QuantizedWeight",
     "attention_backward",
     "attention_forward",
@@ -47,6 +49,9 @@ __all__ = [
     "layernorm_forward",
     "linear_backward",
     "linear_forward",
+    "lora_backward",
+    "lora_delta",
+    "lora_forward",
     "matmul",
     "positions_backward",
     "positions_forward",

@@ -37,12 +37,15 @@ def linear_forward(bk: Backend, x: Any, w: Any, b: Any = None, matmul: Any = mat
     return xp.reshape(out, (*x.shape[:-1], OC)), (x2, w, b is not None, x.shape, matmul)
 
 
-def linear_backward(bk: Backend, dout: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """dout (...,OC) -> dx (...,C), dw (C,OC), db (OC,) or None"""
+def linear_backward(bk: Backend, dout: Any, cache: Any, param_grads: bool = True) -> tuple[Any, Any, Any]:
+    """dout (...,OC) -> dx (...,C), dw (C,OC), db (OC,) or None; param_grads False: dx alone (w and b frozen),
+    dw and db None and never computed"""
     xp = bk.xp
     x2, w, has_bias, x_shape, matmul = cache
     d2 = xp.reshape(dout, (-1, w.shape[1]))  # (N,OC)
     dx = xp.reshape(matmul(bk, d2, w.T), x_shape)
+    if not param_grads:
+        return dx, None, None
     dw = matmul(bk, x2.T, d2)
     db = bk.narrow(xp.sum(bk.widen(d2), axis=0)) if has_bias else None  # N rows summed in float32 for 16 bits
     return dx, dw, db

@@ -43,7 +43,8 @@ import numpy as np
 from ..backends import Backend, get_backend
 from ..interop.hf import is_hf_dir, read_hf, write_hf
 from ..kernels import fit_to_backend
-from ..models import Model, ModelConfig, model_class, quantized
+from ..models import Model, ModelConfig, lora, model_class, quantized
+from ..models.config import without_lora
 from ..tasks import Task, task_class, task_for_kind
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer, from_json_dict
@@ -254,6 +255,15 @@ def quantize(model: Any, fmt: str = "int8", group: int | None = None, backend: s
     return model
 
 
+def merge_lora(model: Any) -> Any:
+    """A LoRA model, checkpoint or training result with each adapter folded into the weight it adapts
+    (W = W₀ + alpha/rank · A @ B), in place and returned: a plain model that computes the same."""
+    lora.merge(model if isinstance(model, Model) else model.model)
+    if not isinstance(model, Model):
+        model.config = without_lora(model.config)
+    return model
+
+
 def load_newest_sound(out_dir: str | os.PathLike, backend: str | Backend | None = None) -> tuple[Checkpoint, list[str]]:
     """The checkpoint LATEST names or, if it does not verify, the newest one of out_dir that does; with the
     reason each newer one was passed over. A one-line error if none verifies."""
@@ -363,11 +373,12 @@ def _model(
     return model
 
 
-def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = None) -> Path:
+def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = None, merge: bool = False) -> Path:
     """Write a model (or a checkpoint, or a training result, with its tokenizer and labels) as a Hugging
     Face directory that ``transformers``' ``from_pretrained`` loads: GPT2LMHeadModel, LlamaForCausalLM or
     BertForSequenceClassification, whichever the architecture is (a one-line error if none is). Weights
-    keep the model's dtype; safetensors only."""
+    keep the model's dtype; safetensors only. A LoRA model's adapters go beside the base model in PEFT's
+    files (``PeftModel.from_pretrained(base, path)``), or with ``merge`` into its weights."""
     if isinstance(model, Model):
         net, meta = model, {}
     else:
@@ -378,7 +389,10 @@ def save_hf(model: Any, path: str | os.PathLike, tokenizer: Tokenizer | None = N
             "a Hugging Face directory holds float weights and this model is quantized; save the float model, "
             "or write a quantized llmscratch checkpoint (convert --to llmscratch --quantize)"
         )
-    return write_hf(path, net.config, net.bk.to_host(net.params), tokenizer, meta)
+    config, params = net.config, net.params
+    if merge and config.lora:
+        config, params = lora.merged(config, params, net.bk)
+    return write_hf(path, config, net.bk.to_host(params), tokenizer, meta)
 
 
 def convert(
@@ -388,16 +402,22 @@ def convert(
     dtype: str | None = None,
     quantize: str | None = None,
     group: int | None = None,
+    merge: bool = False,
 ) -> Path:
     """A checkpoint or Hugging Face directory written in the other format: ``to`` "hf" (save_hf) or
     "llmscratch" (a checkpoint at step 0, no optimizer state, for sample, chat, eval...; with ``quantize``
-    its linear layers in int8 or int4, which ``load`` reads back quantized). dst must be new or empty; it is
+    its linear layers in int8 or int4, which ``load`` reads back quantized). ``merge``: a LoRA model's
+    adapters folded into its weights (else they are written as they are). dst must be new or empty; it is
     written whole or not at all."""
     if to not in ("hf", "llmscratch"):
         raise ConfigError(f"convert --to must be hf or llmscratch, got {to!r}")
     if quantize is not None and to != "llmscratch":
         raise ConfigError("convert --quantize writes a llmscratch checkpoint; use --to llmscratch")
-    ck = load(src, backend="numpy", dtype=dtype, quantize=quantize, group=group)
+    ck = load(src, backend="numpy", dtype=dtype)
+    if merge:
+        merge_lora(ck)
+    if quantize is not None:
+        quantized.quantize(ck.model, quantize, group)
     if to == "hf":
         return save_hf(ck, dst)
     if ck.tokenizer is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ..backends.distributed import check_dist_backend
-from ..models.config import ARCHITECTURE_FIELDS, Architecture, ModelConfig, check_float
+from ..models.config import ARCHITECTURE_FIELDS, LORA_FIELDS, Architecture, ModelConfig, check_float
 from ..tasks import task_class
 from ..util.errors import ConfigError, did_you_mean
 from ..util.reading import read_text
@@ -125,11 +125,13 @@ class TrainConfig(Architecture):
 
     def with_architecture_of(self, model: Architecture, source: str) -> TrainConfig:
         """This config with a pretrained model's architecture (``init_from``). A field set here to something
-        else than its default must agree with the model's, else a one-line error; dropout may change, and
-        block_size may shrink (a learned position table is cropped, as nanoGPT's crop_block_size does)."""
+        else than its default must agree with the model's, else a one-line error; dropout may change,
+        block_size may shrink (a learned position table is cropped, as nanoGPT's crop_block_size does), and a
+        model without LoRA adapters may get them."""
         defaults = TrainConfig.__dataclass_fields__
         asked = {n: getattr(self, n) for n in ARCHITECTURE_FIELDS if getattr(self, n) != defaults[n].default}
         may_change = {"dropout": lambda v: True, "block_size": lambda v: v <= model.block_size}
+        may_change |= {n: lambda v: not model.lora for n in LORA_FIELDS}  # adapters added to a model without
         clash = [
             f"{n}={v} (it has {getattr(model, n)})"
             for n, v in asked.items()

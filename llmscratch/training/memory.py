@@ -2,7 +2,8 @@
 
 For P parameters and a micro-batch of N = batch_size · block_size tokens, in bytes of the arrays' dtype:
 
-    weights, gradients, AdamW's m and v     4 · P      (+ one more gradient buffer with accumulation)
+    weights, gradients, AdamW's m and v     P + 3 · P'   (+ one more gradient buffer with accumulation)
+                                             P' = P but with LoRA: the adapters' parameters alone
     float32 master weights (bf16 / fp16)     P in float32, beside the 16-bit copy
     activations kept for the backward        N · (per_layer · layers + 20·C + 3·V)
     per_layer                                12·C + m·F + 2·H·T   (F: the MLP width, H heads, T block_size)
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..backends import Backend
 from ..models import model_class
+from ..models.base import trainable_names
 from ..util.atomic import size_text
 from ..util.errors import ConfigError
 
@@ -43,13 +45,16 @@ class MemoryEstimate:
         return self.parameters + self.activations
 
 
-def parameter_count(cfg: Any) -> int:
-    """The parameters of a model config, from its specs at one and two blocks per stack (every block of a
-    stack has the same parameters), so that no absurd n_layer is ever enumerated."""
+def parameter_count(cfg: Any, trainable: bool = False) -> int:
+    """The parameters of a model config (``trainable``: those training updates, a LoRA model's adapters),
+    from its specs at one and two blocks per stack (every block of a stack has the same parameters), so that
+    no absurd n_layer is ever enumerated."""
 
     def count(encoder: int, decoder: int) -> int:
         small = replace(cfg, n_layer=encoder, n_decoder_layer=decoder)
-        return sum(math.prod(shape) for shape, _ in model_class(cfg.kind).specs_for(small).values())
+        specs = model_class(cfg.kind).specs_for(small)
+        names = trainable_names(small, specs) if trainable else specs
+        return sum(math.prod(specs[n][0]) for n in names)
 
     base = count(1, 1)
     per_block, per_decoder_block = count(2, 1) - base, count(1, 2) - base  # the second is 0 with one stack
@@ -61,10 +66,9 @@ def estimate_training_memory(
 ) -> MemoryEstimate:
     """The estimate of the module docstring for a model config (any kind) trained on backend bk; ``master``:
     float32 master weights beside bk's 16-bit ones."""
-    count = parameter_count(model_cfg)
+    count, trained = parameter_count(model_cfg), parameter_count(model_cfg, trainable=True)
     size = bk.itemsize
-    copies = 4 + (accumulation > 1)
-    parameters = count * size * copies + (count * 4 if master else 0)
+    parameters = (count + trained * (3 + (accumulation > 1))) * size + (count * 4 if master else 0)
     c = model_cfg
     layers = c.n_layer + (c.decoder_layers if c.kind == "seq2seq" else 0)
     at_c, at_f, at_ht = PER_LAYER

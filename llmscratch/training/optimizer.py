@@ -48,7 +48,8 @@ class StepScalars(NamedTuple):
 
 
 class AdamW:
-    """``opt.step(grads, lr)`` updates ``params`` in place; ``state_dict()`` / ``load_state_dict()`` for resume."""
+    """``opt.step(grads, lr)`` updates ``params`` (those ``names`` lists) in place; ``state_dict()`` /
+    ``load_state_dict()`` for resume."""
 
     def __init__(
         self,
@@ -61,17 +62,22 @@ class AdamW:
         update: Callable[..., Updated] = adamw_update,
         norm: Callable[..., Any] = grad_norm,
         master: dict[str, Any] | None = None,
+        names: list[str] | None = None,
     ) -> None:
+        """names: the parameters it updates, in order (default: all of ``params``; a LoRA model's adapters)."""
         self.bk, self.params, self.update, self.norm = bk, params, update, norm
         self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.t = 0
         self.master = master  # float32 weights that params are rounded copies of (mixed precision), or None
-        self.m = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in self.weights.items()}
-        self.v = {n: bk.zeros(p.shape, dtype=p.dtype) for n, p in self.weights.items()}
+        self.names = list(params) if names is None else names
+        weights = self.weights
+        self.m = {n: bk.zeros(weights[n].shape, dtype=weights[n].dtype) for n in self.names}
+        self.v = {n: bk.zeros(weights[n].shape, dtype=weights[n].dtype) for n in self.names}
 
     @property
     def weights(self) -> dict[str, Any]:
-        """The arrays the updates go to (and a checkpoint keeps): the master weights, else the parameters."""
+        """The arrays the updates go to (and a checkpoint keeps, frozen ones included): the master weights, else
+        the parameters."""
         return self.params if self.master is None else self.master
 
     @staticmethod
@@ -115,7 +121,7 @@ class AdamW:
     ) -> Any:
         """``apply`` on the gradients in parameter order (``_in_order``); a ``grad_scale`` given (step's
         loss-scaled path) replaces clipping."""
-        names = list(self.params)
+        names = self.names
         weights = self.weights
         norm = None
         if grad_scale is None and max_grad_norm > 0:
@@ -141,7 +147,7 @@ class AdamW:
 
     def _in_order(self, grads: Mapping[str, Any]) -> list[Any]:
         """The gradients in parameter order; widened to float32 for the master weights of mixed precision."""
-        grads_list = [grads[n] for n in self.params]
+        grads_list = [grads[n] for n in self.names]
         return [self.bk.widen(g) for g in grads_list] if self.master is not None else grads_list
 
     def state_dict(self) -> dict[str, Any]:

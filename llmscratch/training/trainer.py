@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..backends.distributed import World, launched_world_size
 from ..layers.linear import QUANTIZED_NO_TRAINING
+from ..layers.lora import is_adapter
 from ..models import Model, model_class
 from ..models.base import draw_params, init_params
 from ..tasks import DROPOUT, Task, task_class
@@ -85,6 +86,7 @@ def optimizer_for(model: Model, cfg: TrainConfig, master: dict[str, Any] | None 
         update=ops.adamw_update,
         norm=ops.grad_norm,
         master=master,
+        names=model.trainable,
     )
 
 
@@ -236,7 +238,8 @@ class Trainer:
         fresh optimizer, step 0: fine-tuning, or more pretraining on new data. New token ids (the chat tokens)
         get embedding rows as documented in grow_vocabulary; a classifier for another label set (or a BERT
         file without one) gets a new classifier layer, as transformers gives a new head; a smaller block_size
-        keeps the first rows of a learned position table."""
+        keeps the first rows of a learned position table; LoRA settings add adapters (B = 0: the run starts
+        from the checkpoint's function exactly)."""
         ck = ckpt_io.load(path, backend=self.master_bk)
         if ck.model.kind != self.cfg.kind:
             raise ConfigError(
@@ -256,9 +259,13 @@ class Trainer:
         specs = model_class(model_cfg.kind).specs_for(model_cfg)
         T = model_cfg.block_size  # a smaller context crops the learned position tables
         params = {n: p[:T, ...] if n.endswith(".wpe.weight") else p for n, p in ck.model.params.items()}
-        if model_cfg.kind == "encoder" and (ck.fresh or ck.meta.get("labels") != self.task.meta().get("labels")):
-            head = {n: spec for n, spec in specs.items() if n.startswith("classifier.")}  # another label set
-            params.update(draw_params(head, model_cfg.init_depth, self.master_bk, self.cfg.seed))
+        new_head = model_cfg.kind == "encoder" and (ck.fresh or ck.meta.get("labels") != self.task.meta().get("labels"))
+        fresh = {  # another label set's classifier layer; LoRA adapters the checkpoint does not have yet
+            n: spec
+            for n, spec in specs.items()
+            if (new_head and n.startswith("classifier.")) or (is_adapter(n) and n not in params)
+        }
+        params.update(draw_params(fresh, model_cfg.init_depth, self.master_bk, self.cfg.seed))
         self._build(model_cfg, ckpt_io.grow_vocabulary(self.master_bk, params, specs, path))
 
     # ---- one step, evaluation, checkpoints ---------------------------------------------------------------
@@ -283,7 +290,7 @@ class Trainer:
         batches, tokens = [], 0
         for micro in self.feed.micros:  # this rank's share of the step's micro-batches
             batch, n = self.feed.get(it, micro)
-            rng = bk.generator(c.seed, DROPOUT, it, micro) if c.dropout > 0 else None
+            rng = bk.generator(c.seed, DROPOUT, it, micro) if c.draws_masks else None
             batches.append((batch, rng))
             tokens += n
         if self.compiled is not None:

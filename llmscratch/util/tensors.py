@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
@@ -55,19 +56,8 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     checked (its types, its bytes inside the file) before any tensor is made. A missing file raises
     FileNotFoundError; a truncated or malformed one is a one-line CheckpointError."""
 
-    def corrupt(why: str) -> CheckpointError:
-        return CheckpointError(f"{path} is corrupt ({why}); it may be truncated: write or copy it again")
-
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
-        if n > HEADER_LIMIT:
-            raise corrupt(f"its header length {n} is more than the {HEADER_LIMIT} bytes a header may have")
-        if not 0 < n <= size - 8:
-            raise corrupt(f"its header length {n} does not fit a file of {size} bytes")
-        header = parse_json(f.read(n), f"{path}'s header", CheckpointError)
-    if not isinstance(header, dict):
-        raise corrupt("its header is not a JSON object")
+    corrupt = _corrupt(path)
+    n, header, size = _header(path)
     data = np.memmap(path, dtype=np.uint8, mode="r") if size > 8 + n else np.zeros(0, np.uint8)
     out = {}
     for name, info in header.items():
@@ -86,6 +76,39 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
             raise corrupt(f"tensor {name} lies outside the file")
         out[name] = data[8 + n + begin : 8 + n + end].view(dtype).reshape(shape)
     return out
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string-to-string ``__metadata__`` of a safetensors file's header ({} where it has none), checked
+    as ``read_safetensors`` checks the header."""
+    metadata = _header(path)[1].get("__metadata__") or {}
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise _corrupt(path)("its __metadata__ is not a table of strings")
+    return metadata
+
+
+def _corrupt(path: Path) -> Any:
+    def corrupt(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is corrupt ({why}); it may be truncated: write or copy it again")
+
+    return corrupt
+
+
+def _header(path: Path) -> tuple[int, dict[str, Any], int]:
+    """-> (the header's length, the header, the file's size); a header longer than the file, or than
+    ``HEADER_LIMIT``, is refused before it is read"""
+    corrupt = _corrupt(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little") if size >= 8 else -1
+        if n > HEADER_LIMIT:
+            raise corrupt(f"its header length {n} is more than the {HEADER_LIMIT} bytes a header may have")
+        if not 0 < n <= size - 8:
+            raise corrupt(f"its header length {n} does not fit a file of {size} bytes")
+        header = parse_json(f.read(n), f"{path}'s header", CheckpointError)
+    if not isinstance(header, dict):
+        raise corrupt("its header is not a JSON object")
+    return n, header, size
 
 
 def _counts(value: object) -> bool:
