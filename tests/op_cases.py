@@ -158,6 +158,31 @@ def lora_case(case_id: str, N: tuple[int, int], C: int, r: int, W: int, scale: f
     )
 
 
+DPO_INPUTS = ("chosen", "rejected", "ref_chosen", "ref_rejected")
+
+
+def torch_sequence_logprob(torch, logits, targets):
+    """Σ over kept positions of log_softmax gathered at the target, per row."""
+    kept = targets != IGNORE
+    token = torch.log_softmax(logits, -1).gather(-1, torch.where(kept, targets, 0)[..., None])[..., 0]
+    return (token * kept).sum(-1)
+
+
+def torch_dpo(torch, chosen, rejected, ref_chosen, ref_rejected, beta, smoothing):
+    """DPO's sigmoid loss with label smoothing, as TRL writes it, in torch."""
+    z = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    logsigmoid = torch.nn.functional.logsigmoid
+    return (-(1 - smoothing) * logsigmoid(z) - smoothing * logsigmoid(-z)).mean()
+
+
+def _reply_targets(rng, B, T, V):
+    """Targets of replies after prompts: each row's first positions ignored (row 0 all but its last)."""
+    y = rng.integers(0, V, (B, T))
+    y[0, : T - 1] = IGNORE
+    y[1, :2] = IGNORE
+    return y
+
+
 def _ce_targets(rng, B, T, V, ignore_rows):
     y = rng.integers(0, V, (B, T))
     y[0, :3] = 1  # repeated targets
@@ -200,6 +225,28 @@ CASES: list[OpCase] = [
     ),
     lora_case("lora", N=(2, 7), C=5, r=2, W=3, scale=2.5),
     lora_case("lora_rank1_T1", N=(3, 1), C=6, r=1, W=4, scale=0.5),
+    OpCase(
+        "sequence_logprob_masked",
+        lambda rng: {"logits": normal(rng, 3, 5, 7, scale=2.0), "targets": _reply_targets(rng, 3, 5, 7)},
+        ops.sequence_logprob_forward,
+        lambda bk, d, c: (ops.sequence_logprob_backward(bk, d, c),),
+        ("logits",),
+        lambda torch, logits, targets: torch_sequence_logprob(torch, logits, targets),
+    ),
+    *(
+        OpCase(
+            f"dpo_smoothing_{smoothing}",
+            lambda rng: {name: normal(rng, 4, scale=3.0) for name in DPO_INPUTS},
+            ops.dpo_forward,
+            ops.dpo_backward,
+            ("chosen", "rejected"),
+            lambda torch, chosen, rejected, ref_chosen, ref_rejected, s=smoothing: torch_dpo(
+                torch, chosen, rejected, ref_chosen, ref_rejected, 0.7, s
+            ),
+            kwargs={"beta": 0.7, "smoothing": smoothing},
+        )
+        for smoothing in (0.0, 0.2)
+    ),
     OpCase(
         "layernorm_bias",
         lambda rng: {"x": normal(rng, 2, 7, 6, scale=2.0) + 0.5, "w": normal(rng, 6), "b": normal(rng, 6)},

@@ -35,6 +35,7 @@ TINY_BENCH = {
     "attention": "--T 16,32 --budget 0.01",
     "ops": "--rounds 1",
     "tasks": "--rounds 1 --max-iters 2",
+    "lora": "--rounds 1 --steps 1",
     "dist": "--rounds 1 --max-iters 4",
     "generate": "--rounds 1 --new-tokens 4 --beams 2",
     "tokenizer": "--vocab-sizes 260,270 --wordpiece-sizes 120",

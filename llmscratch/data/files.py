@@ -130,3 +130,56 @@ def read_chat(path: str | Path, need_assistant: bool = True) -> list[list[dict[s
     if len(out) < 2:
         raise DataError(f"{path} has {len(out)} conversation(s); training needs at least 2 (one for validation)")
     return out
+
+
+Prompt = str | list[dict[str, str]]  # a plain text, or chat messages (the chat template applies)
+
+
+def _read_prompts(path: str | Path, kind: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+    """JSONL lines of {"prompt": a string or chat messages, <fields>: strings}: each checked, a bad one a
+    one-line error naming path:line."""
+    from ..tokenizers.chat import check_messages
+
+    path = Path(path)
+    keys = ", ".join(f'"{f}"' for f in ("prompt", *fields))
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        raise DataError(f"{path}: {kind} data must be a .jsonl file of {{{keys}}} lines")
+    out = []
+    for n, obj in _json_lines(path):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{n}: each line must be an object with {keys}")
+        for field in ("prompt", *fields):
+            if field not in obj:
+                raise DataError(f"{path}:{n}: the line has no {field!r}; each line needs {keys}")
+        prompt = obj["prompt"]
+        if isinstance(prompt, list):
+            prompt = check_messages(prompt, f"{path}:{n}")
+        elif not isinstance(prompt, str):
+            raise DataError(f"{path}:{n}: 'prompt' must be a string or a list of chat messages")
+        row = {"prompt": prompt, "line": n}
+        for field in fields:
+            value = obj[field]
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise DataError(f"{path}:{n}: {field!r} must be a string, got {type(value).__name__}")
+            row[field] = str(value)
+        out.append(row)
+    if len(out) < 2:
+        raise DataError(f"{path} has {len(out)} {kind} line(s); training needs at least 2 (one for validation)")
+    return out
+
+
+def read_preferences(path: str | Path) -> list[dict[str, Any]]:
+    """-> pairs {"prompt", "chosen", "rejected", "line"} from a JSONL file of {"prompt": a string or chat
+    messages, "chosen": the preferred reply, "rejected": the other}; a pair whose two replies are the same
+    teaches nothing and is a one-line error."""
+    pairs = _read_prompts(path, "preference", ("chosen", "rejected"))
+    for pair in pairs:
+        if pair["chosen"] == pair["rejected"]:
+            raise DataError(f"{path}:{pair['line']}: 'chosen' and 'rejected' are the same reply; a pair must differ")
+    return pairs
+
+
+def read_rl_prompts(path: str | Path) -> list[dict[str, Any]]:
+    """-> {"prompt", "answer", "line"} from a JSONL file of {"prompt": a string or chat messages, "answer": what
+    the reward checks a reply against}."""
+    return _read_prompts(path, "prompt", ("answer",))

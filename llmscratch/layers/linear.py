@@ -73,7 +73,7 @@ class Linear:
         matmul = rt.op_set.quantized_matmul if isinstance(w, ops.QuantizedWeight) else rt.op_set.matmul
         out, base = ops.linear_forward(rt.bk, x, w, b, matmul=matmul)
         caches = []
-        for a in self.adapters:
+        for a in self.adapters if rt.adapters_on else ():
             dropout = a.dropout if rt.training else 0.0
             delta, cache = ops.lora_forward(rt.bk, x, p[a.A], p[a.B], a.scale, dropout, rng, rt.op_set.matmul)
             if a.width == self.n_out:

@@ -32,6 +32,7 @@ class Runtime:
     sinusoid: Any = None  # the fixed position table (P,C) (pos="sinusoidal")
     quantized_heads: dict[str, Any] = field(default_factory=dict)  # an LM head's W name -> ops.QuantizedWeight of Wᵀ
     frozen: frozenset[str] = frozenset()  # parameters that get no gradient (a LoRA model's base weights)
+    adapters_on: bool = True  # False: the LoRA adapters are skipped (the frozen base model computes)
 
     @property
     def dropout_p(self) -> float:

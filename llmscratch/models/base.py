@@ -153,6 +153,16 @@ class Model:
         finally:
             self.training = was_training
 
+    @contextmanager
+    def adapters_off(self) -> Iterator[None]:
+        """``with model.adapters_off():`` a LoRA model computes as its frozen base model inside (DPO's and RL's
+        reference, with no second copy of the weights)."""
+        self.rt.adapters_on = False
+        try:
+            yield
+        finally:
+            self.rt.adapters_on = True
+
     def as_ints(self, a: Any) -> Any:
         """Lists and NumPy arrays -> an int64 array on this backend; backend arrays as they are."""
         if isinstance(a, (list, tuple, np.ndarray)):
@@ -178,14 +188,17 @@ class Model:
             return None, None
         return self.op_set.cross_entropy_forward(self.bk, logits, self.as_ints(targets))
 
-    def backward(self, dloss: float = 1.0) -> dict[str, Any]:
+    def backward(self, dloss: float = 1.0, dlogits: Any = None) -> dict[str, Any]:
         """Gradients of ``dloss · loss`` from the last forward, one per trainable parameter, under the same
-        names: the loss, the head, then the model's stacks in reverse (``_stacks_backward``)."""
+        names: the loss, the head, then the model's stacks in reverse (``_stacks_backward``). ``dlogits``:
+        the gradient of a loss computed outside the model from the last forward's logits (a preference's, a
+        reward's), in place of the model's own cross-entropy."""
         cache = self._cache
-        if cache is None or cache.loss is None:
+        if cache is None or (cache.loss is None and dlogits is None):
             raise RuntimeError(f"backward() needs a {self.forward_call} first")
         grads: dict[str, Any] = {}
-        dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)
+        if dlogits is None:
+            dlogits = self.op_set.cross_entropy_backward(self.bk, dloss, cache.loss)
         self._stacks_backward(self.head.backward(dlogits, cache.head, grads), cache, grads)
         self._cache = None
         return {name: grads[name] for name in self.trainable}  # in parameter order

@@ -16,6 +16,7 @@ from .activations import (
 )
 from .attention import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
+from .dpo import DPOCache, dpo_backward, dpo_forward
 from .dropout import dropout_backward, dropout_forward
 from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
@@ -26,19 +27,24 @@ from .quantize import FORMATS as QUANTIZATION_FORMATS
 from .quantize import QuantizedWeight, dequantize, quantize_weight, quantized_matmul
 from .rmsnorm import rmsnorm_backward, rmsnorm_forward
 from .rope import ROPE_SCALINGS, ROPE_TYPES, rope_backward, rope_forward, rope_frequencies, rope_tables
+from .sequence_logprob import SequenceLogprobCache, sequence_logprob_backward, sequence_logprob_forward
 from .softmax import softmax_backward, softmax_forward
 
 __all__ = [
     "QUANTIZATION_FORMATS",
     "ROPE_SCALINGS",
     "ROPE_TYPES",
+    "DPOCache",
     "LoRACache",
     "QuantizedWeight",
+    "SequenceLogprobCache",
     "attention_backward",
     "attention_forward",
     "cross_entropy_backward",
     "cross_entropy_forward",
     "dequantize",
+    "dpo_backward",
+    "dpo_forward",
     "dropout_backward",
     "dropout_forward",
     "embedding_backward",
@@ -65,6 +71,8 @@ __all__ = [
     "rope_forward",
     "rope_frequencies",
     "rope_tables",
+    "sequence_logprob_backward",
+    "sequence_logprob_forward",
     "sinusoidal_table",
     "softmax_backward",
     "softmax_forward",

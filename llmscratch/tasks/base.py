@@ -8,6 +8,8 @@ again without the steps before it: that is what makes resuming exact.
     task.fetch(it, micro)                   that batch, and how many real tokens it holds (host work only, which
                                             training.feed does ahead of time when the model is on a GPU)
     task.loss(model, batch, rng)            a fetched batch's loss (on the device)
+    task.backward(model, dloss)             the gradients of dloss · that loss (the model's own cross-entropy,
+                                            or a loss of whole replies: dpo, rl)
     task.evaluate(model, it)                {"train": loss, "val": loss, <metric>: value}; in a data-parallel
                                             run each rank scores its share (world.shard) and the sums are added
     task.evaluate_file(model, path)         the same numbers on a file the user hands in (``llmscratch eval``)
@@ -75,6 +77,8 @@ class Task(ABC):
     metrics: ClassVar[tuple[str, ...]]  # what evaluation reports beside the losses; the first is the headline
     uses: ClassVar[tuple[str, ...]]  # what a trained checkpoint is for: verbs of llmscratch.tasks.uses.VERBS
     default_for_kind: ClassVar[bool] = False  # the task of a model of its kind that says none (a Hugging Face one)
+    needs_reference: ClassVar[bool] = False  # scores against a frozen reference model (``reference``)
+    reads: ClassVar[tuple[str, ...]] = ()  # the keys of its JSONL lines, by which ``eval`` knows its files
     listed: ClassVar[int]  # where it stands in lists of tasks (help texts, errors)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -92,6 +96,7 @@ class Task(ABC):
         self.tokenizer: Tokenizer = tokenizer  # type: ignore[assignment]  # set by prepare() when None
         self.meta_in = dict(meta or {})
         self.world = World(None)  # the Trainer's, in a data-parallel run: evaluation is split across the ranks
+        self.reference: Model | None = None  # needs_reference without LoRA: the frozen model training started from
 
     @abstractmethod
     def prepare(self) -> None: ...
@@ -120,6 +125,10 @@ class Task(ABC):
 
     def loss(self, model: Model, batch: dict[str, Any], rng: Any) -> Any:
         return model.forward(**batch, rng=rng)[1]
+
+    def backward(self, model: Model, dloss: float) -> dict[str, Any]:
+        """The gradients of dloss · the last ``loss``."""
+        return model.backward(dloss=dloss)
 
     def chunks(self, items: Sequence[Any], sharded: bool = False) -> Iterator[Sequence[Any]]:
         """items in consecutive evaluation chunks of 4 × batch_size; ``sharded``: this rank's share of the chunks

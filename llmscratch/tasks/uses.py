@@ -4,6 +4,8 @@ was trained with, the tasks that fit the verb, and the verb that fits the model.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 from ..models import Model
@@ -112,7 +114,26 @@ class UsesModel:
         return self._need("translate").translate(self.model, list(texts), num_beams=num_beams, **options)
 
     def evaluate(self, path: str) -> dict[str, float]:
-        """The task's metrics on a data file of its format: accuracy, exact_match or val_loss (first: the headline)."""
+        """The task's metrics on a data file of its format: accuracy, exact_match or val_loss (first: the
+        headline). A JSONL file of another task of the same model kind that declares its lines' keys
+        (``Task.reads``: a preference file, an RL prompt file) gets that task's metrics instead, whatever task
+        trained the model."""
         task = self.check_use("eval")
+        other = task_reading(path, self.model.kind)
+        if other is not None and other is not type(task):
+            task = other(replace(task.cfg, task=other.name), self.tokenizer, task.meta_in)
         with self.model.eval_mode():
             return task.evaluate_file(self.model, path)
+
+
+def task_reading(path: str, kind: str) -> type[Task] | None:
+    """The task of model ``kind`` whose JSONL lines have the keys of the first line of ``path``, if any."""
+    if not str(path).lower().endswith((".jsonl", ".json")):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(next((line for line in f if line.strip()), "{}"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None  # the task's own reader says what is wrong with it
+    keys = set(first) if isinstance(first, dict) else set()
+    return next((t for t in TASKS.values() if t.kind == kind and t.reads and set(t.reads) <= keys), None)

@@ -40,6 +40,8 @@ class TrainConfig(Architecture):
     init_from: str | None = None  # a checkpoint whose weights (and tokenizer, and shape) start the run
     train_on: str = "assistant"  # sft: the targets the loss counts: assistant | last | all
     packing: bool = False  # sft: conversations packed into block_size windows instead of padded
+    dpo_beta: float = 0.1  # dpo: β, how far the rewards β·(log π − log π_ref) may move from the reference
+    dpo_smoothing: float = 0.0  # dpo: label smoothing ε in [0, 0.5), for preferences that are sometimes wrong
     # data and tokenizer
     data: str = "stdlib"  # what the task reads (its `data` in llmscratch.tasks.TASKS); lm: stdlib | shakespeare | ...
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
@@ -106,6 +108,8 @@ class TrainConfig(Architecture):
         check_float("beta2", self.beta2, 0.0, 1.0)
         check_float("grad_clip", self.grad_clip, 0.0)
         check_float("stop_timeout", self.stop_timeout, 0.0, low_open=True)
+        check_float("dpo_beta", self.dpo_beta, 0.0, low_open=True)
+        check_float("dpo_smoothing", self.dpo_smoothing, 0.0, 0.5)
         check_dist_backend(self.backend, self.device, self.dist_backend)
         check_precision(self.precision, self.backend, self.dtype)
         if self.tokenizer == "bpe" and self.vocab_size is None:

@@ -1,6 +1,6 @@
 """One optimiser step's array work, eager or compiled into one program.
 
-    step = TrainingStep(loss_fn, model, opt, precision, accumulation, grad_clip)
+    step = TrainingStep(loss_fn, model, opt, precision, accumulation, grad_clip, backward_fn)
     grads, total = step.gradients(batches)          # eager: forward + backward of each micro-batch
     ...                                             # (the trainer sums ranks, updates through Precision)
 
@@ -8,7 +8,8 @@
     total = step.run_compiled(run, batches, opt.next_scalars(lr))
 
 ``batches`` is a list of (batch, dropout generator) pairs; ``loss_fn(model, batch, rng)`` runs the forward and
-returns the loss (a task's ``loss``). The compiled program is ``whole``: the same forward, handwritten backward
+returns the loss (a task's ``loss``), ``backward_fn(model, dloss)`` its gradients (the task's ``backward``;
+by default the model's own). The compiled program is ``whole``: the same forward, handwritten backward
 and AdamW code as the eager step, as a function of arrays alone (the parameters, master weights and moments
 in, the same after the update out), so XLA can fuse the whole step; nothing in it is read on the host.
 """
@@ -35,8 +36,10 @@ class TrainingStep:
         precision: Precision,
         accumulation: int,
         grad_clip: float,
+        backward_fn: Callable[[Model, float], dict[str, Any]] | None = None,
     ) -> None:
         self.loss_fn, self.model, self.opt, self.precision = loss_fn, model, opt, precision
+        self.backward_fn = backward_fn or (lambda model, dloss: model.backward(dloss=dloss))
         self.accumulation, self.grad_clip = accumulation, grad_clip
 
     def gradients(self, batches: list[tuple[Any, Any]]) -> tuple[dict[str, Any], Any]:
@@ -47,7 +50,7 @@ class TrainingStep:
         total = None
         for batch, rng in batches:
             loss = self.loss_fn(self.model, batch, rng)
-            g = self.precision.widened(self.model.backward(dloss=scale))
+            g = self.precision.widened(self.backward_fn(self.model, scale))
             if grads:
                 for name in grads:
                     grads[name] += g[name]

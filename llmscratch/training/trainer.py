@@ -132,7 +132,13 @@ class Trainer:
         try:
             self._start(resume)
             self.training_step = TrainingStep(
-                self.task.loss, self.model, self.opt, self.precision, cfg.gradient_accumulation_steps, cfg.grad_clip
+                self.task.loss,
+                self.model,
+                self.opt,
+                self.precision,
+                self.cfg.gradient_accumulation_steps,
+                self.cfg.grad_clip,
+                self.task.backward,
             )
             self.compiled = self._compile() if cfg.compile else None
             per_rank = cfg.gradient_accumulation_steps // self.world.size  # micro-batch m is rank m // per_rank's
@@ -168,6 +174,7 @@ class Trainer:
             self.task: Task = task_class(cfg.task)(cfg)
             self.task.prepare()
             self._build(self.task.model_config())
+        self._give_reference()
 
     def _open_log(self) -> None:
         """metrics.jsonl (and TensorBoard's files) on rank 0; every rank checks it starts as rank 0 does."""
@@ -256,6 +263,10 @@ class Trainer:
         self.task = task_class(self.cfg.task)(self.cfg, ck.tokenizer)
         self.task.prepare()
         model_cfg = self.task.model_config()
+        self._build(model_cfg, self._starting_weights(ck, model_cfg, path))
+
+    def _starting_weights(self, ck: ckpt_io.Checkpoint, model_cfg: Any, path: str) -> dict[str, Any]:
+        """A pretrained checkpoint's weights made to fit the model ``model_cfg`` (``_start_from``)."""
         specs = model_class(model_cfg.kind).specs_for(model_cfg)
         T = model_cfg.block_size  # a smaller context crops the learned position tables
         params = {n: p[:T, ...] if n.endswith(".wpe.weight") else p for n, p in ck.model.params.items()}
@@ -266,7 +277,25 @@ class Trainer:
             if (new_head and n.startswith("classifier.")) or (is_adapter(n) and n not in params)
         }
         params.update(draw_params(fresh, model_cfg.init_depth, self.master_bk, self.cfg.seed))
-        self._build(model_cfg, ckpt_io.grow_vocabulary(self.master_bk, params, specs, path))
+        return ckpt_io.grow_vocabulary(self.master_bk, params, specs, path)
+
+    def _give_reference(self) -> None:
+        """A task that scores against a frozen reference (dpo, rl) gets the model training started from: a
+        LoRA model is its own (its adapters off); else a frozen copy of the starting weights, from --init-from
+        again (or drawn from the seed), so that a resumed run has the same reference."""
+        cfg, model_cfg = self.cfg, self.model.config
+        if not self.task.needs_reference or model_cfg.lora:
+            return
+        if cfg.init_from:
+            weights = self._starting_weights(
+                ckpt_io.load(cfg.init_from, backend=self.master_bk), model_cfg, cfg.init_from
+            )
+        else:
+            weights = init_params(model_cfg, self.master_bk, cfg.seed)
+        params = self.precision.compute_copy(weights)
+        reference = model_class(model_cfg.kind)(model_cfg, self.bk, params=params, attention=cfg.attention, ops=cfg.ops)
+        reference.training = False
+        self.task.reference = reference
 
     # ---- one step, evaluation, checkpoints ---------------------------------------------------------------
 

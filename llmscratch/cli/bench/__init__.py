@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SUITES = ("attention", "train", "tasks", "distributed", "ops", "generation", "tokenizer", "data")
+SUITES = ("attention", "train", "tasks", "lora", "distributed", "ops", "generation", "tokenizer", "data")
 
 
 def add_commands(sub: Any) -> None:

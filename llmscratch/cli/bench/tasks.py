@@ -10,6 +10,7 @@ gives tokens/s, counting the real (unpadded) tokens of each batch.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -39,9 +40,10 @@ def demo_files(name: str, out_dir: str | Path) -> tuple[Path, Path]:
     return demos.speakers_dataset(load_text("shakespeare")[1], out_dir)
 
 
-def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]], list[int], str]:
-    """-> (step(i), sync(), batches, tokens per batch, what computes it) for llmscratch on a backend or the
-    torch reference"""
+def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]], list[int], str, Any]:
+    """-> (step(i), sync(), batches, tokens per batch, what computes it, state_bytes()) for llmscratch on a
+    backend or the torch reference; state_bytes() -> the bytes of the weights, of the last step's gradients
+    and of the optimizer's state"""
     task = task_class(cfg.task)(cfg)
     task.prepare()
     batches = [task.batch(i, 0) for i in range(16)]
@@ -70,24 +72,45 @@ def _stepper(spec: str, cfg: TrainConfig) -> tuple[Any, Any, list[dict[str, Any]
             torch.nn.utils.clip_grad_norm_(ref.parameters(), cfg.grad_clip)
             opt.step()
 
-        return ref_step, lambda: None, batches, tokens, "torch.nn autograd"
+        def ref_bytes() -> dict[str, int]:
+            def size(ts: Any) -> int:
+                return sum(t.numel() * t.element_size() for t in ts if t is not None)
+
+            state = [t for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+            params = list(ref.parameters())
+            return {"weights": size(params), "gradients": size(p.grad for p in params), "optimizer": size(state)}
+
+        return ref_step, lambda: None, batches, tokens, "torch.nn autograd", ref_bytes
     bk = get_backend(spec, dtype=cfg.dtype)
     model = model_class(model_cfg.kind)(model_cfg, bk, seed=cfg.seed, attention=cfg.attention, ops=cfg.ops)
     opt = optimizer_for(model, cfg)
+    last: dict[str, Any] = {}
 
     def step(i: int) -> None:
         model.forward(**batches[i % len(batches)])
-        opt.step(model.backward(), cfg.learning_rate, max_grad_norm=cfg.grad_clip)
+        last["grads"] = model.backward()
+        opt.step(last["grads"], cfg.learning_rate, max_grad_norm=cfg.grad_clip)
 
-    return step, bk.synchronize, batches, tokens, f"{model.kernel.name}, ops={model.op_set.name}"
+    def state_bytes() -> dict[str, int]:
+        def size(arrays: Any) -> int:
+            return sum(math.prod(a.shape) * bk.xp.finfo(a.dtype).bits // 8 for a in arrays)
+
+        moments = [*opt.m.values(), *opt.v.values()]
+        return {
+            "weights": size(model.params.values()),
+            "gradients": size(last["grads"].values()),
+            "optimizer": size(moments),
+        }
+
+    return step, bk.synchronize, batches, tokens, f"{model.kernel.name}, ops={model.op_set.name}", state_bytes
 
 
 def _worker(spec: str, cfg_values: dict[str, Any], conn: Any) -> None:
-    step, sync, _, tokens, how = _stepper(spec, TrainConfig(**cfg_values))
+    step, sync, _, tokens, how, state_bytes = _stepper(spec, TrainConfig(**cfg_values))
     for i in range(3):  # warm-up
         step(i)
     sync()
-    conn.send({"kernel": how, "tokens": tokens, "rss": _peak_rss()})
+    conn.send({"kernel": how, "tokens": tokens, "rss": _peak_rss(), "state_bytes": state_bytes()})
     while (request := conn.recv()) is not None:
         first, n = request
         times = []
@@ -99,34 +122,42 @@ def _worker(spec: str, cfg_values: dict[str, Any], conn: Any) -> None:
         conn.send(times)
 
 
+def interleaved(
+    contestants: dict[str, tuple[str, TrainConfig]], rounds: int, steps: int
+) -> dict[str, tuple[dict[str, Any], list[tuple[int, float]]]]:
+    """Each contestant (label -> (backend spec or "reference", its config)) in its own process, taking turns
+    round by round on the same batches; -> label -> (what its worker reported, (step, seconds) per step)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = {}
+    for label, (spec, cfg) in contestants.items():
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker, args=(spec, cfg.to_dict(), child), daemon=True)
+        proc.start()
+        workers[label] = (proc, parent, parent.recv())
+    times: dict[str, list[tuple[int, float]]] = {label: [] for label in contestants}
+    for r in range(rounds):
+        for label, (_, conn, _) in workers.items():
+            time.sleep(SETTLE_S)
+            conn.send((r * steps, steps))
+            times[label] += list(zip(range(r * steps, (r + 1) * steps), conn.recv(), strict=True))
+    for proc, conn, _ in workers.values():
+        conn.send(None)
+        proc.join()
+    return {label: (workers[label][2], times[label]) for label in contestants}
+
+
 def bench_task_throughput(
     task: str, contestants: list[str], data: str, rounds: int = 5, steps: int = 8, **overrides: Any
 ) -> list[dict[str, Any]]:
     """tokens/s of each contestant on the task's demo preset (data: its training file), and × the reference."""
-    import multiprocessing
-
     cfg = resolve_config(DEMOS[task], data=data, **overrides)
-    ctx = multiprocessing.get_context("spawn")
-    workers = {}
-    for spec in contestants:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_worker, args=(spec, cfg.to_dict(), child), daemon=True)
-        proc.start()
-        workers[spec] = (proc, parent, parent.recv())
-    times: dict[str, list[tuple[int, float]]] = {spec: [] for spec in contestants}
-    for r in range(rounds):
-        for spec, (_, conn, _) in workers.items():
-            time.sleep(SETTLE_S)
-            conn.send((r * steps, steps))
-            times[spec] += list(zip(range(r * steps, (r + 1) * steps), conn.recv(), strict=True))
-    for proc, conn, _ in workers.values():
-        conn.send(None)
-        proc.join()
+    runs = interleaved({spec: (spec, cfg) for spec in contestants}, rounds, steps)
     records = []
-    for spec in contestants:
-        info = workers[spec][2]
+    for spec, (info, times) in runs.items():
         tokens = info["tokens"]
-        rates = [tokens[i % len(tokens)] / t for i, t in times[spec]]
+        rates = [tokens[i % len(tokens)] / t for i, t in times]
         records.append(
             {
                 "task": task,
@@ -136,7 +167,7 @@ def bench_task_throughput(
                 "B": cfg.batch_size,
                 "n_layer": cfg.n_layer,
                 "n_embd": cfg.n_embd,
-                "step_ms": statistics.median(t for _, t in times[spec]) * 1e3,
+                "step_ms": statistics.median(t for _, t in times) * 1e3,
                 "tokens_per_s": statistics.median(rates),
                 "peak_rss_bytes": info["rss"],
             }
