@@ -161,11 +161,10 @@ def lora_case(case_id: str, N: tuple[int, int], C: int, r: int, W: int, scale: f
 DPO_INPUTS = ("chosen", "rejected", "ref_chosen", "ref_rejected")
 
 
-def torch_sequence_logprob(torch, logits, targets):
-    """Σ over kept positions of log_softmax gathered at the target, per row."""
+def torch_token_logprob(torch, logits, targets):
+    """log_softmax gathered at each kept target, 0 where the target is ignored."""
     kept = targets != IGNORE
-    token = torch.log_softmax(logits, -1).gather(-1, torch.where(kept, targets, 0)[..., None])[..., 0]
-    return (token * kept).sum(-1)
+    return torch.log_softmax(logits, -1).gather(-1, torch.where(kept, targets, 0)[..., None])[..., 0] * kept
 
 
 def torch_dpo(torch, chosen, rejected, ref_chosen, ref_rejected, beta, smoothing):
@@ -226,12 +225,12 @@ CASES: list[OpCase] = [
     lora_case("lora", N=(2, 7), C=5, r=2, W=3, scale=2.5),
     lora_case("lora_rank1_T1", N=(3, 1), C=6, r=1, W=4, scale=0.5),
     OpCase(
-        "sequence_logprob_masked",
+        "token_logprob_masked",
         lambda rng: {"logits": normal(rng, 3, 5, 7, scale=2.0), "targets": _reply_targets(rng, 3, 5, 7)},
-        ops.sequence_logprob_forward,
-        lambda bk, d, c: (ops.sequence_logprob_backward(bk, d, c),),
+        ops.token_logprob_forward,
+        lambda bk, d, c: (ops.token_logprob_backward(bk, d, c),),
         ("logits",),
-        lambda torch, logits, targets: torch_sequence_logprob(torch, logits, targets),
+        torch_token_logprob,
     ),
     *(
         OpCase(

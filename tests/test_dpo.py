@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from conftest import make_backend, rel_err, tiny
-from op_cases import IGNORE, torch_dpo, torch_sequence_logprob
+from op_cases import IGNORE, torch_dpo, torch_token_logprob
 
 import llmscratch
 from llmscratch.cli import main
@@ -60,9 +60,9 @@ def test_loss_and_gradients_match_torch_autograd(smoothing):
     theirs = TorchGPT.from_params(CFG, policy_params, dtype=torch.float64)
     reference = TorchGPT.from_params(CFG, reference_params, dtype=torch.float64)
     idx, targets = torch.tensor(batch["idx"]), torch.tensor(batch["targets"])
-    logp = torch_sequence_logprob(torch, theirs(idx)[0], targets)
+    logp = torch_token_logprob(torch, theirs(idx)[0], targets).sum(-1)
     with torch.no_grad():
-        ref = torch_sequence_logprob(torch, reference(idx)[0], targets)
+        ref = torch_token_logprob(torch, reference(idx)[0], targets).sum(-1)
     expected = torch_dpo(torch, logp[:2], logp[2:], ref[:2], ref[2:], 0.5, smoothing)
     expected.backward()
     assert abs(float(loss) - expected.item()) <= 1e-10
@@ -149,7 +149,7 @@ def test_eval_reports_reward_accuracy_for_a_preference_file_on_any_checkpoint(tm
         task = task_class("dpo")(TrainConfig(task="dpo", data=str(data)), ck.tokenizer)
         pairs = task.encode(read_preferences(data), str(data))
         batch = task._arrays(pairs)
-        logp = logprobs(ck.model, ck.model.as_ids(batch["idx"]), batch["targets"])[0]
+        logp = logprobs(ck.model, ck.model.as_ids(batch["idx"]), batch["targets"])[0].sum(axis=1)
     assert scores["reward_accuracy"] == float(np.mean(logp[:20] > logp[20:]))
 
 

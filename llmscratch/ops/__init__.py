@@ -27,8 +27,8 @@ from .quantize import FORMATS as QUANTIZATION_FORMATS
 from .quantize import QuantizedWeight, dequantize, quantize_weight, quantized_matmul
 from .rmsnorm import rmsnorm_backward, rmsnorm_forward
 from .rope import ROPE_SCALINGS, ROPE_TYPES, rope_backward, rope_forward, rope_frequencies, rope_tables
-from .sequence_logprob import SequenceLogprobCache, sequence_logprob_backward, sequence_logprob_forward
 from .softmax import softmax_backward, softmax_forward
+from .token_logprob import TokenLogprobCache, token_logprob_backward, token_logprob_forward
 
 __all__ = [
     "QUANTIZATION_FORMATS",
@@ -37,7 +37,7 @@ __all__ = [
     "DPOCache",
     "LoRACache",
     "QuantizedWeight",
-    "SequenceLogprobCache",
+    "TokenLogprobCache",
     "attention_backward",
     "attention_forward",
     "cross_entropy_backward",
@@ -71,8 +71,6 @@ __all__ = [
     "rope_forward",
     "rope_frequencies",
     "rope_tables",
-    "sequence_logprob_backward",
-    "sequence_logprob_forward",
     "sinusoidal_table",
     "softmax_backward",
     "softmax_forward",
@@ -80,4 +78,6 @@ __all__ = [
     "swiglu_forward",
     "tanh_backward",
     "tanh_forward",
+    "token_logprob_backward",
+    "token_logprob_forward",
 ]

@@ -1,7 +1,7 @@
 """Direct preference optimisation's loss.   Legend: B pairs.
 
 For each pair, a prompt x with a chosen reply y_w and a rejected one y_l, the log-probabilities (summed over
-each reply's tokens, ops/sequence_logprob.py) under the policy π and under a frozen reference π_ref give
+each reply's tokens, ops/token_logprob.py) under the policy π and under a frozen reference π_ref give
 implicit rewards r = β (log π(y|x) − log π_ref(y|x)), and the loss asks the chosen reward to exceed the
 rejected one:
     z_b   = r_w − r_l = β [(log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l))]

@@ -1,5 +1,5 @@
 """Direct preference optimisation: a GPT learns to prefer one reply to a prompt over another (the loss and its
-gradient: llmscratch/ops/dpo.py, through each reply's summed log-probability, ops/sequence_logprob.py).
+gradient: llmscratch/ops/dpo.py, through each reply's summed log-probability, ops/token_logprob.py).
 
 Data: JSONL lines {"prompt": a string or chat messages, "chosen": the better reply, "rejected": the worse}. A
 batch of B pairs is 2B rows: the B chosen replies after their prompts, then the B rejected ones; the targets
@@ -32,17 +32,17 @@ Pair = tuple[Example, Example]  # (chosen, rejected)
 
 
 def logprobs(model: Model, idx: Any, targets: Any, rng: Any = None) -> tuple[Any, Any]:
-    """Each row's summed log-probability of its targets under ``model`` as it is (training or not) -> (logp
-    (B,), the op's cache for the backward)."""
+    """Each target token's log-probability under ``model`` as it is (training or not) -> (logp (B,T), 0 where
+    there is no target; the op's cache for the backward)."""
     logits, _ = model.forward(idx, rng=rng)
-    return ops.sequence_logprob_forward(model.bk, logits, model.as_ints(targets))
+    return ops.token_logprob_forward(model.bk, logits, model.as_ints(targets))
 
 
 def reference_logprobs(model: Model, reference: Model | None, idx: Any, targets: Any) -> Any:
-    """The rows' log-probabilities under the frozen reference (dropout off): ``reference``, or the LoRA model
-    with its adapters off; zeros where there is neither."""
+    """The target tokens' log-probabilities (B,T) under the frozen reference (dropout off): ``reference``, or
+    the LoRA model with its adapters off; zeros where there is neither."""
     if reference is None and not model.config.lora:
-        return model.bk.widen(model.bk.zeros((idx.shape[0],)))  # the dtype logprobs gives
+        return model.bk.widen(model.bk.zeros(tuple(idx.shape)))  # the dtype logprobs gives
     scorer = model if reference is None else reference
     with scorer.eval_mode(), model.adapters_off() if reference is None else nullcontext():
         return logprobs(scorer, idx, targets)[0]
@@ -103,8 +103,10 @@ class DPOTask(Task):
 
     def loss(self, model: Model, batch: dict[str, Any], rng: Any) -> Any:
         idx, targets = model.as_ids(batch["idx"]), batch["targets"]
-        ref = reference_logprobs(model, self.reference, idx, targets)  # first: it runs the model too
-        logp, c_logp = logprobs(model, idx, targets, rng)
+        xp = model.bk.xp
+        ref = xp.sum(reference_logprobs(model, self.reference, idx, targets), axis=1)  # first: it runs the model too
+        tokens, c_logp = logprobs(model, idx, targets, rng)
+        logp = xp.sum(tokens, axis=1)  # log π(reply | prompt) of each row, (2B,)
         B = logp.shape[0] // 2
         loss, c_dpo = ops.dpo_forward(
             model.bk, logp[:B], logp[B:], ref[:B], ref[B:], self.cfg.dpo_beta, self.cfg.dpo_smoothing
@@ -115,10 +117,11 @@ class DPOTask(Task):
     def backward(self, model: Model, dloss: float) -> dict[str, Any]:
         c_logp, c_dpo = self._pending
         self._pending = None
+        xp = model.bk.xp
         dchosen, drejected = ops.dpo_backward(model.bk, dloss, c_dpo)
-        return model.backward(
-            dlogits=ops.sequence_logprob_backward(model.bk, model.bk.xp.concat([dchosen, drejected]), c_logp)
-        )
+        drow = xp.concat([dchosen, drejected])  # (2B,): every token of a row shares its row's gradient
+        dtokens = xp.broadcast_to(drow[:, None], c_logp.shape[:2])
+        return model.backward(dlogits=ops.token_logprob_backward(model.bk, dtokens, c_logp))
 
     def scores(self, model: Model, pairs: list[Pair]) -> dict[str, float]:
         """The mean DPO loss and the implicit rewards' statistics over ``pairs`` (this rank's share, summed
@@ -128,9 +131,9 @@ class DPOTask(Task):
         for part in self.chunks(pairs, sharded=True):
             batch = self._arrays(list(part))
             idx = model.as_ids(batch["idx"])
-            ref = reference_logprobs(model, self.reference, idx, batch["targets"])
+            ref = bk.xp.sum(reference_logprobs(model, self.reference, idx, batch["targets"]), axis=1)
             with model.eval_mode():
-                logp = logprobs(model, idx, batch["targets"])[0]
+                logp = bk.xp.sum(logprobs(model, idx, batch["targets"])[0], axis=1)
             B = len(part)
             loss, _ = ops.dpo_forward(bk, logp[:B], logp[B:], ref[:B], ref[B:], beta, self.cfg.dpo_smoothing)
             rewards = bk.to_numpy(bk.widen(beta * (logp - ref)))
