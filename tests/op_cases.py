@@ -174,6 +174,13 @@ def torch_dpo(torch, chosen, rejected, ref_chosen, ref_rejected, beta, smoothing
     return (-(1 - smoothing) * logsigmoid(z) - smoothing * logsigmoid(-z)).mean()
 
 
+def torch_policy_gradient(torch, logp, advantages, mask, ref, beta):
+    """−A·log π per reply token plus β times the k3 estimate of KL(π ‖ π_ref), averaged over the reply tokens."""
+    drift = ref - logp
+    per_token = -advantages[:, None] * logp + beta * (drift.exp() - drift - 1)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
 def _reply_targets(rng, B, T, V):
     """Targets of replies after prompts: each row's first positions ignored (row 0 all but its last)."""
     y = rng.integers(0, V, (B, T))
@@ -245,6 +252,25 @@ CASES: list[OpCase] = [
             kwargs={"beta": 0.7, "smoothing": smoothing},
         )
         for smoothing in (0.0, 0.2)
+    ),
+    *(
+        OpCase(
+            f"policy_gradient_kl_{beta}",
+            lambda rng: {
+                "logp": -np.abs(normal(rng, 3, 5)),
+                "advantages": normal(rng, 3),
+                "mask": (np.arange(5)[None, :] >= np.array([[1], [3], [0]])).astype(np.float64),
+                "ref": -np.abs(normal(rng, 3, 5)),
+            },
+            ops.policy_gradient_forward,
+            lambda bk, d, c: (ops.policy_gradient_backward(bk, d, c),),
+            ("logp",),
+            lambda torch, logp, advantages, mask, ref, b=beta: torch_policy_gradient(
+                torch, logp, advantages, mask, ref, b
+            ),
+            kwargs={"beta": beta},
+        )
+        for beta in (0.0, 0.3)
     ),
     OpCase(
         "layernorm_bias",

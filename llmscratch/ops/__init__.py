@@ -22,6 +22,7 @@ from .embedding import embedding_backward, embedding_forward
 from .layernorm import layernorm_backward, layernorm_forward
 from .linear import linear_backward, linear_forward, matmul
 from .lora import LoRACache, lora_backward, lora_delta, lora_forward
+from .policy_gradient import PolicyGradientCache, policy_gradient_backward, policy_gradient_forward
 from .positions import positions_backward, positions_forward, sinusoidal_table
 from .quantize import FORMATS as QUANTIZATION_FORMATS
 from .quantize import QuantizedWeight, dequantize, quantize_weight, quantized_matmul
@@ -36,6 +37,7 @@ __all__ = [
     "ROPE_TYPES",
     "DPOCache",
     "LoRACache",
+    "PolicyGradientCache",
     "QuantizedWeight",
     "TokenLogprobCache",
     "attention_backward",
@@ -59,6 +61,8 @@ __all__ = [
     "lora_delta",
     "lora_forward",
     "matmul",
+    "policy_gradient_backward",
+    "policy_gradient_forward",
     "positions_backward",
     "positions_forward",
     "quantize_weight",

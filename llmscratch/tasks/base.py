@@ -77,7 +77,8 @@ class Task(ABC):
     metrics: ClassVar[tuple[str, ...]]  # what evaluation reports beside the losses; the first is the headline
     uses: ClassVar[tuple[str, ...]]  # what a trained checkpoint is for: verbs of llmscratch.tasks.uses.VERBS
     default_for_kind: ClassVar[bool] = False  # the task of a model of its kind that says none (a Hugging Face one)
-    needs_reference: ClassVar[bool] = False  # scores against a frozen reference model (``reference``)
+    needs_reference: bool = False  # scores against a frozen reference model (``reference``)
+    samples: ClassVar[bool] = False  # its batches are sampled from the model being trained (``policy``)
     reads: ClassVar[tuple[str, ...]] = ()  # the keys of its JSONL lines, by which ``eval`` knows its files
     listed: ClassVar[int]  # where it stands in lists of tasks (help texts, errors)
 

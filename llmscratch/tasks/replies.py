@@ -36,10 +36,20 @@ def reply_ids(tokenizer: Tokenizer, prompt: Any, reply: str) -> list[int]:
     return [*ids, tokenizer.end_id] if isinstance(prompt, list) else ids
 
 
+def stop_id(tokenizer: Tokenizer, prompt: Any) -> int | None:
+    """The token that ends a sampled reply: <|end|> after a chat prompt, else a newline when the tokenizer has
+    it as one token (None: the reply runs to its length limit)."""
+    if isinstance(prompt, list):
+        return tokenizer.end_id
+    newline = tokenizer.encode("\n")
+    return newline[0] if len(newline) == 1 else None
+
+
 def reply_text(tokenizer: Tokenizer, prompt: Any, ids: list[int]) -> str:
-    """A sampled reply's text: its ids up to (without) <|end|> after a chat prompt."""
-    if isinstance(prompt, list) and tokenizer.end_id in ids:
-        ids = ids[: ids.index(tokenizer.end_id)]
+    """A sampled reply's text: its ids up to (without) its stop token (stop_id)."""
+    stop = stop_id(tokenizer, prompt)
+    if stop in ids:
+        ids = ids[: ids.index(stop)]
     return tokenizer.decode(ids)
 
 

@@ -17,6 +17,7 @@ from typing import Any, get_args, get_type_hints
 from ..backends.distributed import check_dist_backend
 from ..models.config import ARCHITECTURE_FIELDS, LORA_FIELDS, Architecture, ModelConfig, check_float
 from ..tasks import task_class
+from ..tasks.rewards import reward_function
 from ..util.errors import ConfigError, did_you_mean
 from ..util.reading import read_text
 from .precision import check_precision
@@ -42,6 +43,14 @@ class TrainConfig(Architecture):
     packing: bool = False  # sft: conversations packed into block_size windows instead of padded
     dpo_beta: float = 0.1  # dpo: β, how far the rewards β·(log π − log π_ref) may move from the reference
     dpo_smoothing: float = 0.0  # dpo: label smoothing ε in [0, 0.5), for preferences that are sometimes wrong
+    reward: str = "exact"  # rl: exact | number | regex:PATTERN (a Python function: train(reward=fn))
+    rl_group: int = 4  # rl: replies sampled per prompt, whose rewards are compared with each other
+    rl_max_new_tokens: int = 16  # rl: the longest reply sampled
+    rl_temperature: float = 1.0  # rl: the sampling temperature
+    rl_top_k: int | None = None  # rl: sample among the k most likely tokens only
+    rl_top_p: float | None = None  # rl: sample among the tokens whose probability reaches p
+    rl_normalize: bool = True  # rl: divide each group's advantages by its standard deviation
+    rl_kl: float = 0.0  # rl: β of the penalty for drifting from the reference (0: none, and no reference kept)
     # data and tokenizer
     data: str = "stdlib"  # what the task reads (its `data` in llmscratch.tasks.TASKS); lm: stdlib | shakespeare | ...
     tokenizer: str = "char"  # char | bpe | path to a saved tokenizer JSON
@@ -110,6 +119,13 @@ class TrainConfig(Architecture):
         check_float("stop_timeout", self.stop_timeout, 0.0, low_open=True)
         check_float("dpo_beta", self.dpo_beta, 0.0, low_open=True)
         check_float("dpo_smoothing", self.dpo_smoothing, 0.0, 0.5)
+        reward_function(self.reward)
+        if self.rl_group < 2:
+            raise ConfigError(f"rl_group must be at least 2 (replies compared with each other), got {self.rl_group}")
+        if self.rl_max_new_tokens < 1:
+            raise ConfigError(f"rl_max_new_tokens must be at least 1, got {self.rl_max_new_tokens}")
+        check_float("rl_temperature", self.rl_temperature, 0.0, low_open=True)
+        check_float("rl_kl", self.rl_kl, 0.0)
         check_dist_backend(self.backend, self.device, self.dist_backend)
         check_precision(self.precision, self.backend, self.dtype)
         if self.tokenizer == "bpe" and self.vocab_size is None:

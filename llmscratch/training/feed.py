@@ -26,7 +26,7 @@ from ..tasks.base import Task
 class Feed:
     def __init__(self, task: Task, bk: Backend, micros: range, ahead: bool | None = None) -> None:
         self.task, self.bk, self.micros = task, bk, micros
-        self.ahead = bk.is_gpu if ahead is None else ahead
+        self.ahead = (bk.is_gpu and not task.samples) if ahead is None else ahead  # rl samples with the model
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="llmscratch-feed") if self.ahead else None
         self._next: tuple[tuple[int, int], Future] | None = None
         self.waited = 0  # batches asked for that were not ready ahead (made in place)

@@ -35,6 +35,7 @@ from ..layers.lora import is_adapter
 from ..models import Model, model_class
 from ..models.base import draw_params, init_params
 from ..tasks import DROPOUT, Task, task_class
+from ..tasks.rewards import register_reward
 from ..tasks.uses import UsesModel
 from ..tokenizers import Tokenizer
 from ..util.dir_lock import DirectoryLock
@@ -152,6 +153,10 @@ class Trainer:
         """The step compiled by the backend (llmscratch.training.step); a one-line error where it cannot be."""
         if self.world.size > 1:
             raise ConfigError("--compile runs in one process; drop it under torchrun")
+        if type(self.task).backward is not Task.backward:
+            raise ConfigError(
+                f"--compile compiles the tasks whose loss is the model's own cross-entropy; drop it for {self.cfg.task}"
+            )
         return self.training_step.compile()
 
     def _start(self, resume: bool) -> None:
@@ -174,7 +179,7 @@ class Trainer:
             self.task: Task = task_class(cfg.task)(cfg)
             self.task.prepare()
             self._build(self.task.model_config())
-        self._give_reference()
+        self._give_models()
 
     def _open_log(self) -> None:
         """metrics.jsonl (and TensorBoard's files) on rank 0; every rank checks it starts as rank 0 does."""
@@ -278,6 +283,13 @@ class Trainer:
         }
         params.update(draw_params(fresh, model_cfg.init_depth, self.master_bk, self.cfg.seed))
         return ckpt_io.grow_vocabulary(self.master_bk, params, specs, path)
+
+    def _give_models(self) -> None:
+        """A task that samples its batches (rl) gets the model being trained; one that scores against a frozen
+        reference (dpo, rl with a KL penalty), its reference."""
+        if self.task.samples:
+            self.task.policy = self.model
+        self._give_reference()
 
     def _give_reference(self) -> None:
         """A task that scores against a frozen reference (dpo, rl) gets the model training started from: a
@@ -491,8 +503,11 @@ def train(
     backend: numpy | torch | cupy | strict;  data: lm: stdlib (default) | shakespeare | names | a text file,
     classify: a CSV (text,label) or JSONL file, seq2seq: a TSV (source<TAB>target) or JSONL file;
     preset: a name from llmscratch/training/presets;  config: a TOML file;  out_dir: where checkpoints go (None: none);
-    resume: continue from the checkpoint in out_dir;  overrides: any TrainConfig field, e.g. max_iters=500.
+    resume: continue from the checkpoint in out_dir;  overrides: any TrainConfig field, e.g. max_iters=500
+    (reward, for rl: a name, or a Python function reward(prompt, reply, answer) -> float).
     """
+    if callable(overrides.get("reward")):  # a Python reward function (rl): known by its name from here on
+        overrides["reward"] = register_reward(overrides["reward"])
     cfg_overrides = dict(overrides, backend=backend, data=data, out_dir=out_dir)
     base = None
     if resume and out_dir is not None and ckpt_io.has_checkpoint(out_dir):
