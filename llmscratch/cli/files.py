@@ -53,17 +53,31 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _demos() -> Any:
     from ..data import demos
 
-    if args.name == "numbers":
-        paths = demos.numbers_dataset(args.out)
-    elif args.name == "chat":
-        paths = demos.chat_dataset(args.out)
-    else:
-        from ..data.corpora import load_text
+    return demos
 
-        paths = demos.speakers_dataset(load_text("shakespeare")[1], args.out)
+
+def _speakers(out: str) -> Any:
+    from ..data.corpora import load_text
+
+    return _demos().speakers_dataset(load_text("shakespeare")[1], out)
+
+
+DEMOS = {  # name -> (what it is, a function of the folder that writes its files and gives their paths)
+    "numbers": ("English -> French numbers (seq2seq)", lambda out: _demos().numbers_dataset(out)),
+    "speakers": ("who speaks a Shakespeare line (classify)", _speakers),
+    "chat": ("pretrain -> sft", lambda out: _demos().chat_dataset(out)),
+    "arithmetic": (
+        "word problems: pretrain -> sft -> dpo -> rl",
+        lambda out: _demos().arithmetic_dataset(out).values(),
+    ),
+}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    paths = DEMOS[args.name][1](args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -84,10 +98,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default="auto", help="token ids' type [auto]")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser(
-        "demo", help="write a demo task's data: numbers (English -> French), speakers, chat (pretrain -> sft)"
-    )
-    p.add_argument("name", choices=["numbers", "speakers", "chat"])
+    p = sub.add_parser("demo", help="write a demo's data: " + "; ".join(f"{n} ({h})" for n, (h, _) in DEMOS.items()))
+    p.add_argument("name", choices=list(DEMOS))
     p.add_argument("--out", default="demo", help="the folder to write into [demo]")
     p.set_defaults(func=cmd_demo)
 

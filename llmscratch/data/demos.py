@@ -269,3 +269,80 @@ def chat_dataset(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path, Path]:
     for path, rows in zip(paths, (lines, sft, test), strict=True):
         atomic_write(path, "\n".join(rows) + "\n")
     return paths
+
+
+# ---- arithmetic: pretrain -> sft -> dpo -> rl, each scored on held-out problems -----------------------------
+
+NAMES = ("Ann", "Bob", "Cid", "Dee")
+THINGS = ("apples", "pens", "cards", "shells")
+PROBLEMS = {
+    "+": [
+        "{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?",
+        "There are {a} {thing} on a table and {b} more are added. How many {thing} are there now?",
+    ],
+    "-": [
+        "{name} has {a} {thing} and gives away {b}. How many {thing} are left?",
+        "There are {a} {thing} on a table and {b} are taken. How many {thing} remain?",
+    ],
+}
+ARITHMETIC_MAX = 30  # operands below this
+
+
+def word_problem(a: int, op: str, b: int, rng: np.random.Generator) -> str:
+    template = PROBLEMS[op][int(rng.integers(len(PROBLEMS[op])))]
+    return template.format(
+        a=a, b=b, name=NAMES[int(rng.integers(len(NAMES)))], thing=THINGS[int(rng.integers(len(THINGS)))]
+    )
+
+
+def near_miss(right: int, a: int, op: str, b: int, rng: np.random.Generator) -> int:
+    """A plausible wrong answer: off by one or two, or the other operation's result."""
+    other = a - b if op == "+" else a + b
+    choices = [right + d for d in (-2, -1, 1, 2) if right + d >= 0] + (
+        [other] if other not in (right,) and other >= 0 else []
+    )
+    return int(choices[int(rng.integers(len(choices)))])
+
+
+def arithmetic_dataset(out_dir: str | Path, seed: int = 0, noise: float = 0.3) -> dict[str, Path]:
+    """The ladder's files, for additions and subtractions of numbers below ARITHMETIC_MAX told as word
+    problems; a tenth of the (a, op, b) problems are held out of every file but the test:
+        arithmetic_pretrain.txt   "Q: <problem> A: <answer>" lines, each problem twice, a ``noise`` share of the
+                                  answers near misses (text as found: mostly right)
+        arithmetic_sft.jsonl      a conversation per problem, the right answer
+        arithmetic_prefs.jsonl    {"prompt": [the user's message], "chosen": the right answer, "rejected": a near miss}
+        arithmetic_rl.jsonl       {"prompt": [the user's message], "answer"}
+        arithmetic_test.jsonl     the held-out problems, as the RL file
+        arithmetic_test_text.jsonl  the same as plain text prompts "Q: <problem> A:", for the pretrained model
+    -> name -> path."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    items = [(a, "+", b) for a in range(ARITHMETIC_MAX) for b in range(ARITHMETIC_MAX)]
+    items += [(a, "-", b) for a in range(ARITHMETIC_MAX) for b in range(a + 1)]
+    order = rng.permutation(len(items))
+    held_out = {int(i) for i in order[: len(items) // 10]}
+    rows: dict[str, list[str]] = {k: [] for k in ("pretrain", "sft", "prefs", "rl", "test", "test_text")}
+    for i in order:
+        a, op, b = items[int(i)]
+        right = a + b if op == "+" else a - b
+        user = [{"role": "user", "content": word_problem(a, op, b, rng)}]
+        if int(i) in held_out:
+            rows["test"].append(json.dumps({"prompt": user, "answer": str(right)}))
+            rows["test_text"].append(json.dumps({"prompt": f"Q: {user[0]['content']} A:", "answer": str(right)}))
+            continue
+        for _ in range(2):
+            said = near_miss(right, a, op, b, rng) if rng.random() < noise else right
+            rows["pretrain"].append(f"Q: {word_problem(a, op, b, rng)} A: {said}")
+        rows["sft"].append(json.dumps({"messages": [*user, {"role": "assistant", "content": str(right)}]}))
+        wrong = near_miss(right, a, op, b, rng)
+        rows["prefs"].append(json.dumps({"prompt": user, "chosen": str(right), "rejected": str(wrong)}))
+        rows["rl"].append(json.dumps({"prompt": user, "answer": str(right)}))
+    rng.shuffle(rows["pretrain"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, lines in rows.items():
+        paths[name] = out / f"arithmetic_{name}.{'txt' if name == 'pretrain' else 'jsonl'}"
+        atomic_write(paths[name], "\n".join(lines) + "\n")
+    return paths
