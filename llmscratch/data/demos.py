@@ -273,26 +273,27 @@ def chat_dataset(out_dir: str | Path, seed: int = 0) -> tuple[Path, Path, Path]:
 
 # ---- arithmetic: pretrain -> sft -> dpo -> rl, each scored on held-out problems -----------------------------
 
-NAMES = ("Ann", "Bob", "Cid", "Dee")
-THINGS = ("apples", "pens", "cards", "shells")
+NAMES = ("Ann", "Bob", "Cid", "Dee", "Eve", "Fay")
+THINGS = ("apples", "pens", "cards", "shells", "coins", "stamps")
 PROBLEMS = {
     "+": [
         "{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?",
         "There are {a} {thing} on a table and {b} more are added. How many {thing} are there now?",
+        "{name} buys {a} {thing}, then {b} more. How many {thing} is that?",
     ],
     "-": [
         "{name} has {a} {thing} and gives away {b}. How many {thing} are left?",
         "There are {a} {thing} on a table and {b} are taken. How many {thing} remain?",
+        "{name} had {a} {thing} and lost {b}. How many {thing} does {name} have now?",
     ],
 }
-ARITHMETIC_MAX = 30  # operands below this
+ARITHMETIC_MAX = 10  # operands below this
 
 
 def word_problem(a: int, op: str, b: int, rng: np.random.Generator) -> str:
     template = PROBLEMS[op][int(rng.integers(len(PROBLEMS[op])))]
-    return template.format(
-        a=a, b=b, name=NAMES[int(rng.integers(len(NAMES)))], thing=THINGS[int(rng.integers(len(THINGS)))]
-    )
+    name, thing = NAMES[int(rng.integers(len(NAMES)))], THINGS[int(rng.integers(len(THINGS)))]
+    return template.format(a=a, b=b, name=name, thing=thing)
 
 
 def near_miss(right: int, a: int, op: str, b: int, rng: np.random.Generator) -> int:
@@ -304,40 +305,55 @@ def near_miss(right: int, a: int, op: str, b: int, rng: np.random.Generator) -> 
     return int(choices[int(rng.integers(len(choices)))])
 
 
-def arithmetic_dataset(out_dir: str | Path, seed: int = 0, noise: float = 0.3) -> dict[str, Path]:
-    """The ladder's files, for additions and subtractions of numbers below ARITHMETIC_MAX told as word
-    problems; a tenth of the (a, op, b) problems are held out of every file but the test:
-        arithmetic_pretrain.txt   "Q: <problem> A: <answer>" lines, each problem twice, a ``noise`` share of the
-                                  answers near misses (text as found: mostly right)
-        arithmetic_sft.jsonl      a conversation per problem, the right answer
-        arithmetic_prefs.jsonl    {"prompt": [the user's message], "chosen": the right answer, "rejected": a near miss}
-        arithmetic_rl.jsonl       {"prompt": [the user's message], "answer"}
-        arithmetic_test.jsonl     the held-out problems, as the RL file
+def fresh_problem(a: int, op: str, b: int, used: set[str], rng: np.random.Generator) -> list[dict[str, str]]:
+    """The user's message of a wording of (a, op, b) not in ``used`` (which it joins)."""
+    while (problem := word_problem(a, op, b, rng)) in used:
+        pass
+    used.add(problem)
+    return [{"role": "user", "content": problem}]
+
+
+def arithmetic_dataset(out_dir: str | Path, seed: int = 0, noise: float = 0.4) -> dict[str, Path]:
+    """The ladder's files: the facts a + b and a − b (operands below ARITHMETIC_MAX), each asked as word
+    problems in many wordings (templates, names, things):
+        arithmetic_pretrain.txt   "Q: <problem> A: <answer>" lines, every fact three times, a ``noise`` share of
+                                  the answers near misses: text as found, mostly right
+        arithmetic_sft.jsonl      a conversation with the right answer for a third of the facts
+        arithmetic_prefs.jsonl    for every fact: {"prompt": [the user's message], "chosen": the right answer,
+                                  "rejected": a near miss}
+        arithmetic_rl.jsonl       for every fact: {"prompt": [the user's message], "answer"}
+        arithmetic_test.jsonl     the other two thirds of the facts, each in a wording that no other file has,
+                                  as the RL file: what the stages after pretraining learned about the facts
+                                  that fine-tuning never showed
         arithmetic_test_text.jsonl  the same as plain text prompts "Q: <problem> A:", for the pretrained model
     -> name -> path."""
     import json
 
     rng = np.random.default_rng(seed)
-    items = [(a, "+", b) for a in range(ARITHMETIC_MAX) for b in range(ARITHMETIC_MAX)]
-    items += [(a, "-", b) for a in range(ARITHMETIC_MAX) for b in range(a + 1)]
-    order = rng.permutation(len(items))
-    held_out = {int(i) for i in order[: len(items) // 10]}
+    facts = [(a, "+", b) for a in range(ARITHMETIC_MAX) for b in range(ARITHMETIC_MAX)]
+    facts += [(a, "-", b) for a in range(ARITHMETIC_MAX) for b in range(a + 1)]
     rows: dict[str, list[str]] = {k: [] for k in ("pretrain", "sft", "prefs", "rl", "test", "test_text")}
-    for i in order:
-        a, op, b = items[int(i)]
+    for rank, i in enumerate(rng.permutation(len(facts))):
+        a, op, b = facts[int(i)]
         right = a + b if op == "+" else a - b
-        user = [{"role": "user", "content": word_problem(a, op, b, rng)}]
-        if int(i) in held_out:
-            rows["test"].append(json.dumps({"prompt": user, "answer": str(right)}))
-            rows["test_text"].append(json.dumps({"prompt": f"Q: {user[0]['content']} A:", "answer": str(right)}))
-            continue
-        for _ in range(2):
+        problems = set()
+        for _ in range(3):
+            problem = word_problem(a, op, b, rng)
+            problems.add(problem)
             said = near_miss(right, a, op, b, rng) if rng.random() < noise else right
-            rows["pretrain"].append(f"Q: {word_problem(a, op, b, rng)} A: {said}")
-        rows["sft"].append(json.dumps({"messages": [*user, {"role": "assistant", "content": str(right)}]}))
+            rows["pretrain"].append(f"Q: {problem} A: {said}")
+
+        if rank % 3 == 0:
+            asked = fresh_problem(a, op, b, problems, rng)
+            rows["sft"].append(json.dumps({"messages": [*asked, {"role": "assistant", "content": str(right)}]}))
+        else:
+            test = fresh_problem(a, op, b, problems, rng)
+            rows["test"].append(json.dumps({"prompt": test, "answer": str(right)}))
+            rows["test_text"].append(json.dumps({"prompt": f"Q: {test[0]['content']} A:", "answer": str(right)}))
         wrong = near_miss(right, a, op, b, rng)
-        rows["prefs"].append(json.dumps({"prompt": user, "chosen": str(right), "rejected": str(wrong)}))
-        rows["rl"].append(json.dumps({"prompt": user, "answer": str(right)}))
+        asked = fresh_problem(a, op, b, problems, rng)
+        rows["prefs"].append(json.dumps({"prompt": asked, "chosen": str(right), "rejected": str(wrong)}))
+        rows["rl"].append(json.dumps({"prompt": fresh_problem(a, op, b, problems, rng), "answer": str(right)}))
     rng.shuffle(rows["pretrain"])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,11 @@ def tokenizer_for(tokenizer: Tokenizer, prompts: list[Any]) -> Tokenizer:
 def prompt_ids(tokenizer: Tokenizer, prompt: Any) -> list[int]:
     """The ids a reply to ``prompt`` follows."""
     if isinstance(prompt, list):
-        assert isinstance(tokenizer, ChatTokenizer)
+        if not isinstance(tokenizer, ChatTokenizer):
+            raise DataError(
+                "the prompts are conversations (lists of messages) and this model has no chat tokens; use a model "
+                "fine-tuned to chat (--task sft), or write the prompts as plain text"
+            )
         return encode_chat(tokenizer, prompt, add_generation_prompt=True)[0]
     return tokenizer.encode(prompt)
 
