@@ -75,6 +75,39 @@ def test_two_processes_train_as_one(tmp_path, backend, dtype, tol):
     assert all(h.get("allreduce_ms", 0) >= 0 for h in ck.state["history"])
 
 
+@pytest.mark.parametrize("task", ["dpo", "rl"])
+def test_two_processes_fine_tune_lora_adapters_as_one(tmp_path, task):
+    """LoRA with DPO (its reference: the adapters off) and with RL (each rank samples its micro-batches' replies
+    from the same model): 2 processes give the 1-process numbers, float64."""
+    from test_dpo import write_preferences
+    from test_rl import write_prompts
+
+    (tmp_path / "t.txt").write_text("".join(f"{a}+{b}={a + b}.\n" for a in range(10) for b in range(10)) * 3)
+    base = tmp_path / "base"
+    llmscratch.train(data=str(tmp_path / "t.txt"), out_dir=str(base), max_iters=4, progress=False, **TINY)
+    data = write_preferences(tmp_path / "p.jsonl") if task == "dpo" else write_prompts(tmp_path / "p.jsonl")
+    values = dict(
+        TINY,
+        task=task,
+        data=str(data),
+        init_from=str(base),
+        dtype="float64",
+        lora_rank=2,
+        gradient_accumulation_steps=2,
+        max_iters=6,
+        eval_interval=6,
+        learning_rate=1e-2,
+    )
+    if task == "rl":
+        values |= dict(reward="number", rl_max_new_tokens=3)
+    train_cli(2, tmp_path / "two", **values)
+    llmscratch.train(out_dir=str(tmp_path / "one"), progress=False, **values)
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-10, atol=1e-12)
+    ref = params(tmp_path / "one")
+    for name, p in params(tmp_path / "two").items():
+        assert rel_err(p, ref[name]) <= 1e-10, name
+
+
 def test_checkpoints_resume_across_process_counts(tmp_path):
     values = dict(TINY, dtype="float64", gradient_accumulation_steps=2, eval_interval=5)
     whole = llmscratch.train(max_iters=10, out_dir=str(tmp_path / "whole"), progress=False, **values)
