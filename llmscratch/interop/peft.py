@@ -72,7 +72,9 @@ def adapters_in(m: Module) -> list[Any]:
     return [a for a in m.linear.adapters if m.start <= a.start < m.start + m.width]
 
 
-def adapter_files(family: type[Family], config: ModelConfig, tensors: dict[str, np.ndarray], home: Path) -> dict:
+def adapter_files(
+    family: type[Family], config: ModelConfig, tensors: dict[str, np.ndarray], home: Path
+) -> dict[str, bytes | str]:
     """A LoRA model's config and host tensors -> {file name: contents} of its PEFT adapter; ``home``: the
     directory of the base model (adapter_config.json's base_model_name_or_path)."""
     scale = config.lora_alpha / config.lora_rank
