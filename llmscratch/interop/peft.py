@@ -205,7 +205,7 @@ def _inferred(settings: dict, lora_A: dict[str, np.ndarray], ours: dict[str, Mod
     targets = [
         part
         for n in lora_A
-        for part, start in _parts(ours[n].linear)
+        for part, start, _ in ours[n].linear.part_ranges()
         if ours[n].start <= start < ours[n].start + ours[n].width
     ]
     order = [t for t in TARGETS if t in targets]
@@ -215,12 +215,3 @@ def _inferred(settings: dict, lora_A: dict[str, np.ndarray], ours: dict[str, Mod
         "lora_dropout": settings.get("lora_dropout", 0.0),
         "lora_targets": ",".join(order),
     }
-
-
-def _parts(linear: Linear) -> list[tuple[str, int]]:
-    """(part, its first column) for each part of ``linear``"""
-    out, start = [], 0
-    for part, width in linear.parts:
-        out.append((part, start))
-        start += width
-    return out

@@ -57,6 +57,14 @@ class Linear:
         self.parts = parts
         self.adapters: tuple[Adapter, ...] = ()  # set by llmscratch.layers.lora.add_adapters
 
+    def part_ranges(self) -> list[tuple[str, int, int]]:
+        """(target name, first column, width) of each of ``parts``"""
+        out, start = [], 0
+        for part, width in self.parts:
+            out.append((part, start, width))
+            start += width
+        return out
+
     def specs(self) -> Specs:
         s: Specs = {f"{self.name}.weight": ((self.n_in, self.n_out), self.init)}
         if self.bias:

@@ -41,15 +41,14 @@ def add_adapters(layers: list[Any], rank: int, alpha: float, dropout: float, tar
     target that no layer has (gate without SwiGLU) is a one-line error."""
     found: set[str] = set()
     for linear in layers_of(Linear, layers):
-        adapters, start = [], 0
-        for part, width in linear.parts:
+        adapters = []
+        for part, start, width in linear.part_ranges():
             if part in targets:
                 name = f"{linear.name}.{part}"
                 adapters.append(
                     Adapter(part, f"{name}.lora_A", f"{name}.lora_B", start, width, rank, alpha / rank, dropout)
                 )
                 found.add(part)
-            start += width
         linear.adapters = tuple(adapters)
     missing = [t for t in targets if t not in found]
     if missing:

@@ -101,12 +101,16 @@ class DPOTask(Task):
     def tokens(self, batch: dict[str, np.ndarray]) -> int:
         return int((batch["targets"] != IGNORE).sum())
 
-    def loss(self, model: Model, batch: dict[str, Any], rng: Any) -> Any:
+    def replies_logprobs(self, model: Model, batch: dict[str, Any], rng: Any = None) -> tuple[Any, Any, Any]:
+        """-> log π and log π_ref of each row's reply (2B,), and the policy's token_logprob cache"""
         idx, targets = model.as_ids(batch["idx"]), batch["targets"]
         xp = model.bk.xp
         ref = xp.sum(reference_logprobs(model, self.reference, idx, targets), axis=1)  # first: it runs the model too
         tokens, c_logp = logprobs(model, idx, targets, rng)
-        logp = xp.sum(tokens, axis=1)  # log π(reply | prompt) of each row, (2B,)
+        return xp.sum(tokens, axis=1), ref, c_logp
+
+    def loss(self, model: Model, batch: dict[str, Any], rng: Any) -> Any:
+        logp, ref, c_logp = self.replies_logprobs(model, batch, rng)
         B = logp.shape[0] // 2
         loss, c_dpo = ops.dpo_forward(
             model.bk, logp[:B], logp[B:], ref[:B], ref[B:], self.cfg.dpo_beta, self.cfg.dpo_smoothing
@@ -129,11 +133,8 @@ class DPOTask(Task):
         bk, beta = model.bk, self.cfg.dpo_beta
         sums = np.zeros(5)  # loss, chosen preferred, chosen reward, rejected reward, pairs
         for part in self.chunks(pairs, sharded=True):
-            batch = self._arrays(list(part))
-            idx = model.as_ids(batch["idx"])
-            ref = bk.xp.sum(reference_logprobs(model, self.reference, idx, batch["targets"]), axis=1)
             with model.eval_mode():
-                logp = bk.xp.sum(logprobs(model, idx, batch["targets"])[0], axis=1)
+                logp, ref, _ = self.replies_logprobs(model, self._arrays(list(part)))
             B = len(part)
             loss, _ = ops.dpo_forward(bk, logp[:B], logp[B:], ref[:B], ref[B:], beta, self.cfg.dpo_smoothing)
             rewards = bk.to_numpy(bk.widen(beta * (logp - ref)))

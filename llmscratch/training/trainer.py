@@ -97,15 +97,17 @@ def build_for_training(
     """A model and its AdamW for ``cfg``, from weights in the master dtype (None: drawn from the seed). The model
     computes on their copies rounded to the precision's dtype (on themselves in fp32); AdamW updates them."""
     weights = init_params(model_cfg, precision.master_bk, cfg.seed) if weights is None else weights
-    model = model_class(model_cfg.kind)(
-        model_cfg,
-        precision.bk,
-        seed=cfg.seed,
-        params=precision.compute_copy(weights),
-        attention=cfg.attention,
-        ops=cfg.ops,
-    )
+    model = model_for(model_cfg, cfg, precision, weights)
     return model, optimizer_for(model, cfg, weights if precision.has_master else None)
+
+
+def model_for(model_cfg: Any, cfg: TrainConfig, precision: Precision, weights: dict[str, Any]) -> Model:
+    """The model of ``model_cfg`` computing on ``weights`` (master dtype) rounded to the precision's dtype, with
+    the config's kernels."""
+    params = precision.compute_copy(weights)
+    return model_class(model_cfg.kind)(
+        model_cfg, precision.bk, seed=cfg.seed, params=params, attention=cfg.attention, ops=cfg.ops
+    )
 
 
 class Trainer:
@@ -304,8 +306,7 @@ class Trainer:
             )
         else:
             weights = init_params(model_cfg, self.master_bk, cfg.seed)
-        params = self.precision.compute_copy(weights)
-        reference = model_class(model_cfg.kind)(model_cfg, self.bk, params=params, attention=cfg.attention, ops=cfg.ops)
+        reference = model_for(model_cfg, cfg, self.precision, weights)
         reference.training = False
         self.task.reference = reference
 
